@@ -1,0 +1,68 @@
+"""The one list of condition types, reasons and event reasons, so that users can search for them."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+GROUP = "modelpilot.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "ModelDeployment"
+PLURAL = "modeldeployments"
+FIELD_MANAGER = "modelpilot"
+
+LABEL_DEPLOYMENT = "modelpilot.io/deployment"
+LABEL_REVISION = "modelpilot.io/revision"
+LABEL_COMPONENT = "modelpilot.io/component"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+ANNOTATION_SPEC_HASH = "modelpilot.io/spec-hash"
+GPU_RESOURCE = "nvidia.com/gpu"
+GPU_TAINT_KEY = "nvidia.com/gpu"
+POOL_LABEL = "modelpilot.io/pool"
+
+
+class Phase(StrEnum):
+    PENDING = "Pending"
+    PROGRESSING = "Progressing"
+    READY = "Ready"
+    PAUSED = "Paused"
+    DEGRADED = "Degraded"
+    ROLLED_BACK = "RolledBack"
+    INVALID = "InvalidSpec"
+
+
+class ConditionType(StrEnum):
+    READY = "Ready"
+    PROGRESSING = "Progressing"
+    DEGRADED = "Degraded"
+    INVALID_SPEC = "InvalidSpec"
+    ANALYSIS = "AnalysisHealthy"
+    SCALING_LIMITED = "ScalingLimited"
+
+
+class Reason(StrEnum):
+    """Condition and event reasons: CamelCase nouns a person can search for."""
+
+    AVAILABLE = "Available"
+    REVISION_CREATED = "RevisionCreated"
+    WAITING_FOR_PODS = "WaitingForPods"
+    NEW_REVISION_AVAILABLE = "NewRevisionAvailable"
+    ROLLOUT_STEP = "RolloutStep"
+    ROLLOUT_PAUSED = "RolloutPaused"
+    PROMOTED = "Promoted"
+    ROLLED_BACK = "RolledBack"
+    ANALYSIS_FAILED = "AnalysisFailed"
+    ANALYSIS_PASSED = "AnalysisPassed"
+    INCONCLUSIVE = "Inconclusive"
+    METRICS_UNAVAILABLE = "MetricsUnavailable"
+    PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
+    DRIFT_DETECTED = "DriftDetected"
+    MANUAL_ABORT = "ManualAbort"
+    MANUAL_PROMOTE = "ManualPromote"
+    KILL_SWITCH = "KillSwitch"
+    INSUFFICIENT_GPU = "InsufficientGPU"
+    UNSCHEDULABLE = "Unschedulable"
+    INVALID_SPEC = "InvalidSpec"
+    SPEC_VALID = "SpecValid"
+    AS_EXPECTED = "AsExpected"
+    APPLY_FAILED = "ApplyFailed"

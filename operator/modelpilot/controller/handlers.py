@@ -1,0 +1,95 @@
+"""Thin kopf handlers: watch events only schedule reconciles; the Reconciler does the work.
+
+Only `on.event` handlers are used, so kopf writes nothing to the objects (no progress
+annotations) and puts no finalizer on them: children are cleaned up by owner references.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from typing import Any
+
+import kopf
+
+from modelpilot.api.reasons import GROUP, LABEL_DEPLOYMENT, PLURAL, VERSION
+from modelpilot.controller import metrics as opmetrics
+from modelpilot.controller.kube import KubeClient
+from modelpilot.controller.reconcile import Reconciler
+from modelpilot.controller.workqueue import WorkQueue
+
+log = logging.getLogger("modelpilot")
+
+
+class _State:
+    queue: WorkQueue | None = None
+    reconciler: Reconciler | None = None
+
+
+STATE = _State()
+
+
+def build_reconciler(kube: KubeClient) -> Reconciler:
+    """The reconciler with its metric provider, configured from the environment."""
+    from modelpilot.controller.measure import PrometheusMeasure
+
+    prometheus_url = os.environ.get("MODELPILOT_PROMETHEUS_URL", "")
+    measure = PrometheusMeasure(prometheus_url) if prometheus_url else None
+    init_image = os.environ.get("MODELPILOT_IMAGE", "ghcr.io/modelpilot/modelpilot:0.1.0")
+    return Reconciler(kube=kube, measure=measure, init_image=init_image)
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.persistence.finalizer = "modelpilot.io/kopf-finalizer"  # never added: no handler needs one
+    kube = KubeClient.from_environment(os.environ.get("MODELPILOT_KUBECONFIG") or None,
+                                       on_write=lambda op: opmetrics.WRITES.labels(op).inc())  # fmt: skip
+    STATE.reconciler = build_reconciler(kube)
+
+    async def handle(key: Any) -> float | None:
+        namespace, name = key
+        assert STATE.reconciler is not None
+        try:
+            result = await asyncio.to_thread(STATE.reconciler.reconcile, namespace, name)
+        except Exception:
+            opmetrics.RECONCILES.labels("error").inc()
+            raise
+        opmetrics.RECONCILES.labels("ok").inc()
+        return result
+
+    STATE.queue = WorkQueue(handle, workers=int(os.environ.get("MODELPILOT_WORKERS", "4")))
+    STATE.queue.start()
+
+
+@kopf.on.cleanup()
+async def cleanup(**_: Any) -> None:
+    if STATE.queue:
+        await STATE.queue.stop()
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+def modeldeployment_event(event: dict, name: str, namespace: str, **_: Any) -> None:
+    if STATE.queue is None:
+        return
+    if event.get("type") == "DELETED":
+        STATE.queue.forget((namespace, name))
+        opmetrics.forget(namespace, name)
+        return
+    STATE.queue.add((namespace, name))
+
+
+@kopf.on.event("apps", "v1", "deployments", labels={LABEL_DEPLOYMENT: kopf.PRESENT})
+def child_deployment_event(labels: dict, namespace: str, **_: Any) -> None:
+    if STATE.queue is not None:
+        STATE.queue.add((namespace, labels[LABEL_DEPLOYMENT]), 0.2)
+
+
+@kopf.on.event("", "v1", "pods", labels={LABEL_DEPLOYMENT: kopf.PRESENT})
+def child_pod_event(labels: dict, namespace: str, **_: Any) -> None:
+    # Pods tell us about scheduling failures (InsufficientGPU) that Deployments do not show.
+    if STATE.queue is not None:
+        STATE.queue.add((namespace, labels[LABEL_DEPLOYMENT]), 0.5)

@@ -1,0 +1,96 @@
+"""Measure an AnalysisRequest's metrics for both arms through a MetricProvider (Prometheus)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from modelpilot.analysis.prometheus import PrometheusProvider
+from modelpilot.analysis.providers import MetricProblem, MetricProvider, MetricValue
+from modelpilot.analysis.queries import (
+    RevisionRef,
+    TemplateError,
+    builtin_query,
+    count_queries,
+    render_for_revision,
+)
+from modelpilot.rollout.decide import AnalysisRequest
+from modelpilot.rollout.observe import MetricSample
+from modelpilot.serving.manifests import Owner
+
+
+class PrometheusMeasure:
+    def __init__(self, url: str, provider: MetricProvider | None = None) -> None:
+        self.provider = provider or PrometheusProvider(url, timeout_s=5.0)
+
+    def __call__(self, request: AnalysisRequest, owner: Owner, model: str | None = None) -> dict[str, MetricSample]:
+        at = time.time()
+        refs = {
+            arm: RevisionRef(namespace=owner.namespace, name=owner.name, revision=rev, model=model)
+            for arm, rev in (("candidate", request.candidate), ("stable", request.stable))
+        }
+        return {str(m["name"]): self._measure(m, refs, request.window, at) for m in request.metrics}
+
+    def _value(self, query: str, at: float) -> MetricValue:
+        return self.provider.evaluate(query, at=at)
+
+    def _measure(self, metric: Mapping[str, Any], refs: Mapping[str, RevisionRef], window: float, at: float) -> MetricSample:
+        name = str(metric["name"])
+        provider = metric.get("provider", "istio")
+        kind = metric.get("metric", "errorRate")
+        values: dict[str, MetricValue] = {}
+        counts: dict[str, tuple[MetricValue, MetricValue]] = {}
+        try:
+            for arm, ref in refs.items():
+                if provider in ("istio", "triton"):
+                    cq = count_queries(provider, ref, window)
+                    errors, total = self._value(cq.errors, at), self._value(cq.total, at)
+                    counts[arm] = (errors, total)
+                    if kind == "errorRate":
+                        values[arm] = _ratio(errors, total)
+                    else:
+                        values[arm] = self._value(builtin_query(kind, provider, ref, window), at)
+                elif provider in ("prometheus", "monitor") and metric.get("query"):
+                    values[arm] = self._value(render_for_revision(str(metric["query"]), ref, window), at)
+                else:
+                    return MetricSample(name, None, reason=f"metric {kind!r} needs a query for provider {provider!r}")
+        except (TemplateError, ValueError) as exc:
+            return MetricSample(name, None, reason=str(exc))
+        cand, stab = values["candidate"], values["stable"]
+        sample = MetricSample(
+            name=name,
+            candidate=cand.value if cand.ok else None,
+            stable=stab.value if stab.ok else None,
+            reason="" if cand.ok else cand.reason,
+        )
+        if counts:
+            ce, ct = counts["candidate"]
+            se, st = counts["stable"]
+            sample = MetricSample(
+                name=name, candidate=sample.candidate, stable=sample.stable, reason=sample.reason,
+                candidate_count=_count(ct, ce), stable_count=_count(st, se),
+                candidate_errors=_count(ce, ct, missing_is_zero=True), stable_errors=_count(se, st, missing_is_zero=True),
+            )  # fmt: skip
+        return sample
+
+
+def _count(value: MetricValue, sibling: MetricValue, missing_is_zero: bool = False) -> float | None:
+    """A counter increase; no series at all means zero only when the sibling query answered."""
+    if value.ok and value.value is not None:
+        return float(value.value)
+    if value.problem is MetricProblem.NO_DATA and (missing_is_zero or sibling.ok):
+        return 0.0
+    return None
+
+
+def _ratio(errors: MetricValue, total: MetricValue) -> MetricValue:
+    if not total.ok or total.value is None:
+        return total
+    if total.value <= 0:
+        return MetricValue.missing(MetricProblem.NO_DATA, "no requests in the window")
+    err = errors.value if errors.ok and errors.value is not None else 0.0
+    if not errors.ok and errors.problem is not MetricProblem.NO_DATA:
+        return errors
+    return MetricValue.of(err / total.value)
+

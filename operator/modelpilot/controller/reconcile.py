@@ -1,0 +1,201 @@
+"""The imperative shell around `decide`: observe, decide, act.
+
+Observe reads the ModelDeployment, its children and (when a check is due) metrics;
+`decide` is pure; act server-side applies only the children that differ from what is
+live, patches status only when it changed, and posts the decision's events.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from modelpilot.api.reasons import API_VERSION, KIND, LABEL_DEPLOYMENT, LABEL_REVISION
+from modelpilot.api.spec import parse_spec
+from modelpilot.api.validation import validate
+from modelpilot.controller import metrics as opmetrics
+from modelpilot.controller.kube import KubeClient
+from modelpilot.rollout.decide import REQUEST_ANNOTATION, Decision, analysis_request, decide
+from modelpilot.rollout.observe import MetricSample, Observations, revision_states
+from modelpilot.rollout.status import rfc3339
+from modelpilot.routing.istio import TrafficPlan, destination_rule, virtual_service
+from modelpilot.serving import manifests
+from modelpilot.serving.triton import TritonConfigError, render_config_pbtxt
+
+log = logging.getLogger(__name__)
+
+Measure = Callable[..., Mapping[str, MetricSample]]
+
+
+@dataclass
+class Reconciler:
+    kube: KubeClient
+    measure: Measure | None = None  # (request, owner) -> samples; None: analysis is inconclusive
+    init_image: str = manifests.DEFAULT_INIT_IMAGE
+    clock: Callable[[], float] = time.time
+
+    def reconcile(self, namespace: str, name: str) -> float | None:
+        """One pass; returns seconds until the next wanted pass (None: only on events)."""
+        body = self.kube.get("ModelDeployment", name, namespace)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            opmetrics.forget(namespace, name)
+            return None
+        now = self.clock()
+        meta = body["metadata"]
+        owner = manifests.Owner(name=name, namespace=namespace, uid=meta["uid"])
+        status = body.get("status") or {}
+        generation = int(meta.get("generation", 0))
+        raw_spec = body.get("spec") or {}
+        invalid: list[str] = []
+        try:
+            spec = parse_spec(raw_spec)
+            invalid = validate(spec)
+            render_config_pbtxt(spec.model)
+        except (TritonConfigError, ValueError, TypeError, KeyError) as exc:
+            invalid.append(str(exc))
+            spec = None
+        if spec is None:
+            decision = decide(parse_spec({"model": {}}), generation, status, Observations(), now, invalid)
+            self._act_status(body, decision)
+            return None
+
+        labels = {LABEL_DEPLOYMENT: name}
+        deployments = self.kube.list("Deployment", namespace, labels)
+        pods = self.kube.list("Pod", namespace, labels)
+        samples = None
+        request = analysis_request(spec, status, now)
+        if request is not None:
+            samples = self.measure(request, owner) if self.measure else {}
+        obs = Observations(
+            revisions=revision_states(deployments, pods),
+            metrics=samples,
+            request=(meta.get("annotations") or {}).get(REQUEST_ANNOTATION),
+        )
+        try:
+            decision = decide(spec, generation, status, obs, now, invalid)
+        except ValueError as exc:  # e.g. a step kind this version cannot run
+            decision = decide(spec, generation, status, obs, now, [str(exc)])
+        if decision.apply_children:
+            self._act_children(owner, spec, decision, deployments)
+        self._act_status(body, decision)
+        opmetrics.observe(namespace, name, decision, samples)
+        return decision.requeue_after
+
+    # ---- act
+
+    def _apply_if_changed(self, desired: Mapping[str, Any], live: Mapping[str, Any] | None) -> None:
+        if live is not None and is_subset(desired, live):
+            return
+        self.kube.apply(desired)
+
+    def _act_children(self, owner: manifests.Owner, spec, decision: Decision, deployments: list[dict]) -> None:
+        ns = owner.namespace
+        labels = {LABEL_DEPLOYMENT: owner.name}
+        live_deps = {d["metadata"]["name"]: d for d in deployments}
+        live_svcs = {s["metadata"]["name"]: s for s in self.kube.list("Service", ns, labels)}
+        live_cms = {c["metadata"]["name"]: c for c in self.kube.list("ConfigMap", ns, labels)}
+        current = spec.revision
+        for rev, replicas in decision.replicas.items():
+            dep_name = manifests.revision_name(owner, rev)
+            if rev == current:
+                cm = manifests.config_map(owner, spec, rev)
+                if cm:  # the config must exist before pods mount it
+                    self._apply_if_changed(cm, live_cms.get(cm["metadata"]["name"]))
+                self._apply_if_changed(manifests.deployment(owner, spec, rev, replicas, self.init_image),
+                                       live_deps.get(dep_name))  # fmt: skip
+                self._apply_if_changed(manifests.revision_service(owner, rev), live_svcs.get(dep_name))
+            elif dep_name in live_deps and int(live_deps[dep_name]["spec"].get("replicas", 0)) != replicas:
+                # An older revision: its pod template came from an older spec; only its size changes.
+                self.kube.merge_patch("Deployment", dep_name, ns, {"spec": {"replicas": replicas}})
+        # Retired revisions: delete their Deployment, Service and ConfigMap.
+        keep = set(decision.replicas)
+        for dep in deployments:
+            rev = dep["metadata"]["labels"].get(LABEL_REVISION)
+            if rev and rev not in keep:
+                base = manifests.revision_name(owner, rev)
+                self.kube.delete("Deployment", base, ns)
+                if base in live_svcs:
+                    self.kube.delete("Service", base, ns)
+                if f"{base}-config" in live_cms:
+                    self.kube.delete("ConfigMap", f"{base}-config", ns)
+        self._apply_if_changed(manifests.stable_service(owner), live_svcs.get(owner.name))
+        preview_name = f"{owner.name}-preview"
+        if decision.preview:
+            preview = manifests.revision_service(owner, decision.preview)
+            preview["metadata"]["name"] = preview_name
+            preview["metadata"]["labels"]["modelpilot.io/component"] = "preview"
+            self._apply_if_changed(preview, live_svcs.get(preview_name))
+        elif preview_name in live_svcs:
+            self.kube.delete("Service", preview_name, ns)
+        revisions = tuple(sorted(r for r, n in decision.replicas.items() if n > 0) or [decision.stable or current])
+        plan = TrafficPlan(
+            stable=decision.stable or current,
+            revisions=revisions,
+            candidate=decision.candidate,
+            weight=decision.weight,
+            mirror_percent=decision.mirror_percent,
+            match=decision.match,
+        )
+        dr = destination_rule(owner, spec, plan)
+        vs = virtual_service(owner, spec, plan)
+        self._apply_if_changed(dr, self.kube.get("DestinationRule", owner.name, ns))
+        live_vs = self.kube.get("VirtualService", owner.name, ns)
+        if live_vs is None or live_vs.get("spec") != vs["spec"]:
+            # Routes are compared whole: a stale mirror or match left in place would be a real bug.
+            self.kube.apply(vs)
+
+    def _act_status(self, body: Mapping[str, Any], decision: Decision) -> None:
+        meta = body["metadata"]
+        old = body.get("status") or {}
+        new = decision.status
+        if old != new:
+            self.kube.apply(
+                {"apiVersion": API_VERSION, "kind": KIND,
+                 "metadata": {"name": meta["name"], "namespace": meta["namespace"]}, "status": new},
+                subresource="status",
+            )  # fmt: skip
+        for event in decision.events:
+            if event.reason == "InvalidSpec" and old.get("message") == new.get("message") and old.get("phase") == "InvalidSpec":
+                continue  # the same problem, already reported
+            self.post_event(body, event.type, event.reason, event.message)
+
+    def post_event(self, body: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+        meta = body["metadata"]
+        now = rfc3339(self.clock())
+        self.kube.create({
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:12]}", "namespace": meta["namespace"]},
+            "involvedObject": {"apiVersion": API_VERSION, "kind": KIND, "name": meta["name"],
+                               "namespace": meta["namespace"], "uid": meta["uid"]},
+            "reason": str(reason),
+            "message": message[:1024],
+            "type": type_,
+            "source": {"component": "modelpilot"},
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+            "reportingComponent": "modelpilot.io/operator",
+            "reportingInstance": "modelpilot",
+        })  # fmt: skip
+
+
+def is_subset(desired: Any, live: Any) -> bool:
+    """True when every field we want is already live (the server may add defaults around it)."""
+    if isinstance(desired, Mapping):
+        if not isinstance(live, Mapping):
+            return False
+        return all(k in live and is_subset(v, live[k]) for k, v in desired.items())
+    if isinstance(desired, list):
+        if not isinstance(live, list) or len(desired) != len(live):
+            return False
+        return all(is_subset(d, v) for d, v in zip(desired, live, strict=True))
+    if isinstance(desired, bool) or isinstance(live, bool):
+        return desired is live
+    if isinstance(desired, int | float) and isinstance(live, int | float):
+        return float(desired) == float(live)
+    return desired == live

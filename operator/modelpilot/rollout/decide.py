@@ -1,0 +1,532 @@
+"""The pure rollout core: `decide(spec, status, observations, now) -> Decision`.
+
+It does no I/O and never reads the clock. All rollout state lives in `status.rollout`,
+so a restarted operator decides the same thing again and resumes at the same step.
+
+A rollout's life: a new pod-affecting spec makes a *candidate* revision. Once its pods are
+Available, the steps run in order (setWeight, pause, analysis, shadow, abTest, blueGreen);
+after the last one the candidate is promoted to stable and the old stable is retired after
+`scaleDownDelaySeconds`. A failed analysis, an abort, or a missed progress deadline rolls
+back: 100% to stable, mirror removed, candidate scaled to zero, and that revision is not
+tried again until the spec changes or a retry is requested.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from modelpilot.api.reasons import ConditionType, Phase, Reason
+from modelpilot.api.spec import ModelDeploymentSpec, parse_duration
+from modelpilot.rollout.checks import CheckOutcome, MetricVerdict, evaluate_check
+from modelpilot.rollout.observe import Observations, RevisionState
+from modelpilot.rollout.status import parse_rfc3339, rfc3339, set_condition
+
+DEFAULT_INTERVAL = 30.0
+DEFAULT_FAILURE_LIMIT = 1
+DEFAULT_INCONCLUSIVE_LIMIT = 20
+DEFAULT_ALPHA = 0.05
+CHECK_HISTORY = 10
+STEADY_RESYNC = 300.0
+REQUEST_ANNOTATION = "modelpilot.io/request"
+ANALYSED_STEPS = ("analysis", "shadow", "abTest", "blueGreen")
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class AnalysisRequest:
+    """The shell should measure these metrics for candidate and stable over `window` seconds."""
+
+    metrics: tuple[Mapping[str, Any], ...]
+    candidate: str
+    stable: str
+    window: float
+
+
+@dataclass
+class Decision:
+    apply_children: bool  # False for an invalid spec: change nothing
+    replicas: dict[str, int] = field(default_factory=dict)  # revision -> replicas (Deployments to keep)
+    stable: str | None = None
+    candidate: str | None = None
+    weight: int = 0
+    mirror_percent: float = 0.0
+    match: Mapping[str, Any] | None = None
+    preview: str | None = None  # blue-green preview revision
+    status: dict[str, Any] = field(default_factory=dict)
+    events: list[Event] = field(default_factory=list)
+    requeue_after: float | None = None
+
+
+def _analysis_config(spec: ModelDeploymentSpec, step: Mapping[str, Any]) -> dict[str, Any]:
+    """A step's analysis settings, falling back to spec.rollout.analysis."""
+    base = dict(spec.rollout.analysis)
+    if "analysis" in step:
+        base.update(step["analysis"])
+    return base
+
+
+def step_kind(step: Mapping[str, Any]) -> str:
+    for key in ("setWeight", "pause", "analysis", "shadow", "abTest", "blueGreen", "gate"):
+        if key in step:
+            return key
+    raise ValueError(f"unknown step {dict(step)}")
+
+
+def analysis_request(spec: ModelDeploymentSpec, status: Mapping[str, Any], now: float) -> AnalysisRequest | None:
+    """Which metrics the shell must measure before calling `decide`, if a check is due now."""
+    ro = status.get("rollout") or {}
+    candidate, stable = ro.get("candidate"), ro.get("stable")
+    steps = spec.rollout.steps
+    index = int(ro.get("step", 0))
+    if not candidate or not stable or ro.get("state") != "running" or index >= len(steps):
+        return None
+    step = steps[index]
+    if step_kind(step) not in ANALYSED_STEPS:
+        return None
+    if step_kind(step) == "shadow" and not step["shadow"].get("analysis", True):
+        return None
+    config = _analysis_config(spec, step)
+    metrics = tuple(config.get("metrics") or ())
+    if not metrics:
+        return None
+    interval = parse_duration(config.get("interval"), DEFAULT_INTERVAL) or DEFAULT_INTERVAL
+    last = parse_rfc3339(ro.get("lastCheckAt")) or parse_rfc3339(ro.get("stepStartedAt")) or now
+    if now - last < interval:
+        return None
+    started = parse_rfc3339(ro.get("stepStartedAt")) or now
+    return AnalysisRequest(metrics, candidate, stable, window=max(interval, now - started))
+
+
+def _ready_text(rev: RevisionState | None, desired: int) -> str:
+    return f"{rev.ready if rev else 0}/{desired}"
+
+
+def decide(
+    spec: ModelDeploymentSpec,
+    generation: int,
+    status: Mapping[str, Any],
+    obs: Observations,
+    now: float,
+    invalid: list[str] | None = None,
+) -> Decision:
+    conditions = list(status.get("conditions") or [])
+    if invalid:
+        message = "; ".join(invalid)
+        conditions = set_condition(conditions, ConditionType.INVALID_SPEC, True, Reason.INVALID_SPEC, message, generation, now)
+        new_status = {**copy.deepcopy(dict(status)), "conditions": conditions, "phase": Phase.INVALID.value,
+                      "message": message, "observedGeneration": generation}  # fmt: skip
+        return Decision(apply_children=False, status=new_status,
+                        events=[Event("Warning", Reason.INVALID_SPEC, message)])  # fmt: skip
+    conditions = set_condition(conditions, ConditionType.INVALID_SPEC, False, Reason.SPEC_VALID, "spec is valid", generation, now)
+    machine = _Machine(spec, generation, copy.deepcopy(dict(status.get("rollout") or {})), obs, now)
+    machine.run()
+    return machine.finish(status, conditions)
+
+
+class _Machine:
+    """One pass of the rollout state machine over `status.rollout` (mutated in place)."""
+
+    def __init__(self, spec: ModelDeploymentSpec, generation: int, ro: dict[str, Any], obs: Observations, now: float):
+        self.spec, self.generation, self.ro, self.obs, self.now = spec, generation, ro, obs, now
+        self.desired = spec.revision
+        self.replicas_wanted = spec.serving.replicas
+        self.events: list[Event] = []
+        self.requeue: float | None = None
+        self.phase = Phase.PROGRESSING
+        self.message = ""
+        self.progress: tuple[bool, str, str] = (False, Reason.AS_EXPECTED, "no rollout in progress")
+        self.degraded: tuple[bool, str, str] = (False, Reason.AS_EXPECTED, "")
+        self.analysis_condition: tuple[bool, str, str] | None = None
+        self.match: Mapping[str, Any] | None = None
+        self.preview: str | None = None
+        self.mirror = 0.0
+
+    # ---- helpers
+
+    def rev(self, name: str | None) -> RevisionState | None:
+        return self.obs.revisions.get(name) if name else None
+
+    def available(self, name: str | None) -> bool:
+        state = self.rev(name)
+        return state is not None and state.is_available(self.replicas_wanted)
+
+    def wake(self, seconds: float) -> None:
+        seconds = max(0.5, seconds)
+        self.requeue = seconds if self.requeue is None else min(self.requeue, seconds)
+
+    def event(self, type_: str, reason: str, message: str) -> None:
+        self.events.append(Event(type_, reason, message))
+
+    def _retire(self, revision: str | None) -> None:
+        if revision and revision not in (self.ro.get("stable"), self.desired):
+            retiring = self.ro.setdefault("retiring", {})
+            retiring.setdefault(revision, rfc3339(self.now + self.spec.rollout.scale_down_delay_seconds))
+
+    def _start_candidate(self, revision: str) -> None:
+        previous = self.ro.get("candidate")
+        if previous and previous != revision:
+            self._retire(previous)
+        self.ro.update({
+            "candidate": revision, "step": 0, "state": "running", "startedAt": rfc3339(self.now),
+            "stepStartedAt": rfc3339(self.now), "weight": 0, "failures": 0, "inconclusive": 0, "checks": [],
+            "sequential": {},
+        })  # fmt: skip
+        self.ro.pop("lastCheckAt", None)
+        self.ro.pop("pausedReason", None)
+        self.event("Normal", Reason.REVISION_CREATED, f"rolling out revision {revision} (stable {self.ro.get('stable')})")
+
+    # ---- the machine
+
+    def run(self) -> None:
+        ro = self.ro
+        request = self.obs.request
+        new_request = bool(request) and request != ro.get("handledRequest")
+        action = request.split("@", 1)[0] if new_request and request else None
+        if new_request:
+            ro["handledRequest"] = request
+        if not ro.get("stable"):
+            # First revision: it is the stable one as soon as it exists.
+            ro["stable"] = self.desired
+            self.event("Normal", Reason.REVISION_CREATED, f"created revision {self.desired}")
+        if action == "retry" and ro.get("blocked") == self.desired:
+            ro.pop("blocked", None)
+            ro.pop("candidate", None)
+            self.event("Normal", Reason.ROLLOUT_STEP, f"retrying revision {self.desired} as requested")
+        if self.desired == ro["stable"]:
+            if ro.get("candidate"):
+                self._retire(ro.pop("candidate"))
+                ro["weight"] = 0
+            ro.pop("blocked", None)
+            ro["state"] = "idle"
+            self._steady()
+            return
+        if ro.get("blocked") == self.desired:
+            self._rolled_back_hold()
+            return
+        if ro.get("candidate") != self.desired:
+            self._start_candidate(self.desired)
+        if action == "abort":
+            self._rollback(Reason.MANUAL_ABORT, "rollout aborted by request")
+            return
+        if action == "promote":
+            self.event("Normal", Reason.MANUAL_PROMOTE, f"revision {self.desired} promoted by request")
+            self._promote()
+            return
+        if self.spec.rollout.kill_switch:
+            ro["weight"] = 0
+            self.phase = Phase.PAUSED
+            self.message = "kill switch on: 100% of traffic to stable"
+            self.progress = (False, Reason.KILL_SWITCH, self.message)
+            if ro.get("pausedReason") != Reason.KILL_SWITCH:
+                ro["pausedReason"] = Reason.KILL_SWITCH.value
+                self.event("Warning", Reason.KILL_SWITCH, self.message)
+            return
+        if ro.get("pausedReason") == Reason.KILL_SWITCH:
+            ro.pop("pausedReason")
+        self._progress(action)
+
+    def _progress(self, action: str | None) -> None:
+        ro = self.ro
+        candidate = ro["candidate"]
+        state = self.rev(candidate)
+        if not self.available(candidate):
+            started = parse_rfc3339(ro.get("startedAt")) or self.now
+            deadline = self.spec.rollout.progress_deadline_seconds
+            if state and state.unschedulable_reason:
+                self.degraded = (True, state.unschedulable_reason, state.unschedulable_message)
+            if self.now - started > deadline:
+                reason = state.unschedulable_reason if state and state.unschedulable_reason else Reason.PROGRESS_DEADLINE_EXCEEDED
+                detail = f": {state.unschedulable_message}" if state and state.unschedulable_message else ""
+                self._rollback(reason, f"candidate {candidate} not available within {deadline}s{detail}")
+                return
+            self.message = f"waiting for candidate {candidate} pods ({_ready_text(state, self.replicas_wanted)} ready)"
+            self.progress = (True, Reason.WAITING_FOR_PODS, self.message)
+            ro["stepStartedAt"] = rfc3339(self.now)  # steps start once the candidate is up
+            self.wake(min(5.0, deadline))
+            return
+        if self.spec.rollout.paused or ro.get("pausedReason") == Reason.INCONCLUSIVE:
+            if action == "resume":
+                ro.pop("pausedReason", None)
+            else:
+                self.phase = Phase.PAUSED
+                why = "spec.rollout.paused is true" if self.spec.rollout.paused else "analysis inconclusive too often"
+                self.message = f"rollout paused at step {ro.get('step', 0)}: {why}"
+                self.progress = (True, Reason.ROLLOUT_PAUSED, self.message)
+                return
+        steps = self.spec.rollout.steps
+        # Walk as many steps as can complete now (setWeight completes at once).
+        for _ in range(len(steps) + 1):
+            index = int(ro.get("step", 0))
+            if index >= len(steps):
+                self._promote()
+                return
+            done = self._run_step(steps[index], index, action)
+            if self.phase == Phase.ROLLED_BACK:
+                return
+            if not done:
+                return
+            ro["step"] = index + 1
+            ro["stepStartedAt"] = rfc3339(self.now)
+            ro["failures"] = 0
+            ro["inconclusive"] = 0
+            ro.pop("lastCheckAt", None)
+            action = None  # a manual promote of a pause step is spent
+
+    def _run_step(self, step: Mapping[str, Any], index: int, action: str | None) -> bool:
+        ro = self.ro
+        kind = step_kind(step)
+        started = parse_rfc3339(ro.get("stepStartedAt")) or self.now
+        elapsed = self.now - started
+        self.progress = (True, Reason.ROLLOUT_STEP, f"step {index + 1}/{len(self.spec.rollout.steps)}: {kind}")
+        self.message = self.progress[2]
+        if kind == "setWeight":
+            ro["weight"] = int(step["setWeight"])
+            self.event("Normal", Reason.ROLLOUT_STEP, f"step {index + 1}: weight {ro['weight']}% to {ro['candidate']}")
+            return True
+        if kind == "pause":
+            duration = parse_duration((step["pause"] or {}).get("duration"))
+            if duration is None:
+                if action == "promote-step" or action == "resume":
+                    return True
+                self.phase = Phase.PAUSED
+                self.message = f"paused at step {index + 1} until promoted"
+                return False
+            if elapsed >= duration:
+                return True
+            self.wake(duration - elapsed)
+            return False
+        if kind == "gate":
+            raise ValueError("gate steps are not implemented yet")
+        # Analysed steps: analysis, shadow, abTest, blueGreen.
+        body = step[kind] or {}
+        if kind == "shadow":
+            ro["weight"] = 0
+            self.mirror = float(body.get("mirrorPercentage", 100))
+        elif kind == "abTest":
+            ro["weight"] = 0
+            self.match = {k: body[k] for k in ("header", "cookie") if k in body}
+        elif kind == "blueGreen":
+            ro["weight"] = 0
+            self.preview = ro["candidate"]
+        config = _analysis_config(self.spec, step)
+        duration = parse_duration(body.get("duration") if kind != "analysis" else config.get("duration"), 0.0) or 0.0
+        metrics = list(config.get("metrics") or [])
+        if kind == "shadow" and not body.get("analysis", True):
+            metrics = []
+        if not metrics:
+            if elapsed >= duration:
+                return True
+            self.wake(duration - elapsed)
+            return False
+        interval = parse_duration(config.get("interval"), DEFAULT_INTERVAL) or DEFAULT_INTERVAL
+        if self.obs.metrics is not None:
+            outcome = evaluate_check(metrics, self.obs.metrics, float(config.get("alpha", DEFAULT_ALPHA)),
+                                     ro.get("sequential") or {})  # fmt: skip
+            self._record(outcome)
+            if outcome.regression or (outcome.outcome == "fail" and
+                                      ro["failures"] > int(config.get("failureLimit", DEFAULT_FAILURE_LIMIT))):  # fmt: skip
+                reason = Reason.DRIFT_DETECTED if _is_drift(metrics, outcome) else Reason.ANALYSIS_FAILED
+                self._rollback(reason, "analysis failed: " + _describe(outcome))
+                return False
+            if outcome.outcome == "inconclusive":
+                if outcome.unreachable:
+                    self.phase = Phase.PAUSED
+                    self.message = "metrics unavailable, rollout waits: " + _describe(outcome)
+                    self.analysis_condition = (False, Reason.METRICS_UNAVAILABLE, self.message)
+                else:
+                    self.message = "analysis inconclusive, extending: " + _describe(outcome)
+                    self.analysis_condition = (False, Reason.INCONCLUSIVE, self.message)
+                    if ro["inconclusive"] > int(config.get("inconclusiveLimit", DEFAULT_INCONCLUSIVE_LIMIT)):
+                        ro["pausedReason"] = Reason.INCONCLUSIVE.value
+                        self.phase = Phase.PAUSED
+                        self.event("Warning", Reason.INCONCLUSIVE, "rollout paused: " + self.message)
+            else:
+                self.analysis_condition = (outcome.outcome == "pass",
+                                           Reason.ANALYSIS_PASSED if outcome.outcome == "pass" else Reason.ANALYSIS_FAILED,
+                                           _describe(outcome))  # fmt: skip
+        last = (ro.get("checks") or [{}])[-1] if ro.get("checks") else None
+        if elapsed >= duration and last and last.get("outcome") == "pass" and last.get("step") == index:
+            return True
+        self.wake(interval)
+        return False
+
+    def _record(self, outcome: CheckOutcome) -> None:
+        ro = self.ro
+        ro["lastCheckAt"] = rfc3339(self.now)
+        sequential = dict(ro.get("sequential") or {})
+        sequential.update({k: float(v) for k, v in outcome.p_values.items()})
+        ro["sequential"] = sequential
+        if outcome.outcome == "fail":
+            ro["failures"] = int(ro.get("failures", 0)) + 1
+        elif outcome.outcome == "inconclusive":
+            ro["inconclusive"] = int(ro.get("inconclusive", 0)) + 1
+        entry = {
+            "time": rfc3339(self.now),
+            "step": int(ro.get("step", 0)),
+            "outcome": outcome.outcome,
+            "metrics": [_verdict_entry(verdict) for verdict in outcome.verdicts],
+        }
+        ro["checks"] = [*list(ro.get("checks") or []), entry][-CHECK_HISTORY:]
+
+    def _promote(self) -> None:
+        ro = self.ro
+        old, new = ro.get("stable"), ro.get("candidate") or self.desired
+        ro["stable"] = new
+        ro.pop("candidate", None)
+        ro["weight"] = 0
+        ro["state"] = "idle"
+        ro.pop("pausedReason", None)
+        self._retire(old)
+        self.event("Normal", Reason.PROMOTED, f"revision {new} promoted to stable (was {old})")
+        self._steady()
+
+    def _rollback(self, reason: str, message: str) -> None:
+        ro = self.ro
+        ro["blocked"] = ro.get("candidate")
+        ro["weight"] = 0
+        ro["state"] = "rolledBack"
+        ro["rollbackReason"] = str(reason)
+        ro["rollbackMessage"] = message
+        ro["rolledBackAt"] = rfc3339(self.now)
+        self.event("Warning", Reason.ROLLED_BACK, f"rolled back revision {ro.get('candidate')}: {message}")
+        self._rolled_back_hold()
+
+    def _rolled_back_hold(self) -> None:
+        ro = self.ro
+        self.phase = Phase.ROLLED_BACK
+        reason = ro.get("rollbackReason", Reason.ROLLED_BACK)
+        self.message = f"revision {ro.get('blocked')} rolled back ({reason}): {ro.get('rollbackMessage', '')}"
+        self.progress = (False, Reason.ROLLED_BACK, self.message)
+        self.degraded = (True, reason, self.message)
+        self._steady(keep_phase=True)
+
+    def _steady(self, keep_phase: bool = False) -> None:
+        stable = self.ro["stable"]
+        state = self.rev(stable)
+        if not keep_phase:
+            if self.available(stable):
+                self.phase = Phase.READY
+                self.message = f"revision {stable} serving ({_ready_text(state, self.replicas_wanted)} ready)"
+                self.progress = (False, Reason.AVAILABLE, self.message)
+            else:
+                self.phase = Phase.PROGRESSING
+                self.message = f"waiting for revision {stable} pods ({_ready_text(state, self.replicas_wanted)} ready)"
+                self.progress = (True, Reason.WAITING_FOR_PODS, self.message)
+                if state and state.unschedulable_reason:
+                    self.degraded = (True, state.unschedulable_reason, state.unschedulable_message)
+                self.wake(5.0)
+
+    # ---- output
+
+    def finish(self, status: Mapping[str, Any], conditions: list[dict[str, Any]]) -> Decision:
+        ro, now, gen = self.ro, self.now, self.generation
+        stable, candidate = ro["stable"], ro.get("candidate")
+        replicas: dict[str, int] = {stable: self.replicas_wanted}
+        if candidate:
+            replicas[candidate] = 0 if ro.get("state") == "rolledBack" else self.replicas_wanted
+        blocked = ro.get("blocked")
+        if blocked and blocked not in replicas:
+            replicas[blocked] = 0
+        retiring = dict(ro.get("retiring") or {})
+        for rev, at in list(retiring.items()):
+            if rev in (stable, candidate):
+                retiring.pop(rev)
+                continue
+            due = parse_rfc3339(at) or now
+            if due > now:
+                replicas[rev] = self.replicas_wanted
+                self.wake(due - now)
+            else:
+                retiring.pop(rev)  # deleted by the shell: it is no longer among the replicas
+        if retiring:
+            ro["retiring"] = retiring
+        else:
+            ro.pop("retiring", None)
+        weight = int(ro.get("weight", 0)) if candidate and ro.get("state") == "running" else 0
+        stable_state = self.rev(stable)
+        ready = self.available(stable)
+        conditions = set_condition(conditions, ConditionType.READY, ready,
+                                   Reason.AVAILABLE if ready else (stable_state.unschedulable_reason
+                                   if stable_state and stable_state.unschedulable_reason else Reason.WAITING_FOR_PODS),
+                                   f"stable revision {stable}: {_ready_text(stable_state, self.replicas_wanted)} pods ready",
+                                   gen, now)  # fmt: skip
+        conditions = set_condition(conditions, ConditionType.PROGRESSING, *self.progress, gen, now)
+        degraded, reason, message = self.degraded
+        conditions = set_condition(conditions, ConditionType.DEGRADED, degraded, reason if degraded else Reason.AS_EXPECTED,
+                                   message if degraded else "no problems", gen, now)  # fmt: skip
+        if self.analysis_condition is not None:
+            conditions = set_condition(conditions, ConditionType.ANALYSIS, *self.analysis_condition, gen, now)
+        if self.phase in (Phase.READY, Phase.PROGRESSING) and degraded and not candidate:
+            self.phase = Phase.DEGRADED if ready else Phase.PROGRESSING
+        revisions = []
+        for rev, count in sorted(replicas.items()):
+            st = self.rev(rev)
+            role = "stable" if rev == stable else "candidate" if rev == candidate else "rolledBack" if rev == blocked else "retiring"
+            entry = {"name": rev, "role": role, "replicas": count, "readyReplicas": st.ready if st else 0,
+                     "availableReplicas": st.available if st else 0}  # fmt: skip
+            if st and st.unschedulable:
+                entry["unschedulable"] = st.unschedulable
+            revisions.append(entry)
+        new_status: dict[str, Any] = {
+            "observedGeneration": gen,
+            "phase": self.phase.value,
+            "message": self.message,
+            "stableRevision": stable,
+            "canaryWeight": weight,
+            "ready": _ready_text(stable_state, self.replicas_wanted),
+            "revisions": revisions,
+            "rollout": ro,
+            "conditions": conditions,
+        }
+        if candidate:
+            new_status["canaryRevision"] = candidate
+        if self.phase in (Phase.READY, Phase.ROLLED_BACK, Phase.DEGRADED) and self.requeue is None:
+            self.requeue = STEADY_RESYNC
+        return Decision(
+            apply_children=True, replicas=replicas, stable=stable, candidate=candidate if weight or self.mirror
+            or self.match or self.preview or (candidate and ro.get("state") == "running") else None,
+            weight=weight, mirror_percent=self.mirror if candidate else 0.0, match=self.match, preview=self.preview,
+            status=new_status, events=self.events, requeue_after=self.requeue,
+        )  # fmt: skip
+
+
+def _verdict_entry(verdict: MetricVerdict) -> dict[str, Any]:
+    entry = {
+        "name": verdict.name,
+        "outcome": verdict.outcome,
+        "value": _finite(verdict.value),
+        "stable": _finite(verdict.stable),
+        "pValue": _finite(verdict.p_value),
+        "message": verdict.message,
+    }
+    return {k: v for k, v in entry.items() if v is not None}
+
+
+def _finite(value: float | None) -> float | None:
+    if value is None or not math.isfinite(value):
+        return None
+    return round(float(value), 6)
+
+
+def _describe(outcome: CheckOutcome) -> str:
+    parts = []
+    for v in outcome.verdicts:
+        value = f"{v.value:.4g}" if v.value is not None else "n/a"
+        stable = f" (stable {v.stable:.4g})" if v.stable is not None else ""
+        parts.append(f"{v.name}={value}{stable} {v.outcome}: {v.message}")
+    return "; ".join(parts)
+
+
+def _is_drift(metrics: list[Mapping[str, Any]], outcome: CheckOutcome) -> bool:
+    drift_metrics = {str(m["name"]) for m in metrics if m.get("metric") in ("predictionDrift", "dataDriftShare")}
+    return any(v.outcome == "fail" and v.name in drift_metrics for v in outcome.verdicts)

@@ -1,0 +1,81 @@
+"""What the shell observed, as plain values the pure `decide` core can reason about."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from modelpilot.api.reasons import LABEL_REVISION, Reason
+
+
+@dataclass(frozen=True)
+class RevisionState:
+    """One revision's Deployment and pods, as last seen."""
+
+    name: str
+    replicas: int = 0
+    ready: int = 0
+    available: int = 0
+    updated: int = 0
+    unschedulable: int = 0
+    unschedulable_reason: str | None = None  # Reason.INSUFFICIENT_GPU or Reason.UNSCHEDULABLE
+    unschedulable_message: str = ""
+
+    def is_available(self, desired: int) -> bool:
+        return self.replicas >= desired and self.available >= desired and self.updated >= desired
+
+
+@dataclass(frozen=True)
+class MetricSample:
+    """One analysis metric measured for both arms; None where it could not be measured."""
+
+    name: str
+    candidate: float | None
+    stable: float | None = None
+    candidate_count: float | None = None  # requests behind the value (sample size)
+    stable_count: float | None = None
+    candidate_errors: float | None = None
+    stable_errors: float | None = None
+    reason: str = ""  # why a value is missing (no data, Prometheus unreachable ...)
+
+
+@dataclass(frozen=True)
+class Observations:
+    revisions: Mapping[str, RevisionState] = field(default_factory=dict)
+    metrics: Mapping[str, MetricSample] | None = None  # None: no check was due or made
+    request: str | None = None  # the modelpilot.io/request annotation (promote/abort/retry)
+
+
+def revision_states(deployments: Iterable[Mapping[str, Any]], pods: Iterable[Mapping[str, Any]]) -> dict[str, RevisionState]:
+    """Summarise Deployments and their pods per revision, classifying scheduling failures."""
+    unschedulable: dict[str, list[str]] = {}
+    for pod in pods:
+        rev = (pod.get("metadata", {}).get("labels") or {}).get(LABEL_REVISION)
+        if not rev or pod.get("metadata", {}).get("deletionTimestamp"):
+            continue
+        for cond in pod.get("status", {}).get("conditions") or ():
+            if cond.get("type") == "PodScheduled" and cond.get("status") == "False" and cond.get("reason") == "Unschedulable":
+                unschedulable.setdefault(rev, []).append(cond.get("message", ""))
+    out: dict[str, RevisionState] = {}
+    for dep in deployments:
+        rev = (dep.get("metadata", {}).get("labels") or {}).get(LABEL_REVISION)
+        if not rev:
+            continue
+        status = dep.get("status") or {}
+        messages = unschedulable.get(rev, [])
+        reason = None
+        if messages:
+            gpu = any("nvidia.com/" in m and "Insufficient" in m for m in messages)
+            reason = Reason.INSUFFICIENT_GPU if gpu else Reason.UNSCHEDULABLE
+        out[rev] = RevisionState(
+            name=rev,
+            replicas=int((dep.get("spec") or {}).get("replicas", 0)),
+            ready=int(status.get("readyReplicas", 0)),
+            available=int(status.get("availableReplicas", 0)),
+            updated=int(status.get("updatedReplicas", 0)),
+            unschedulable=len(messages),
+            unschedulable_reason=reason,
+            unschedulable_message=messages[0] if messages else "",
+        )
+    return out

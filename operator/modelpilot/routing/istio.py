@@ -1,0 +1,118 @@
+"""Istio VirtualService and DestinationRule for a ModelDeployment's revisions.
+
+Routing is kept apart from metrics, as in Flagger's `pkg/router`: this module only turns a
+`TrafficPlan` (who gets what share, which requests are matched or mirrored) into manifests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from modelpilot.api.reasons import LABEL_COMPONENT, LABEL_REVISION
+from modelpilot.api.spec import ModelDeploymentSpec
+from modelpilot.serving.manifests import Owner, _metadata, common_labels
+
+ISTIO_API_VERSION = "networking.istio.io/v1"
+
+
+@dataclass(frozen=True)
+class TrafficPlan:
+    """Where requests go. Without a candidate, everything goes to `stable`."""
+
+    stable: str
+    revisions: tuple[str, ...]  # every revision that has pods (subsets, flag routes)
+    candidate: str | None = None
+    weight: int = 0  # percent of ordinary traffic sent to the candidate
+    mirror_percent: float = 0.0  # shadow: copies of stable traffic sent to the candidate
+    match: Mapping[str, Any] | None = None  # A/B: {"header": {...}} or {"cookie": {...}}
+
+
+def host(owner: Owner) -> str:
+    return f"{owner.name}.{owner.namespace}.svc.cluster.local"
+
+
+def destination_rule(owner: Owner, spec: ModelDeploymentSpec, plan: TrafficPlan) -> dict[str, Any]:
+    subsets = [{"name": rev, "labels": {LABEL_REVISION: rev}} for rev in sorted(set(plan.revisions))]
+    return {
+        "apiVersion": ISTIO_API_VERSION,
+        "kind": "DestinationRule",
+        "metadata": _metadata(owner, owner.name, {**common_labels(owner), LABEL_COMPONENT: "routing"}),
+        "spec": {
+            "host": host(owner),
+            "trafficPolicy": {"loadBalancer": {"simple": spec.traffic.load_balancer}},
+            "subsets": subsets,
+        },
+    }
+
+
+def _destination(owner: Owner, spec: ModelDeploymentSpec, revision: str, weight: int | None = None):
+    dest: dict[str, Any] = {"destination": {"host": host(owner), "subset": revision, "port": {"number": spec.traffic.port}}}
+    if weight is not None:
+        dest["weight"] = weight
+    return dest
+
+
+def _header_match(header: Mapping[str, Any]) -> dict[str, Any]:
+    if header.get("regex"):
+        return {"headers": {header["name"]: {"regex": header["regex"]}}}
+    return {"headers": {header["name"]: {"exact": header.get("exact", "true")}}}
+
+
+def ab_match(match: Mapping[str, Any]) -> dict[str, Any]:
+    """The Istio match for an A/B arm: a header value, or a cookie set to a value."""
+    if "cookie" in match:
+        cookie = match["cookie"]
+        return {"headers": {"cookie": {"regex": f"^(.*?;\\s*)?({cookie['name']}={cookie['value']})(;.*)?$"}}}
+    return _header_match(match["header"])
+
+
+def resolve_revision(name: str, plan: TrafficPlan) -> str | None:
+    if name == "stable":
+        return plan.stable
+    if name == "candidate":
+        return plan.candidate
+    return name if name in plan.revisions else None
+
+
+def http_routes(owner: Owner, spec: ModelDeploymentSpec, plan: TrafficPlan) -> list[dict[str, Any]]:
+    routes: list[dict[str, Any]] = []
+    # Feature flags first: named clients always reach a chosen revision.
+    for flag in spec.rollout.flags:
+        target = resolve_revision(str(flag["revision"]), plan)
+        if target and flag.get("header"):
+            routes.append({"name": f"flag-{flag['name']}", "match": [_header_match(flag["header"])],
+                           "route": [_destination(owner, spec, target)]})  # fmt: skip
+    for rev in sorted(set(plan.revisions)):
+        routes.append({
+            "name": f"revision-{rev}",
+            "match": [{"headers": {spec.rollout.revision_header: {"exact": rev}}}],
+            "route": [_destination(owner, spec, rev)],
+        })  # fmt: skip
+    if plan.candidate and plan.match:
+        routes.append({"name": "ab-candidate", "match": [ab_match(plan.match)],
+                       "route": [_destination(owner, spec, plan.candidate)]})  # fmt: skip
+    default: dict[str, Any] = {"name": "primary"}
+    if plan.candidate and plan.weight > 0 and not plan.match:
+        default["route"] = [
+            _destination(owner, spec, plan.stable, 100 - plan.weight),
+            _destination(owner, spec, plan.candidate, plan.weight),
+        ]
+    else:
+        default["route"] = [_destination(owner, spec, plan.stable, 100)]
+    if plan.candidate and plan.mirror_percent > 0:
+        default["mirror"] = {"host": host(owner), "subset": plan.candidate, "port": {"number": spec.traffic.port}}
+        default["mirrorPercentage"] = {"value": float(plan.mirror_percent)}
+    routes.append(default)
+    return routes
+
+
+def virtual_service(owner: Owner, spec: ModelDeploymentSpec, plan: TrafficPlan) -> dict[str, Any]:
+    hosts = list(spec.traffic.hosts) or [owner.name]
+    return {
+        "apiVersion": ISTIO_API_VERSION,
+        "kind": "VirtualService",
+        "metadata": _metadata(owner, owner.name, {**common_labels(owner), LABEL_COMPONENT: "routing"}),
+        "spec": {"hosts": hosts, "gateways": list(spec.traffic.gateways), "http": http_routes(owner, spec, plan)},
+    }

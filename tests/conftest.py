@@ -1,0 +1,71 @@
+"""Shared fixtures: the real local control plane, namespaces, and clients.
+
+Unit tests never touch these. Integration tests get a session-wide cluster: a healthy one
+from `make cluster-up` is reused, otherwise one is started and stopped around the session.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    from e2e.cluster.localcluster import running_cluster
+
+    with running_cluster() as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def kubeconfig(cluster) -> Path:
+    return cluster.kubeconfig
+
+
+@pytest.fixture(scope="session")
+def api_client(kubeconfig):
+    import kubernetes
+
+    config = kubernetes.client.Configuration()
+    kubernetes.config.load_kube_config(config_file=str(kubeconfig), client_configuration=config)
+    with kubernetes.client.ApiClient(configuration=config) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def kube(api_client):
+    """The operator's own REST client, with admin credentials, for test set-up and assertions."""
+    from modelpilot.controller.kube import KubeClient
+
+    return KubeClient(api_client, field_manager="modelpilot-tests")
+
+
+@pytest.fixture(scope="session")
+def crds(kube):
+    """The ModelDeployment CRD, installed and established."""
+    from modelpilot.controller.install import install_crds
+
+    install_crds(kube)
+    return True
+
+
+@pytest.fixture
+def namespace(api_client) -> Iterator[str]:
+    import kubernetes
+
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    core = kubernetes.client.CoreV1Api(api_client)
+    core.create_namespace({"metadata": {"name": name, "labels": {"modelpilot.io/test": "true"}}})
+    yield name
+    if os.environ.get("MODELPILOT_KEEP_NAMESPACES"):
+        return
+    with contextlib.suppress(Exception):
+        core.delete_namespace(name)
