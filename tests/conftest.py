@@ -69,3 +69,22 @@ def namespace(api_client) -> Iterator[str]:
         return
     with contextlib.suppress(Exception):
         core.delete_namespace(name)
+
+
+@pytest.fixture(scope="session")
+def operator_kubeconfig(kube, kubeconfig, tmp_path_factory) -> Path:
+    """A kubeconfig holding a token for the operator's ServiceAccount (RBAC from rbac.py only)."""
+    from tests.support.operator import install_operator_rbac
+
+    return install_operator_rbac(kube, kubeconfig, tmp_path_factory.mktemp("operator") / "kubeconfig")
+
+
+@pytest.fixture(scope="session")
+def operator(crds, operator_kubeconfig, tmp_path_factory):
+    """The real operator as a subprocess, watching every namespace, under least-privilege RBAC."""
+    from tests.support.operator import OperatorProcess
+
+    proc = OperatorProcess(operator_kubeconfig, tmp_path_factory.mktemp("operator-logs"))
+    proc.start()
+    yield proc
+    proc.stop()

@@ -2,22 +2,11 @@
 
 from __future__ import annotations
 
-import time
-
 import kubernetes
 import pytest
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.integration
-
-
-def wait_for(predicate, timeout: float = 30.0, interval: float = 0.25, what: str = "condition"):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def test_api_answers_with_the_pinned_version(api_client):

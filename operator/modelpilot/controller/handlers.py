@@ -40,6 +40,28 @@ def build_reconciler(kube: KubeClient) -> Reconciler:
     return Reconciler(kube=kube, measure=measure, init_image=init_image)
 
 
+@kopf.on.login()
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """Log in with an explicit kubeconfig when one is given, else as kopf would (in-cluster first)."""
+    path = os.environ.get("MODELPILOT_KUBECONFIG")
+    if not path:
+        return kopf.login_via_client(**kwargs)
+    import kubernetes
+
+    config = kubernetes.client.Configuration()
+    kubernetes.config.load_kube_config(config_file=path, client_configuration=config)
+    scheme, _, token = (config.api_key.get("authorization") or config.api_key.get("BearerToken") or "").partition(" ")
+    return kopf.ConnectionInfo(
+        server=config.host,
+        ca_path=config.ssl_ca_cert,
+        insecure=not config.verify_ssl,
+        scheme=scheme or None,
+        token=token or None,
+        certificate_path=config.cert_file,
+        private_key_path=config.key_file,
+    )
+
+
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.level = logging.WARNING
@@ -47,7 +69,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.client_timeout = 330
     settings.persistence.finalizer = "modelpilot.io/kopf-finalizer"  # never added: no handler needs one
     kube = KubeClient.from_environment(os.environ.get("MODELPILOT_KUBECONFIG") or None,
-                                       on_write=lambda op: opmetrics.WRITES.labels(op).inc())  # fmt: skip
+                                       on_write=lambda op, ns: opmetrics.WRITES.labels(op, ns).inc())  # fmt: skip
     STATE.reconciler = build_reconciler(kube)
 
     async def handle(key: Any) -> float | None:

@@ -60,16 +60,16 @@ class KubeClient:
     """Synchronous; the kopf handlers call it through asyncio.to_thread."""
 
     def __init__(self, api_client: ApiClient | None = None, field_manager: str = FIELD_MANAGER,
-                 on_write: Callable[[str], None] | None = None) -> None:  # fmt: skip
+                 on_write: Callable[[str, str], None] | None = None) -> None:  # fmt: skip
         self.api = api_client or ApiClient()
         self.field_manager = field_manager
         self.writes: Counter[str] = Counter()
         self.on_write = on_write
 
-    def _count(self, operation: str) -> None:
+    def _count(self, operation: str, namespace: str | None = None) -> None:
         self.writes[operation] += 1
         if self.on_write:
-            self.on_write(operation)
+            self.on_write(operation, namespace or "")
 
     @classmethod
     def from_environment(cls, kubeconfig: str | None = None, **kwargs: Any) -> KubeClient:
@@ -137,7 +137,7 @@ class KubeClient:
         """Server-side apply as the operator's one field manager; force, because it owns these fields."""
         kind = KINDS[manifest["kind"]]
         meta = manifest["metadata"]
-        self._count(f"apply:{manifest['kind']}{'/' + subresource if subresource else ''}")
+        self._count(f"apply:{manifest['kind']}{'/' + subresource if subresource else ''}", meta.get("namespace"))
         return self._call(
             "PATCH",
             kind.path(meta.get("namespace"), meta["name"], subresource),
@@ -148,14 +148,14 @@ class KubeClient:
 
     def merge_patch(self, kind: str, name: str, namespace: str | None, patch: Mapping[str, Any],
                     subresource: str | None = None) -> dict[str, Any]:  # fmt: skip
-        self._count(f"patch:{kind}{'/' + subresource if subresource else ''}")
+        self._count(f"patch:{kind}{'/' + subresource if subresource else ''}", namespace)
         return self._call(
             "PATCH", KINDS[kind].path(namespace, name, subresource), body=dict(patch),
             query=[("fieldManager", self.field_manager)], content_type="application/merge-patch+json",
         )  # fmt: skip
 
     def delete(self, kind: str, name: str, namespace: str | None = None) -> bool:
-        self._count(f"delete:{kind}")
+        self._count(f"delete:{kind}", namespace)
         try:
             self._call("DELETE", KINDS[kind].path(namespace, name), body={"propagationPolicy": "Background"})
         except NotFound:
@@ -164,7 +164,7 @@ class KubeClient:
 
     def create(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
         kind = KINDS[manifest["kind"]]
-        self._count(f"create:{manifest['kind']}")
+        self._count(f"create:{manifest['kind']}", manifest["metadata"].get("namespace"))
         return self._call("POST", kind.path(manifest["metadata"].get("namespace")), body=dict(manifest))
 
     @property

@@ -19,7 +19,7 @@ STEP = Gauge("modelpilot_rollout_step", "Index of the current rollout step", ["n
 CHECKS = Counter("modelpilot_analysis_checks_total", "Analysis metric verdicts", ["namespace", "name", "metric", "outcome"], registry=REGISTRY)
 ANALYSIS_VALUE = Gauge("modelpilot_analysis_value", "Last measured analysis value", ["namespace", "name", "metric", "arm"], registry=REGISTRY)
 EVENTS = Counter("modelpilot_rollout_events_total", "Rollout events by reason", ["namespace", "name", "reason"], registry=REGISTRY)
-WRITES = Counter("modelpilot_api_writes_total", "Kubernetes API writes made by the operator", ["operation"], registry=REGISTRY)
+WRITES = Counter("modelpilot_api_writes_total", "Kubernetes API writes made by the operator", ["operation", "namespace"], registry=REGISTRY)
 RECONCILES = Counter("modelpilot_reconcile_total", "Reconcile passes", ["result"], registry=REGISTRY)
 
 

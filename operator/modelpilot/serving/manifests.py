@@ -184,7 +184,10 @@ def _volume_mounts(spec: ModelDeploymentSpec, init: bool = False) -> list[dict[s
     if str(spec.model["repository"]).startswith("pvc://"):
         mounts.append({"name": "model-store", "mountPath": PVC_MOUNT, "readOnly": True})
     if needs_generated_config(spec.model):
-        mounts.append({"name": "models", "mountPath": LOCAL_REPOSITORY, "readOnly": not init})
+        # The init container writes the local repository; Triton only reads it. (The API server
+        # drops readOnly: false, so it is left out to keep desired state comparable with live.)
+        mounts.append({"name": "models", "mountPath": LOCAL_REPOSITORY} if init else
+                      {"name": "models", "mountPath": LOCAL_REPOSITORY, "readOnly": True})  # fmt: skip
         if init:
             mounts.append({"name": "model-config", "mountPath": CONFIG_MOUNT, "readOnly": True})
     return mounts
