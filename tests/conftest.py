@@ -80,11 +80,26 @@ def operator_kubeconfig(kube, kubeconfig, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def operator(crds, operator_kubeconfig, tmp_path_factory):
+def prometheus(tmp_path_factory):
+    """A real Prometheus (Debian's package) that scrapes whatever targets tests register."""
+    from tests.support.prometheus import PrometheusServer, prometheus_binary
+
+    if prometheus_binary() is None:
+        pytest.fail("prometheus is not installed: run `make deps` (apt-get install prometheus)")
+    sd = tmp_path_factory.mktemp("prometheus-sd") / "targets.json"
+    sd.write_text("[]")
+    server = PrometheusServer([], scrape_interval="1s", file_sd=sd)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def operator(crds, operator_kubeconfig, prometheus, tmp_path_factory):
     """The real operator as a subprocess, watching every namespace, under least-privilege RBAC."""
     from tests.support.operator import OperatorProcess
 
-    proc = OperatorProcess(operator_kubeconfig, tmp_path_factory.mktemp("operator-logs"))
+    proc = OperatorProcess(operator_kubeconfig, tmp_path_factory.mktemp("operator-logs"), prometheus_url=prometheus.url)
     proc.start()
     yield proc
     proc.stop()

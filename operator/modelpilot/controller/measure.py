@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -30,7 +31,8 @@ class PrometheusMeasure:
             arm: RevisionRef(namespace=owner.namespace, name=owner.name, revision=rev, model=model)
             for arm, rev in (("candidate", request.candidate), ("stable", request.stable))
         }
-        return {str(m["name"]): self._measure(m, refs, request.window, at) for m in request.metrics}
+        window = max(1, math.ceil(request.window))  # PromQL ranges are whole seconds here
+        return {str(m["name"]): self._measure(m, refs, window, at) for m in request.metrics}
 
     def _value(self, query: str, at: float) -> MetricValue:
         return self.provider.evaluate(query, at=at)

@@ -150,6 +150,7 @@ class _Machine:
         self.match: Mapping[str, Any] | None = None
         self.preview: str | None = None
         self.mirror = 0.0
+        self.metrics_spent = False
 
     # ---- helpers
 
@@ -279,18 +280,21 @@ class _Machine:
             ro["stepStartedAt"] = rfc3339(self.now)
             ro["failures"] = 0
             ro["inconclusive"] = 0
+            ro["sequential"] = {}  # a new step measures a new window: its test starts afresh
             ro.pop("lastCheckAt", None)
             action = None  # a manual promote of a pause step is spent
 
     def _run_step(self, step: Mapping[str, Any], index: int, action: str | None) -> bool:
         ro = self.ro
         kind = step_kind(step)
+        # Routing comes from the current step alone: what an earlier step mirrored or matched ends with it.
+        self.mirror, self.match, self.preview = 0.0, None, None
+        ro["weight"] = _weight_at(self.spec.rollout.steps, index)
         started = parse_rfc3339(ro.get("stepStartedAt")) or self.now
         elapsed = self.now - started
         self.progress = (True, Reason.ROLLOUT_STEP, f"step {index + 1}/{len(self.spec.rollout.steps)}: {kind}")
         self.message = self.progress[2]
         if kind == "setWeight":
-            ro["weight"] = int(step["setWeight"])
             self.event("Normal", Reason.ROLLOUT_STEP, f"step {index + 1}: weight {ro['weight']}% to {ro['candidate']}")
             return True
         if kind == "pause":
@@ -310,13 +314,10 @@ class _Machine:
         # Analysed steps: analysis, shadow, abTest, blueGreen.
         body = step[kind] or {}
         if kind == "shadow":
-            ro["weight"] = 0
             self.mirror = float(body.get("mirrorPercentage", 100))
         elif kind == "abTest":
-            ro["weight"] = 0
             self.match = {k: body[k] for k in ("header", "cookie") if k in body}
         elif kind == "blueGreen":
-            ro["weight"] = 0
             self.preview = ro["candidate"]
         config = _analysis_config(self.spec, step)
         duration = parse_duration(body.get("duration") if kind != "analysis" else config.get("duration"), 0.0) or 0.0
@@ -329,7 +330,8 @@ class _Machine:
             self.wake(duration - elapsed)
             return False
         interval = parse_duration(config.get("interval"), DEFAULT_INTERVAL) or DEFAULT_INTERVAL
-        if self.obs.metrics is not None:
+        if self.obs.metrics is not None and not self.metrics_spent:
+            self.metrics_spent = True  # measured for this step's window: never reused by the next step
             outcome = evaluate_check(metrics, self.obs.metrics, float(config.get("alpha", DEFAULT_ALPHA)),
                                      ro.get("sequential") or {})  # fmt: skip
             self._record(outcome)
@@ -380,6 +382,7 @@ class _Machine:
 
     def _promote(self) -> None:
         ro = self.ro
+        self.mirror, self.match, self.preview = 0.0, None, None
         old, new = ro.get("stable"), ro.get("candidate") or self.desired
         ro["stable"] = new
         ro.pop("candidate", None)
@@ -392,6 +395,7 @@ class _Machine:
 
     def _rollback(self, reason: str, message: str) -> None:
         ro = self.ro
+        self.mirror, self.match, self.preview = 0.0, None, None  # 100% to stable, mirror removed
         ro["blocked"] = ro.get("candidate")
         ro["weight"] = 0
         ro["state"] = "rolledBack"
@@ -510,6 +514,18 @@ def _verdict_entry(verdict: MetricVerdict) -> dict[str, Any]:
         "message": verdict.message,
     }
     return {k: v for k, v in entry.items() if v is not None}
+
+
+def _weight_at(steps: tuple[Mapping[str, Any], ...], index: int) -> int:
+    """The candidate's share at step `index`: the latest setWeight, zeroed by shadow, A/B and preview steps."""
+    weight = 0
+    for step in steps[: index + 1]:
+        kind = step_kind(step)
+        if kind == "setWeight":
+            weight = int(step["setWeight"])
+        elif kind in ("shadow", "abTest", "blueGreen"):
+            weight = 0
+    return weight
 
 
 def _finite(value: float | None) -> float | None:

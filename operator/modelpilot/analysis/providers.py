@@ -1,0 +1,51 @@
+"""What the rollout analysis needs from any metric source, kept apart from routing.
+
+Like Flagger's split between metric providers and routers: the analysis asks a provider
+to evaluate a query and gets back a value or a reason, never an exception. Prometheus is
+one provider; the drift monitor can be another.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol, runtime_checkable
+
+
+class MetricProblem(StrEnum):
+    """Why a provider has no usable value; callers may treat these differently."""
+
+    NO_DATA = "no-data"  # the query matched nothing (no traffic yet, wrong labels)
+    NOT_A_NUMBER = "not-a-number"  # e.g. 0/0 when a revision served no requests in the window
+    AMBIGUOUS = "ambiguous"  # more than one series; the query should aggregate
+    UNREACHABLE = "unreachable"  # connection refused, timeout, DNS
+    QUERY_ERROR = "query-error"  # HTTP error, bad PromQL, malformed response
+
+
+@dataclass(frozen=True, slots=True)
+class MetricValue:
+    """A provider's answer: ``value`` is a float when ``ok``, else ``None`` with a reason."""
+
+    value: float | None
+    ok: bool
+    reason: str
+    problem: MetricProblem | None = None
+
+    @classmethod
+    def of(cls, value: float, reason: str = "ok") -> MetricValue:
+        return cls(value=value, ok=True, reason=reason)
+
+    @classmethod
+    def missing(cls, problem: MetricProblem, reason: str) -> MetricValue:
+        return cls(value=None, ok=False, reason=reason, problem=problem)
+
+
+@runtime_checkable
+class MetricProvider(Protocol):
+    """Evaluates one query, optionally at a fixed time (Unix seconds) so related queries agree.
+
+    Implementations are synchronous and must not raise for data or transport problems;
+    async callers run them with ``asyncio.to_thread``.
+    """
+
+    def evaluate(self, query: str, *, at: float | None = None) -> MetricValue: ...
