@@ -107,9 +107,30 @@ def test_create_builds_expected_children_on_gpu_nodes_and_becomes_ready(operator
                                                  "port": {"number": 8000}}, "weight": 100}]  # fmt: skip
     assert "mirror" not in primary
 
+    # kubectl get mdep: the printer columns as the API server renders them.
+    table = _table(api_client, namespace)
+    columns = [c["name"] for c in table["columnDefinitions"] if c["priority"] == 0]
+    assert columns == ["Name", "Phase", "Stable", "Canary", "Weight", "Ready", "Age"]
+    assert table["rows"][0]["cells"][:6] == ["resnet", "Ready", rev, None, 0, "2/2"]
+
     pods = kube.list("Pod", namespace, {"modelpilot.io/revision": rev})
     assert len(pods) == 2
     assert all(p["spec"]["nodeName"].startswith("gpu-node-") for p in pods)
+
+
+def _table(api_client, namespace: str) -> dict:
+    import json
+
+    resp = api_client.rest_client.pool_manager.request(
+        "GET", f"{api_client.configuration.host}/apis/modelpilot.io/v1alpha1/namespaces/{namespace}/modeldeployments",
+        headers={"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io", **_auth(api_client)},
+    )
+    return json.loads(resp.data)
+
+
+def _auth(api_client) -> dict:
+    token = api_client.configuration.api_key.get("authorization")
+    return {"Authorization": token} if token else {}
 
 
 def test_new_version_makes_a_new_revision_and_ready_pods_never_drop_to_zero(operator, kube, api_client, namespace):

@@ -133,8 +133,14 @@ def test_healthy_canary_walks_its_steps_and_promotes(operator, prometheus, kube,
         wait_for(promoted, 90, 0.2, what="promotion", diagnose=lambda: f"{status(kube, namespace, 'canary')}\n{operator.log_tail()}")
     assert {20, 60} <= seen, seen
     assert weights(kube, namespace, "canary") == {cand: 100}
-    checks = status(kube, namespace, "canary")  # history is kept only while a candidate rolls
-    assert checks["phase"] == "Ready"
+    assert status(kube, namespace, "canary")["phase"] == "Ready"
+    # The operator's own /metrics report the phase, the weight and the analysis verdicts.
+    metrics = operator.metrics_text()
+    assert f'modelpilot_rollout_phase{{name="canary",namespace="{namespace}",phase="Ready"}} 1.0' in metrics
+    assert f'modelpilot_canary_weight{{name="canary",namespace="{namespace}"}} 0.0' in metrics
+    passes = [line for line in metrics.splitlines() if line.startswith("modelpilot_analysis_checks_total")
+              and f'namespace="{namespace}"' in line and 'outcome="pass"' in line and 'metric="errors"' in line]
+    assert passes and float(passes[0].rsplit(" ", 1)[1]) >= 2
 
 
 def _rolled_back(kube, ns, name, operator, timeout=90):
@@ -286,3 +292,17 @@ def test_operator_restart_mid_rollout_resumes_at_the_same_step(operator, kube, a
     assert cli(["resume", "resume", "-n", namespace, "--kubeconfig", str(kube_config_path())]) == 0
     wait_for(lambda: weights(kube, namespace, "resume").get(cand) == 40, 30, what="next step after resume")
     assert status(kube, namespace, "resume")["rollout"]["step"] == 3
+
+
+def test_blue_green_preview_then_switch(operator, kube, api_client, namespace):
+    steps = [{"blueGreen": {"previewService": True, "duration": "1h"}}]
+    stable, cand = start_rollout(kube, api_client, operator, namespace, "bg", steps)
+    go(kube, namespace, "bg")
+    preview = wait_for(lambda: kube.get("Service", "bg-preview", namespace), 60, what="preview Service", diagnose=operator.log_tail)
+    assert preview["spec"]["selector"] == {"modelpilot.io/deployment": "bg", "modelpilot.io/revision": cand}
+    assert weights(kube, namespace, "bg") == {stable: 100}
+    dep = kube.get("Deployment", f"bg-{cand}", namespace)
+    assert dep["spec"]["replicas"] == 1, "the preview runs at full size before the switch"
+    assert cli(["promote", "bg", "-n", namespace, "--kubeconfig", str(kube_config_path())]) == 0
+    wait_for(lambda: weights(kube, namespace, "bg") == {cand: 100}, 30, what="switch to the new revision")
+    wait_for(lambda: kube.get("Service", "bg-preview", namespace) is None, 30, what="preview Service removed")
