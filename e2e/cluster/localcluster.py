@@ -405,7 +405,7 @@ class AdminClient:
 
 
 def _condition(obj: dict, kind: str) -> str:
-    for cond in obj.get("status", {}).get("conditions", []) or []:
+    for cond in (obj.get("status") or {}).get("conditions") or []:
         if cond.get("type") == kind:
             return cond.get("status", "")
     return ""

@@ -33,7 +33,7 @@ def install_crds(kube: KubeClient, timeout: float = 30.0) -> None:
         end = time.monotonic() + timeout
         while True:
             live = kube._call("GET", CRD_KIND.path(None, name))
-            conds = {c["type"]: c["status"] for c in live.get("status", {}).get("conditions", [])}
+            conds = {c["type"]: c["status"] for c in (live.get("status") or {}).get("conditions") or []}
             if conds.get("Established") == "True":
                 break
             if time.monotonic() > end:
