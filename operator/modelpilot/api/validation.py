@@ -10,6 +10,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from modelpilot.analysis.queries import TEMPLATE_VARIABLES, TemplateError, render_template
 from modelpilot.api.spec import ModelDeploymentSpec, parse_duration
 
 # Flags the operator owns: letting users set them would break probes, metrics or routing.
@@ -122,14 +123,13 @@ def _check_durations(where: str, obj: Mapping[str, Any] | None) -> list[str]:
     return problems
 
 
-TEMPLATE_VARIABLES = frozenset({"name", "namespace", "revision", "stable", "workload", "model", "interval"})
-_TEMPLATE_VAR = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
-
-
 def _check_template(query: str) -> list[str]:
-    unknown = sorted({v for v in _TEMPLATE_VAR.findall(query) if v not in TEMPLATE_VARIABLES})
-    if unknown:
-        return [f"unknown template variable(s) {', '.join(unknown)}; known: {', '.join(sorted(TEMPLATE_VARIABLES))}"]
+    """Render the template with placeholder values, so a bad one is refused before any rollout."""
+    variables = dict.fromkeys(TEMPLATE_VARIABLES, "x")
+    try:
+        render_template(query, variables)
+    except TemplateError as exc:
+        return [str(exc)]
     return []
 
 
