@@ -1,7 +1,9 @@
 """`modelpilot` command line: run the operator, install CRDs, and control rollouts.
 
 promote / abort / retry are one-shot requests written as an annotation on the CR
-(`modelpilot.io/request: <action>@<time>`); pause / resume set `spec.rollout.paused`.
+(`modelpilot.io/request: <action>@<time>`): promote moves past the current step (a pause
+"until promoted" included), `promote --full` skips every remaining step; pause / resume
+set `spec.rollout.paused` (resume also lifts a pause caused by inconclusive analysis).
 Both are plain patches, so GitOps tools and scripts can do exactly the same.
 """
 
@@ -33,7 +35,7 @@ def request_patch(action: str, now: datetime | None = None) -> dict:
     if action == "resume":
         stamp = (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         return {"spec": {"rollout": {"paused": False}}, "metadata": {"annotations": {REQUEST_ANNOTATION: f"resume@{stamp}"}}}
-    if action not in ACTIONS:
+    if action not in (*ACTIONS, "promote-full"):
         raise ValueError(f"unknown action {action!r}")
     stamp = (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     return {"metadata": {"annotations": {REQUEST_ANNOTATION: f"{action}@{stamp}"}}}
@@ -44,8 +46,9 @@ def cmd_action(args: argparse.Namespace) -> int:
     if kube.get("ModelDeployment", args.name, args.namespace) is None:
         print(f"modeldeployment {args.namespace}/{args.name} not found", file=sys.stderr)
         return 1
-    kube.merge_patch("ModelDeployment", args.name, args.namespace, request_patch(args.action))
-    print(f"modeldeployment {args.namespace}/{args.name}: {args.action} requested")
+    action = "promote-full" if args.action == "promote" and args.full else args.action
+    kube.merge_patch("ModelDeployment", args.name, args.namespace, request_patch(action))
+    print(f"modeldeployment {args.namespace}/{args.name}: {action} requested")
     return 0
 
 
@@ -155,7 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(action, parents=[common], help=f"{action} the rollout of a ModelDeployment")
         p.add_argument("name")
         p.add_argument("--namespace", "-n", default="default")
-        p.set_defaults(func=cmd_action, action=action)
+        if action == "promote":
+            p.add_argument("--full", action="store_true", help="skip every remaining step and promote now")
+        p.set_defaults(func=cmd_action, action=action, full=False)
 
     status = sub.add_parser("status", parents=[common], help="show a readable rollout view")
     status.add_argument("name")

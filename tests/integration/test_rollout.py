@@ -234,8 +234,8 @@ def test_ab_and_shadow_render_istio_rules(operator, kube, api_client, namespace)
     flag = next(r for r in kube.get("VirtualService", "routes", namespace)["spec"]["http"] if r["name"] == f"revision-{cand}")
     assert flag["match"] == [{"headers": {"x-modelpilot-revision": {"exact": cand}}}]
 
-    # A promote request finishes the whole rollout at once.
-    assert cli(["promote", "routes", "-n", namespace, "--kubeconfig", str(kube_config_path())]) == 0
+    # promote --full finishes the whole rollout at once.
+    assert cli(["promote", "routes", "--full", "-n", namespace, "--kubeconfig", str(kube_config_path())]) == 0
     wait_for(lambda: status(kube, namespace, "routes").get("stableRevision") == cand, 30, what="promoted")
 
 
@@ -289,8 +289,8 @@ def test_operator_restart_mid_rollout_resumes_at_the_same_step(operator, kube, a
     assert after["rollout"]["step"] == before["rollout"]["step"] == 1
     assert after["rollout"]["startedAt"] == before["rollout"]["startedAt"]
     assert weights(kube, namespace, "resume") == {stable: 90, cand: 10}
-    assert cli(["resume", "resume", "-n", namespace, "--kubeconfig", str(kube_config_path())]) == 0
-    wait_for(lambda: weights(kube, namespace, "resume").get(cand) == 40, 30, what="next step after resume")
+    assert cli(["promote", "resume", "-n", namespace, "--kubeconfig", str(kube_config_path())]) == 0
+    wait_for(lambda: weights(kube, namespace, "resume").get(cand) == 40, 30, what="next step after promote")
     assert status(kube, namespace, "resume")["rollout"]["step"] == 3
 
 

@@ -242,7 +242,7 @@ def test_manual_promote_and_abort():
     w.spec = spec_with("2", steps=steps)
     w.step()
     w.settle()
-    w.request = "promote@a"
+    w.request = "promote@a"  # moves past the pause: the last step, so the candidate is promoted
     w.step()
     assert w.status["stableRevision"] == w.rev
     w.spec = spec_with("3", steps=steps)
@@ -310,3 +310,23 @@ def test_analysis_is_requested_only_when_due(now_offset):
     assert analysis_request(parse_spec(w.spec), w.status, w.now + now_offset) is None
     req = analysis_request(parse_spec(w.spec), w.status, w.now + 10)
     assert req is not None and req.candidate == w.rev and req.window >= 10
+
+
+def test_promote_skips_one_step_and_promote_full_skips_all():
+    steps = [{"setWeight": 10}, {"pause": {}}, {"setWeight": 40}, {"pause": {}}, {"setWeight": 80}, {"pause": {}}]
+    w = World(spec_with(steps=steps))
+    deploy_v1(w)
+    w.spec = spec_with("2", steps=steps)
+    w.request = "promote@early"  # asked while the candidate's pods are still starting: kept
+    d = w.step()
+    assert w.status["rollout"].get("skipStep") is True and d.weight == 0, "kept until the candidate is up"
+    d = w.settle()
+    assert d.weight == 40 and w.status["rollout"]["step"] == 3, "the first waiting step (the pause) was skipped"
+    d = w.step()
+    assert d.weight == 40 and w.status["rollout"]["step"] == 3, "one request skips one step"
+    w.request = "resume@x"  # resume does not pass a pause that waits for promotion
+    d = w.step()
+    assert d.weight == 40 and w.status["phase"] == "Paused"
+    w.request = "promote-full@y"
+    w.step()
+    assert w.status["stableRevision"] == w.rev and w.status["phase"] == "Ready"

@@ -219,10 +219,13 @@ class _Machine:
         if action == "abort":
             self._rollback(Reason.MANUAL_ABORT, "rollout aborted by request")
             return
-        if action == "promote":
-            self.event("Normal", Reason.MANUAL_PROMOTE, f"revision {self.desired} promoted by request")
+        if action == "promote-full":
+            self.event("Normal", Reason.MANUAL_PROMOTE, f"revision {self.desired} promoted by request, skipping the remaining steps")
             self._promote()
             return
+        if action == "promote":
+            # Kept in status until the candidate is up, so a request made while pods start is not lost.
+            ro["skipStep"] = True
         if self.spec.rollout.kill_switch:
             ro["weight"] = 0
             self.phase = Phase.PAUSED
@@ -271,9 +274,14 @@ class _Machine:
             if index >= len(steps):
                 self._promote()
                 return
-            done = self._run_step(steps[index], index, action)
+            done = self._run_step(steps[index], index)
             if self.phase == Phase.ROLLED_BACK:
                 return
+            if not done and ro.pop("skipStep", False):
+                # A promote request moves past the first step that would otherwise wait.
+                self.event("Normal", Reason.MANUAL_PROMOTE, f"step {index + 1} ({step_kind(steps[index])}) skipped by request")
+                self.phase = Phase.PROGRESSING
+                done = True
             if not done:
                 return
             ro["step"] = index + 1
@@ -282,9 +290,8 @@ class _Machine:
             ro["inconclusive"] = 0
             ro["sequential"] = {}  # a new step measures a new window: its test starts afresh
             ro.pop("lastCheckAt", None)
-            action = None  # a manual promote of a pause step is spent
 
-    def _run_step(self, step: Mapping[str, Any], index: int, action: str | None) -> bool:
+    def _run_step(self, step: Mapping[str, Any], index: int) -> bool:
         ro = self.ro
         kind = step_kind(step)
         # Routing comes from the current step alone: what an earlier step mirrored or matched ends with it.
@@ -299,9 +306,7 @@ class _Machine:
             return True
         if kind == "pause":
             duration = parse_duration((step["pause"] or {}).get("duration"))
-            if duration is None:
-                if action == "promote-step" or action == "resume":
-                    return True
+            if duration is None:  # until promoted: `modelpilot promote` sets skipStep
                 self.phase = Phase.PAUSED
                 self.message = f"paused at step {index + 1} until promoted"
                 return False
