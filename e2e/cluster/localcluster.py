@@ -123,7 +123,7 @@ def _client_cert(pki: Path, name: str, subject: str) -> None:
 
 def generate_pki(pki: Path) -> None:
     """A CA, the apiserver's serving cert, client certs per component, and the SA key pair."""
-    if (pki / "done").exists():
+    if (pki / "done").exists() and (pki / "etcd.crt").exists():
         return
     pki.mkdir(parents=True, exist_ok=True)
     _openssl("genrsa", "-out", "ca.key", "2048", cwd=pki)
@@ -142,6 +142,14 @@ def generate_pki(pki: Path) -> None:
         "x509", "-req", "-in", "apiserver.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
         "-days", "3650", "-extfile", "apiserver.ext", "-out", "apiserver.crt", cwd=pki,
     )  # fmt: skip
+    _openssl("genrsa", "-out", "etcd.key", "2048", cwd=pki)
+    _openssl("req", "-new", "-key", "etcd.key", "-subj", "/CN=etcd", "-out", "etcd.csr", cwd=pki)
+    (pki / "etcd.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n")
+    _openssl(
+        "x509", "-req", "-in", "etcd.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+        "-days", "3650", "-extfile", "etcd.ext", "-out", "etcd.crt", cwd=pki,
+    )  # fmt: skip
+    _client_cert(pki, "apiserver-etcd-client", "/CN=kube-apiserver-etcd-client")
     _client_cert(pki, "admin", "/O=system:masters/CN=kubernetes-admin")
     _client_cert(pki, "controller-manager", "/CN=system:kube-controller-manager")
     _client_cert(pki, "scheduler", "/CN=system:kube-scheduler")
@@ -227,19 +235,25 @@ class LocalCluster:
             pids[name] = proc.pid
             self.state_file.write_text(json.dumps({"pids": pids, "ports": ports, "server": server}))
 
-        etcd_url = f"http://127.0.0.1:{ports['etcd']}"
+        etcd_url = f"https://127.0.0.1:{ports['etcd']}"
+        peer_url = f"https://127.0.0.1:{ports['etcd_peer']}"
+        tls = [f"--trusted-ca-file={pki / 'ca.crt'}", f"--cert-file={pki / 'etcd.crt'}", f"--key-file={pki / 'etcd.key'}",
+               "--client-cert-auth", f"--peer-trusted-ca-file={pki / 'ca.crt'}", f"--peer-cert-file={pki / 'etcd.crt'}",
+               f"--peer-key-file={pki / 'etcd.key'}", "--peer-client-cert-auth"]  # fmt: skip
         start("etcd", [
             str(bindir / "etcd"), "--data-dir", str(data), "--name", "local",
             "--listen-client-urls", etcd_url, "--advertise-client-urls", etcd_url,
-            "--listen-peer-urls", f"http://127.0.0.1:{ports['etcd_peer']}",
-            "--initial-advertise-peer-urls", f"http://127.0.0.1:{ports['etcd_peer']}",
-            "--initial-cluster", f"local=http://127.0.0.1:{ports['etcd_peer']}",
+            "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
+            "--initial-cluster", f"local={peer_url}", *tls,
             "--unsafe-no-fsync", "--quota-backend-bytes", str(4 << 30), "--log-level", "warn",
         ])  # fmt: skip
-        _wait_http(f"{etcd_url}/health", timeout=30, what="etcd")
+        etcd_ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+        etcd_ctx.load_cert_chain(str(pki / "apiserver-etcd-client.crt"), str(pki / "apiserver-etcd-client.key"))
+        _wait_http(f"{etcd_url}/health", timeout=30, what="etcd", context=etcd_ctx)
         start("kube-apiserver", [
             str(bindir / "kube-apiserver"),
-            f"--etcd-servers={etcd_url}",
+            f"--etcd-servers={etcd_url}", f"--etcd-cafile={pki / 'ca.crt'}",
+            f"--etcd-certfile={pki / 'apiserver-etcd-client.crt'}", f"--etcd-keyfile={pki / 'apiserver-etcd-client.key'}",
             "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={ports['apiserver']}",
             f"--tls-cert-file={pki / 'apiserver.crt'}", f"--tls-private-key-file={pki / 'apiserver.key'}",
             f"--client-ca-file={pki / 'ca.crt'}",
@@ -411,10 +425,10 @@ def _condition(obj: dict, kind: str) -> str:
     return ""
 
 
-def _wait_http(url: str, timeout: float, what: str) -> None:
+def _wait_http(url: str, timeout: float, what: str, context: ssl.SSLContext | None = None) -> None:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as resp:
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2, context=context) as resp:
             if resp.status == 200:
                 return
         time.sleep(0.2)

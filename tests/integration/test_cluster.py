@@ -144,3 +144,37 @@ def test_rbac_is_enforced(api_client, namespace):
                                         "resource": "deployments"}}
     })  # fmt: skip
     assert review.status.allowed is False
+
+
+def test_binaries_are_cached_and_a_second_build_rebuilds_nothing(cluster):
+    from e2e.cluster.localcluster import ensure_binaries
+
+    bindir = ensure_binaries()
+    stamps = {p.name: p.stat().st_mtime_ns for p in bindir.iterdir() if p.is_file()}
+    assert {"kube-apiserver", "kube-controller-manager", "kube-scheduler", "etcd", "kwok", "kubectl"} <= set(stamps)
+    assert ensure_binaries() == bindir
+    assert {p.name: p.stat().st_mtime_ns for p in bindir.iterdir() if p.is_file()} == stamps
+    assert "k8s-v1.35.4" in str(bindir)
+
+
+def test_cluster_down_leaves_no_process_behind(cluster, tmp_path):
+    """A second, throw-away cluster beside the session's: up, then down, then nothing left running."""
+    import json
+    import os
+
+    from e2e.cluster.localcluster import LocalCluster, NodePool
+
+    other = LocalCluster(tmp_path / "c", pools=(NodePool("cpu", 1, cpu="2", memory="4Gi"),))
+    other.up()
+    pids = json.loads(other.state_file.read_text())["pids"]
+    assert set(pids) == {"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok"}
+    assert other.is_healthy()
+    other.down()
+    for name, pid in pids.items():
+        try:
+            os.kill(pid, 0)
+            alive = open(f"/proc/{pid}/stat").read().split(")")[-1].split()[0] != "Z"
+        except (ProcessLookupError, FileNotFoundError):
+            alive = False
+        assert not alive, f"{name} (pid {pid}) still running after down()"
+    assert not other.is_healthy()
