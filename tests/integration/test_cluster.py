@@ -161,6 +161,7 @@ def test_cluster_down_leaves_no_process_behind(cluster, tmp_path):
     """A second, throw-away cluster beside the session's: up, then down, then nothing left running."""
     import json
     import os
+    from pathlib import Path
 
     from e2e.cluster.localcluster import LocalCluster, NodePool
 
@@ -173,7 +174,7 @@ def test_cluster_down_leaves_no_process_behind(cluster, tmp_path):
     for name, pid in pids.items():
         try:
             os.kill(pid, 0)
-            alive = open(f"/proc/{pid}/stat").read().split(")")[-1].split()[0] != "Z"
+            alive = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
         except (ProcessLookupError, FileNotFoundError):
             alive = False
         assert not alive, f"{name} (pid {pid}) still running after down()"
