@@ -5,8 +5,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export KUBECONFIG := $(CURDIR)/.cluster/kubeconfig
 
-.PHONY: help venv deps triton prometheus cluster-build cluster-up cluster-down cluster-status \
-        install-crds run demo test unit lint bench clean
+.PHONY: help venv deps triton prometheus helm cluster-build cluster-up cluster-down cluster-status \
+        install-crds run demo test unit lint bench clean generate docs chart-lint chart-test
 
 help:
 	@echo "make demo          bring up the local cluster, run the operator, deploy an example model"
@@ -32,7 +32,21 @@ prometheus:
 triton: venv
 	@bash e2e/triton/install.sh >/dev/null
 
-deps: venv prometheus triton cluster-build
+helm:
+	@bash e2e/tools/build-helm.sh >/dev/null
+
+deps: venv prometheus triton cluster-build helm
+
+generate: venv
+	$(PY) scripts/gen_chart_rbac.py && $(PY) scripts/gen_reference.py
+
+docs: generate
+
+chart-lint: helm
+	$$(bash e2e/tools/build-helm.sh | tail -1) lint --strict charts/modelpilot
+
+chart-test: helm cluster-up
+	$(VENV)/bin/pytest -q tests/unit/test_packaging_*.py tests/integration/test_chart_*.py
 
 cluster-build:
 	@bash e2e/cluster/build.sh >/dev/null
@@ -56,7 +70,7 @@ demo: deps install-crds
 	$(PY) e2e/demo.py
 
 lint: venv
-	$(VENV)/bin/ruff check operator tests e2e bench
+	$(VENV)/bin/ruff check operator tests e2e bench scripts
 
 unit: venv
 	$(VENV)/bin/pytest -q tests/unit

@@ -179,3 +179,31 @@ def test_revision_states_classify_scheduling_failures():
     gpu_pod["status"]["conditions"][0]["message"] = "0/5 nodes are available: 5 node(s) didn't match selector."
     assert revision_states([dep], [gpu_pod])["r1"].unschedulable_reason == "Unschedulable"
     assert not revision_states([dep], [])["r1"].is_available(2)
+
+
+def test_pod_creation_failures_are_surfaced():
+    dep = {"metadata": {"labels": {"modelpilot.io/revision": "r1"}}, "spec": {"replicas": 1},
+           "status": {"conditions": [{"type": "ReplicaFailure", "status": "True",
+                                      "message": 'pods "m-r1-x" is forbidden: violates PodSecurity "restricted:latest"'}]}}  # fmt: skip
+    state = revision_states([dep], [])["r1"]
+    assert state.unschedulable_reason == "PodCreationFailed" and "PodSecurity" in state.unschedulable_message
+
+
+def test_containers_meet_the_restricted_pod_security_standard():
+    spec = parse_spec(GPU)
+    pod = manifests.deployment(OWNER, spec, spec.revision, 1)["spec"]["template"]["spec"]
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    for container in pod["containers"] + pod["initContainers"]:
+        sc = container["securityContext"]
+        assert sc["runAsNonRoot"] is True and sc["allowPrivilegeEscalation"] is False
+        assert sc["capabilities"] == {"drop": ["ALL"]} and sc["runAsUser"] > 0
+
+
+def test_prometheus_auth_headers():
+    import base64
+
+    from modelpilot.controller.handlers import prometheus_auth_headers
+
+    assert prometheus_auth_headers({}) == {}
+    basic = prometheus_auth_headers({"MODELPILOT_PROMETHEUS_USERNAME": "u", "MODELPILOT_PROMETHEUS_PASSWORD": "p"})
+    assert basic == {"Authorization": "Basic " + base64.b64encode(b"u:p").decode()}

@@ -62,6 +62,7 @@ class Reason(StrEnum):
     KILL_SWITCH = "KillSwitch"
     INSUFFICIENT_GPU = "InsufficientGPU"
     UNSCHEDULABLE = "Unschedulable"
+    POD_CREATION_FAILED = "PodCreationFailed"
     INVALID_SPEC = "InvalidSpec"
     SPEC_VALID = "SpecValid"
     AS_EXPECTED = "AsExpected"

@@ -7,8 +7,11 @@ annotations) and puts no finalizer on them: children are cleaned up by owner ref
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import os
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import kopf
@@ -30,12 +33,24 @@ class _State:
 STATE = _State()
 
 
+def prometheus_auth_headers(env: Mapping[str, str]) -> dict[str, str]:
+    """Bearer token (read from a file, so rotation works) or basic auth for Prometheus."""
+    token_file = env.get("MODELPILOT_PROMETHEUS_BEARER_TOKEN_FILE")
+    if token_file:
+        return {"Authorization": f"Bearer {Path(token_file).read_text().strip()}"}
+    user, password = env.get("MODELPILOT_PROMETHEUS_USERNAME"), env.get("MODELPILOT_PROMETHEUS_PASSWORD")
+    if user:
+        token = base64.b64encode(f"{user}:{password or ''}".encode()).decode()
+        return {"Authorization": f"Basic {token}"}
+    return {}
+
+
 def build_reconciler(kube: KubeClient) -> Reconciler:
     """The reconciler with its metric provider, configured from the environment."""
     from modelpilot.controller.measure import PrometheusMeasure
 
     prometheus_url = os.environ.get("MODELPILOT_PROMETHEUS_URL", "")
-    measure = PrometheusMeasure(prometheus_url) if prometheus_url else None
+    measure = PrometheusMeasure(prometheus_url, headers=prometheus_auth_headers(os.environ)) if prometheus_url else None
     init_image = os.environ.get("MODELPILOT_IMAGE", "ghcr.io/modelpilot/modelpilot:0.1.0")
     return Reconciler(kube=kube, measure=measure, init_image=init_image)
 

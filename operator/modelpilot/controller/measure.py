@@ -22,8 +22,8 @@ from modelpilot.serving.manifests import Owner
 
 
 class PrometheusMeasure:
-    def __init__(self, url: str, provider: MetricProvider | None = None) -> None:
-        self.provider = provider or PrometheusProvider(url, timeout_s=5.0)
+    def __init__(self, url: str, provider: MetricProvider | None = None, headers: Mapping[str, str] | None = None) -> None:
+        self.provider = provider or PrometheusProvider(url, timeout_s=5.0, headers=headers or None)
 
     def __call__(self, request: AnalysisRequest, owner: Owner, model: str | None = None) -> dict[str, MetricSample]:
         at = time.time()

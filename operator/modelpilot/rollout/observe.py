@@ -68,6 +68,11 @@ def revision_states(deployments: Iterable[Mapping[str, Any]], pods: Iterable[Map
         if messages:
             gpu = any("nvidia.com/" in m and "Insufficient" in m for m in messages)
             reason = Reason.INSUFFICIENT_GPU if gpu else Reason.UNSCHEDULABLE
+        for cond in status.get("conditions") or ():
+            # Pods refused at creation (admission, quota) never exist: only the Deployment says so.
+            if cond.get("type") == "ReplicaFailure" and cond.get("status") == "True" and not messages:
+                reason = Reason.POD_CREATION_FAILED
+                messages = [cond.get("message", "")]
         out[rev] = RevisionState(
             name=rev,
             replicas=int((dep.get("spec") or {}).get("replicas", 0)),
