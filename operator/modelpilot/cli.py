@@ -167,6 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--namespace", "-n", default="default")
     status.set_defaults(func=cmd_status)
 
+    for name, module in DELEGATED.items():
+        sub.add_parser(name, help=f"run the {name} component (flags: modelpilot {name} --help; {module})")
+
     fetch = sub.add_parser("fetch-model", parents=[common], help="(init container) assemble a local model repository")
     fetch.add_argument("--repository", required=True)
     fetch.add_argument("--model", required=True)
@@ -178,7 +181,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Components with their own flags: `modelpilot monitor --help`, `modelpilot capture --help`.
+DELEGATED = {
+    "monitor": "modelpilot.monitor.server",
+    "capture": "modelpilot.capture.proxy",
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in DELEGATED:
+        import importlib
+
+        return int(importlib.import_module(DELEGATED[argv[0]]).main(argv[1:]) or 0)
     args = build_parser().parse_args(argv)
     return int(args.func(args) or 0)
 

@@ -194,6 +194,8 @@ def test_semantic_errors_become_invalid_spec_with_no_children(operator, kube, ap
     assert "KIND_GPU" in cond["message"] and "--model-repository" in cond["message"]
     assert kube.list("Deployment", namespace) == []
     assert kube.get("VirtualService", "semantic", namespace) is None
+    wait_for(lambda: [e for e in kube.list("Event", namespace) if e["reason"] == "InvalidSpec"], 10, what="Warning event")
+    time.sleep(2)  # later reconciles must not repeat the same warning
     warnings = [e for e in kube.list("Event", namespace) if e["reason"] == "InvalidSpec"]
     assert len(warnings) == 1 and warnings[0]["type"] == "Warning"
 

@@ -281,7 +281,10 @@ def test_operator_restart_mid_rollout_resumes_at_the_same_step(operator, kube, a
     steps = [{"setWeight": 10}, {"pause": {}}, {"setWeight": 40}, {"pause": {}}]
     stable, cand = start_rollout(kube, api_client, operator, namespace, "resume", steps)
     go(kube, namespace, "resume")
-    wait_for(lambda: weights(kube, namespace, "resume").get(cand) == 10, 60, what="weight 10", diagnose=operator.log_tail)
+    # Routes are applied before the status records the step: wait for both.
+    wait_for(lambda: weights(kube, namespace, "resume").get(cand) == 10
+             and status(kube, namespace, "resume").get("phase") == "Paused", 60, what="paused at weight 10",
+             diagnose=operator.log_tail)  # fmt: skip
     before = copy.deepcopy(status(kube, namespace, "resume"))
     operator.restart(signal.SIGKILL)
     time.sleep(3)

@@ -317,6 +317,37 @@ def count_queries(
     raise ValueError(f"provider {provider!r} has no request counts")
 
 
+# --- Monitor (drift and quality) -------------------------------------------------------
+
+MONITOR_PREFIX = "modelpilot_monitor_"
+MONITOR_METRICS = ("predictionDrift", "dataDriftShare", "accuracy", "f1", "auc", "mae", "rmse")
+
+
+def _monitor_selector(ref: RevisionRef, extra: Mapping[str, str] | None = None) -> str:
+    # The monitor labels series by ModelDeployment name (`model`) and revision.
+    return label_selector({"namespace": ref.namespace, "model": ref.name, "revision": ref.revision, **(extra or {})})
+
+
+def monitor_query(metric: str, ref: RevisionRef, *, method: str = "psi") -> str:
+    """The monitor's latest value for a revision: drift scores, drift share, or a quality metric."""
+    if metric == "predictionDrift":
+        return f"max({MONITOR_PREFIX}prediction_drift_score{_monitor_selector(ref, {'method': method})})"
+    if metric == "dataDriftShare":
+        return f"max({MONITOR_PREFIX}drift_share{_monitor_selector(ref)})"
+    if metric in ("accuracy", "f1", "auc", "mae", "rmse"):
+        return f"max({MONITOR_PREFIX}performance{_monitor_selector(ref, {'metric': metric})})"
+    raise ValueError(f"metric {metric!r} is not served by the monitor; known: {', '.join(MONITOR_METRICS)}")
+
+
+def monitor_sample_query(metric: str, ref: RevisionRef) -> str:
+    """How many rows stand behind a monitor value: stored outputs, window rows, or joined labels."""
+    if metric == "predictionDrift":
+        return f"max({MONITOR_PREFIX}records_total{_monitor_selector(ref)})"
+    if metric == "dataDriftShare":
+        return f"max({MONITOR_PREFIX}window_rows{_monitor_selector(ref)})"
+    return f"max({MONITOR_PREFIX}labeled_predictions{_monitor_selector(ref)})"
+
+
 # --- Custom templates ------------------------------------------------------------------
 
 TEMPLATE_VARIABLES = ("name", "namespace", "revision", "workload", "model", "interval")

@@ -170,13 +170,17 @@ def parse_spec(spec: Mapping[str, Any]) -> ModelDeploymentSpec:
 
 
 def pod_affecting(spec: Mapping[str, Any]) -> dict[str, Any]:
-    """The part of the spec that changes the pods: everything under model and serving but replicas.
+    """The part of the spec that changes the pods: model, serving but replicas, and payload capture.
 
     Replica counts and traffic or rollout settings must not make a new revision.
     """
     serving = dict(spec.get("serving") or {})
     serving.pop("replicas", None)
-    return {"model": spec.get("model") or {}, "serving": _normalise(parse_spec(spec).serving, serving)}
+    out = {"model": spec.get("model") or {}, "serving": _normalise(parse_spec(spec).serving, serving)}
+    monitoring = spec.get("monitoring") or {}
+    if monitoring.get("enabled"):  # the capture sidecar is part of the pod
+        out["capture"] = {"sampleRate": float(monitoring.get("sampleRate", 0.1))}
+    return out
 
 
 def _normalise(typed: Serving, serving: dict[str, Any]) -> dict[str, Any]:

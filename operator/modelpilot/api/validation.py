@@ -34,7 +34,21 @@ def validate(spec: ModelDeploymentSpec) -> list[str]:
     problems += _check_model(spec)
     problems += _check_serving(spec)
     problems += _check_rollout(spec)
+    problems += _check_monitoring(spec)
     return problems
+
+
+def _check_monitoring(spec: ModelDeploymentSpec) -> list[str]:
+    """The monitor's own parser decides: one bad spec must not break the namespace's shared monitor."""
+    if not spec.monitoring.get("enabled"):
+        return []
+    from modelpilot.monitor.config import ConfigError, config_from_spec
+
+    try:
+        config_from_spec("check", "check", spec.monitoring)
+    except ConfigError as exc:
+        return [f"spec.monitoring: {exc}"]
+    return []
 
 
 def _check_model(spec: ModelDeploymentSpec) -> list[str]:

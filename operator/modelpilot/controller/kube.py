@@ -43,6 +43,7 @@ KINDS: dict[str, Kind] = {
     "Deployment": Kind("apps/v1", "deployments"),
     "Service": Kind("v1", "services"),
     "ConfigMap": Kind("v1", "configmaps"),
+    "PersistentVolumeClaim": Kind("v1", "persistentvolumeclaims"),
     "Pod": Kind("v1", "pods"),
     "Event": Kind("v1", "events"),
     "Node": Kind("v1", "nodes", namespaced=False),

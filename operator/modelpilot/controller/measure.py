@@ -14,6 +14,8 @@ from modelpilot.analysis.queries import (
     TemplateError,
     builtin_query,
     count_queries,
+    monitor_query,
+    monitor_sample_query,
     render_for_revision,
 )
 from modelpilot.rollout.decide import AnalysisRequest
@@ -43,6 +45,7 @@ class PrometheusMeasure:
         kind = metric.get("metric", "errorRate")
         values: dict[str, MetricValue] = {}
         counts: dict[str, tuple[MetricValue, MetricValue]] = {}
+        samples: dict[str, MetricValue] = {}
         try:
             for arm, ref in refs.items():
                 if provider in ("istio", "triton"):
@@ -53,6 +56,9 @@ class PrometheusMeasure:
                         values[arm] = _ratio(errors, total)
                     else:
                         values[arm] = self._value(builtin_query(kind, provider, ref, window), at)
+                elif provider == "monitor" and not metric.get("query"):
+                    values[arm] = self._value(monitor_query(kind, ref, method=str(metric.get("method", "psi"))), at)
+                    samples[arm] = self._value(monitor_sample_query(kind, ref), at)
                 elif provider in ("prometheus", "monitor") and metric.get("query"):
                     values[arm] = self._value(render_for_revision(str(metric["query"]), ref, window), at)
                 else:
@@ -66,6 +72,13 @@ class PrometheusMeasure:
             stable=stab.value if stab.ok else None,
             reason="" if cand.ok else cand.reason,
         )
+        if samples:
+            size = samples["candidate"]
+            sample = MetricSample(
+                name=name, candidate=sample.candidate, stable=sample.stable, reason=sample.reason,
+                candidate_count=size.value if size.ok else 0.0,
+                stable_count=samples["stable"].value if samples["stable"].ok else None,
+            )  # fmt: skip
         if counts:
             ce, ct = counts["candidate"]
             se, st = counts["stable"]

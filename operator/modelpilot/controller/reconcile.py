@@ -11,7 +11,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from modelpilot.api.reasons import API_VERSION, KIND, LABEL_DEPLOYMENT, LABEL_REVISION
@@ -19,6 +19,8 @@ from modelpilot.api.spec import parse_spec
 from modelpilot.api.validation import validate
 from modelpilot.controller import metrics as opmetrics
 from modelpilot.controller.kube import KubeClient
+from modelpilot.controller.monitoring import NamespaceMonitors
+from modelpilot.monitor.manifests import MonitorSettings
 from modelpilot.rollout.decide import REQUEST_ANNOTATION, Decision, analysis_request, decide
 from modelpilot.rollout.observe import MetricSample, Observations, revision_states
 from modelpilot.rollout.status import rfc3339
@@ -37,6 +39,10 @@ class Reconciler:
     measure: Measure | None = None  # (request, owner) -> samples; None: analysis is inconclusive
     init_image: str = manifests.DEFAULT_INIT_IMAGE
     clock: Callable[[], float] = time.time
+    monitors: NamespaceMonitors = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.monitors = NamespaceMonitors(self.kube, MonitorSettings(image=self.init_image), is_subset)
 
     def reconcile(self, namespace: str, name: str) -> float | None:
         """One pass; returns seconds until the next wanted pass (None: only on events)."""
@@ -81,6 +87,7 @@ class Reconciler:
             decision = decide(spec, generation, status, obs, now, [str(exc)])
         if decision.apply_children:
             self._act_children(owner, spec, decision, deployments)
+            self.monitors.reconcile(namespace, stable_revisions={name: decision.stable})
         self._act_status(body, decision)
         opmetrics.observe(namespace, name, decision, samples)
         return decision.requeue_after
@@ -99,6 +106,7 @@ class Reconciler:
         live_svcs = {s["metadata"]["name"]: s for s in self.kube.list("Service", ns, labels)}
         live_cms = {c["metadata"]["name"]: c for c in self.kube.list("ConfigMap", ns, labels)}
         current = spec.revision
+        capture = manifests.capture_enabled(spec)
         for rev, replicas in decision.replicas.items():
             dep_name = manifests.revision_name(owner, rev)
             if rev == current:
@@ -107,7 +115,7 @@ class Reconciler:
                     self._apply_if_changed(cm, live_cms.get(cm["metadata"]["name"]))
                 self._apply_if_changed(manifests.deployment(owner, spec, rev, replicas, self.init_image),
                                        live_deps.get(dep_name))  # fmt: skip
-                self._apply_if_changed(manifests.revision_service(owner, rev), live_svcs.get(dep_name))
+                self._apply_if_changed(manifests.revision_service(owner, rev, capture), live_svcs.get(dep_name))
             elif dep_name in live_deps and int(live_deps[dep_name]["spec"].get("replicas", 0)) != replicas:
                 # An older revision: its pod template came from an older spec; only its size changes.
                 self.kube.merge_patch("Deployment", dep_name, ns, {"spec": {"replicas": replicas}})
@@ -122,10 +130,10 @@ class Reconciler:
                     self.kube.delete("Service", base, ns)
                 if f"{base}-config" in live_cms:
                     self.kube.delete("ConfigMap", f"{base}-config", ns)
-        self._apply_if_changed(manifests.stable_service(owner), live_svcs.get(owner.name))
+        self._apply_if_changed(manifests.stable_service(owner, capture), live_svcs.get(owner.name))
         preview_name = f"{owner.name}-preview"
         if decision.preview:
-            preview = manifests.revision_service(owner, decision.preview)
+            preview = manifests.revision_service(owner, decision.preview, capture)
             preview["metadata"]["name"] = preview_name
             preview["metadata"]["labels"]["modelpilot.io/component"] = "preview"
             self._apply_if_changed(preview, live_svcs.get(preview_name))

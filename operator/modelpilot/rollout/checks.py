@@ -66,6 +66,15 @@ def evaluate_metric(
         return MetricVerdict(name, "fail", value, sample.stable, f"{value:.4g} > max {float(metric['max']):.4g}")
     if "min" in metric and value < float(metric["min"]):
         return MetricVerdict(name, "fail", value, sample.stable, f"{value:.4g} < min {float(metric['min']):.4g}")
+    if "minRelative" in metric:
+        if sample.stable is None:
+            return MetricVerdict(name, "inconclusive", value, None, f"stable: {sample.reason or 'no data'}")
+        floor = float(metric["minRelative"]) * sample.stable
+        if value < floor:
+            return MetricVerdict(
+                name, "fail", value, sample.stable,
+                f"{value:.4g} < {float(metric['minRelative']):g} x stable {sample.stable:.4g}",
+            )  # fmt: skip
     if "maxRelative" in metric:
         if sample.stable is None:
             return MetricVerdict(name, "inconclusive", value, None, f"stable: {sample.reason or 'no data'}")

@@ -24,6 +24,8 @@ from modelpilot.api.reasons import (
     POOL_LABEL,
 )
 from modelpilot.api.spec import ModelDeploymentSpec
+from modelpilot.capture.manifests import CAPTURE_PORT_NAME, sidecar_container
+from modelpilot.monitor.manifests import monitor_url
 from modelpilot.serving.triton import (
     model_repository_path,
     needs_generated_config,
@@ -253,6 +255,12 @@ def pod_template(owner: Owner, spec: ModelDeploymentSpec, revision: str, init_im
     init = _init_containers(spec, init_image, env_from)
     if init:
         pod_spec["initContainers"] = init
+    if capture_enabled(spec):
+        # Payload capture: a sidecar proxies the http port to Triton and ships samples to the monitor.
+        pod_spec["containers"].append(sidecar_container(
+            owner.name, revision, monitor_url(owner.namespace),
+            float(spec.monitoring.get("sampleRate", 0.1)), init_image, upstream_port=HTTP_PORT,
+        ))  # fmt: skip
     node_selector = dict(serving.placement.node_selector)
     if serving.placement.node_pool:
         node_selector[POOL_LABEL] = serving.placement.node_pool
@@ -299,31 +307,37 @@ def deployment(
     }
 
 
-def _service_ports() -> list[dict[str, Any]]:
+def capture_enabled(spec: ModelDeploymentSpec) -> bool:
+    return bool(spec.monitoring.get("enabled"))
+
+
+def _service_ports(capture: bool = False) -> list[dict[str, Any]]:
+    # With capture on, inference enters through the sidecar, which forwards to Triton unchanged.
+    http_target = CAPTURE_PORT_NAME if capture else "http"
     return [
-        {"name": "http", "port": HTTP_PORT, "targetPort": "http", "protocol": "TCP", "appProtocol": "http"},
+        {"name": "http", "port": HTTP_PORT, "targetPort": http_target, "protocol": "TCP", "appProtocol": "http"},
         {"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc", "protocol": "TCP", "appProtocol": "grpc"},
         {"name": "http-metrics", "port": METRICS_PORT, "targetPort": "metrics", "protocol": "TCP"},
     ]
 
 
-def revision_service(owner: Owner, revision: str) -> dict[str, Any]:
+def revision_service(owner: Owner, revision: str, capture: bool = False) -> dict[str, Any]:
     """A Service for one revision: direct access, previews, and per-revision scraping."""
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": _metadata(owner, revision_name(owner, revision), {**revision_labels(owner, revision), LABEL_COMPONENT: "revision"}),
-        "spec": {"selector": {LABEL_DEPLOYMENT: owner.name, LABEL_REVISION: revision}, "ports": _service_ports()},
+        "spec": {"selector": {LABEL_DEPLOYMENT: owner.name, LABEL_REVISION: revision}, "ports": _service_ports(capture)},
     }
 
 
-def stable_service(owner: Owner) -> dict[str, Any]:
+def stable_service(owner: Owner, capture: bool = False) -> dict[str, Any]:
     """The stable Service clients call; Istio splits its traffic across revisions by subset."""
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": _metadata(owner, owner.name, {**common_labels(owner), LABEL_COMPONENT: "stable"}),
-        "spec": {"selector": {LABEL_DEPLOYMENT: owner.name}, "ports": _service_ports()},
+        "spec": {"selector": {LABEL_DEPLOYMENT: owner.name}, "ports": _service_ports(capture)},
     }
 
 

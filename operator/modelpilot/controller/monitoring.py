@@ -1,0 +1,58 @@
+"""The namespace's shared monitor: one Deployment for every monitored ModelDeployment in it.
+
+Shared children carry a (non-controller) owner reference to each monitored ModelDeployment,
+so the garbage collector removes them only when the last one goes. The PVC has no owner:
+labels and predictions outlive the models that produced them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from modelpilot.controller.kube import KubeClient
+from modelpilot.monitor.config import ConfigError
+from modelpilot.monitor.manifests import MonitoredModel, MonitorSettings, monitor_manifests, selector
+
+
+class NamespaceMonitors:
+    def __init__(self, kube: KubeClient, settings: MonitorSettings, same: Callable[[Any, Any], bool]) -> None:
+        self.kube, self.settings, self.same = kube, settings, same
+
+    def models(self, namespace: str, stable_revisions: Mapping[str, str | None]) -> list[MonitoredModel]:
+        out = []
+        for body in self.kube.list("ModelDeployment", namespace):
+            monitoring = dict((body.get("spec") or {}).get("monitoring") or {})
+            if not monitoring.get("enabled") or body["metadata"].get("deletionTimestamp"):
+                continue
+            name = body["metadata"]["name"]
+            stable = stable_revisions.get(name) or (body.get("status") or {}).get("stableRevision")
+            if stable:
+                monitoring["stableRevision"] = stable  # prediction drift compares the candidate with it
+            out.append(MonitoredModel(name=name, monitoring=monitoring, uid=body["metadata"]["uid"]))
+        return out
+
+    def reconcile(self, namespace: str, stable_revisions: Mapping[str, str | None]) -> None:
+        models = self.models(namespace, stable_revisions)
+        live = {(o["kind"], o["metadata"]["name"]): o for kind in ("ConfigMap", "Deployment", "Service")
+                for o in self.kube.list(kind, namespace, selector())}  # fmt: skip
+        if not models and not live:
+            return
+        try:
+            desired = monitor_manifests(namespace, models, self.settings)
+        except ConfigError:
+            return  # the offending ModelDeployment reports InvalidSpec itself; keep what runs
+        wanted = set()
+        for manifest in desired:
+            kind, name = manifest["kind"], manifest["metadata"]["name"]
+            wanted.add((kind, name))
+            if kind == "PersistentVolumeClaim":
+                if self.kube.get(kind, name, namespace) is None:  # a claim's spec is immutable once bound
+                    self.kube.apply(manifest)
+                continue
+            current = live.get((kind, name))
+            if current is None or not self.same(manifest, current):
+                self.kube.apply(manifest)
+        for kind, name in live:
+            if (kind, name) not in wanted:
+                self.kube.delete(kind, name, namespace)

@@ -1,0 +1,526 @@
+"""Periodic evaluation per (model, revision): data drift, prediction drift, quality, concept drift.
+
+All state is derived from the store and rebuilt on start-up, so a restart loses nothing:
+
+* data drift: a :class:`~.windows.HoppingWindow` of streaming profiles per revision, fed by a
+  cursor over ``predictions.seq`` (constant memory, never raw rows);
+* prediction drift: candidate vs stable outputs, a bounded sample of the newest outputs read at
+  evaluation time (outputs are a few columns, unlike inputs);
+* performance and label coverage: the newest joined labels over ``window + labelJoinWindow``,
+  because labels arrive late (bounded by ``labeled_limit``);
+* concept drift: a detector per revision fed by a cursor over ``joins.seq``.
+
+Not thread-safe: the server calls it from one worker thread only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from modelpilot.drift import (
+    ClassificationMetrics,
+    DatasetDriftReport,
+    DatasetProfile,
+    DriftDiagnosis,
+    ProfileConfig,
+    ReferenceBuilder,
+    RegressionMetrics,
+    build_reference_profile,
+    classification_metrics,
+    detect_drift,
+    diagnose_drift,
+    performance_change,
+    regression_metrics,
+)
+
+from .concept import ConceptDetector, error_of
+from .config import ModelConfig, MonitorConfig
+from .records import label_key
+from .references import DEFAULT_REFERENCE_DIR, ReferenceError, load_static_reference
+from .store import JoinRow, RevisionInfo, Store
+from .tabular import CATEGORICAL, infer_kinds, input_columns, outcome, output_columns
+from .windows import HoppingWindow, oldest_start
+
+log = logging.getLogger(__name__)
+
+CHUNK = 2000
+OUTPUT_SAMPLE = 5000
+LABELED_LIMIT = 20_000
+MIN_REFERENCE_ROWS = 100
+MAX_POLL_ROWS = 200_000
+"""Rows streamed per tick at most; when further behind, older rows are skipped (analysis only)."""
+REFERENCE_CELLS = 5_000_000
+"""Reservoir budget (rows x features) for a stable-window reference: ~40 MiB of floats."""
+ACCURACY_MAX_DROP = 0.05
+REGRESSION_MAX_RISE = 0.10
+
+
+@dataclass(frozen=True, slots=True)
+class RevisionEvaluation:
+    namespace: str
+    model: str
+    revision: str
+    role: str
+    window_rows: int
+    data_drift: DatasetDriftReport | None
+    prediction_drift: DatasetDriftReport | None
+    baseline: str | None
+    performance: ClassificationMetrics | RegressionMetrics | None
+    predictions: int
+    labeled: int
+    concept_drift: bool
+    concept_detections: int
+    diagnosis: DriftDiagnosis | None
+
+    @property
+    def label_coverage(self) -> float | None:
+        return self.labeled / self.predictions if self.predictions else None
+
+    def to_dict(self) -> dict[str, Any]:
+        performance = None
+        if self.performance is not None:
+            performance = {k: (v if not isinstance(v, float) or math.isfinite(v) else None)
+                           for k, v in self.performance._asdict().items()}  # fmt: skip
+        return {
+            "revision": self.revision,
+            "role": self.role,
+            "window_rows": self.window_rows,
+            "data_drift": None if self.data_drift is None else _summary(self.data_drift),
+            "prediction_drift": None if self.prediction_drift is None else _summary(self.prediction_drift),
+            "baseline": self.baseline,
+            "performance": performance,
+            "predictions": self.predictions,
+            "labeled": self.labeled,
+            "label_coverage": self.label_coverage,
+            "concept_drift": self.concept_drift,
+            "concept_detections": self.concept_detections,
+            "diagnosis": None if self.diagnosis is None else {
+                "kind": str(self.diagnosis.kind), "explanation": self.diagnosis.explanation
+            },
+        }  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class ModelEvaluation:
+    namespace: str
+    model: str
+    evaluated_at: float
+    stable: str | None
+    reference_source: str | None
+    reference_revision: str | None
+    reference_error: str | None
+    revisions: tuple[RevisionEvaluation, ...]
+    review_pending: int = 0
+
+    def revision(self, name: str) -> RevisionEvaluation:
+        for revision in self.revisions:
+            if revision.revision == name:
+                return revision
+        raise KeyError(name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "namespace": self.namespace,
+            "model": self.model,
+            "evaluated_at": self.evaluated_at,
+            "stable": self.stable,
+            "reference": {"source": self.reference_source, "revision": self.reference_revision,
+                          "error": self.reference_error},
+            "revisions": [revision.to_dict() for revision in self.revisions],
+            "review_pending": self.review_pending,
+        }  # fmt: skip
+
+
+def _summary(report: DatasetDriftReport) -> dict[str, Any]:
+    data = report.to_dict()
+    data["features"] = [
+        {
+            k: feature[k]
+            for k in ("name", "status", "method", "statistic", "p_value_adjusted", "drifted", "n_current")
+        }
+        for feature in data["features"]
+    ]
+    return data
+
+
+@dataclass(slots=True)
+class _ModelState:
+    config: ModelConfig
+    reference: DatasetProfile | None = None
+    reference_source: str | None = None
+    reference_revision: str | None = None
+    reference_error: str | None = None
+    kinds: dict[str, str] = field(default_factory=dict)
+    windows: dict[str, HoppingWindow] = field(default_factory=dict)
+    detectors: dict[str, ConceptDetector] = field(default_factory=dict)
+
+    def set_reference(self, profile: DatasetProfile, source: str, revision: str | None = None) -> None:
+        self.reference, self.reference_source, self.reference_revision = profile, source, revision
+        self.reference_error = None
+        self.kinds = {name: profile_kind.kind for name, profile_kind in profile.features.items()}
+        self.windows.clear()
+
+
+OnJoin = Callable[[ModelConfig, JoinRow], None]
+
+
+class Analyzer:
+    def __init__(
+        self,
+        config: MonitorConfig,
+        store: Store,
+        *,
+        reference_dir: str | Path = DEFAULT_REFERENCE_DIR,
+        clock: Callable[[], float] = time.time,
+        on_join: OnJoin | None = None,
+        chunk: int = CHUNK,
+        output_sample: int = OUTPUT_SAMPLE,
+        labeled_limit: int = LABELED_LIMIT,
+        max_poll_rows: int = MAX_POLL_ROWS,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.reference_dir = reference_dir
+        self.clock = clock
+        self.on_join = on_join
+        self.chunk = chunk
+        self.output_sample = output_sample
+        self.labeled_limit = labeled_limit
+        self.max_poll_rows = max_poll_rows
+        self.skipped_rows = 0
+        self.models = {name: _ModelState(model) for name, model in config.models.items()}
+        self.prediction_cursor = 0
+        self.join_cursor = 0
+        self.snapshot: Mapping[str, ModelEvaluation] = {}
+        self.started = False
+
+    # ------------------------------------------------------------- lifecycle
+
+    def start(self, now: float | None = None) -> None:
+        """Load references and rebuild windows and detectors from the store (after a restart)."""
+        now = self.clock() if now is None else now
+        self.prediction_cursor = self.store.max_prediction_seq()
+        self.join_cursor = self.store.max_join_seq()
+        for state in self.models.values():
+            self._load_reference(state)
+            if state.reference is not None:
+                self._replay_windows(state, now)
+            self._replay_joins(state, now)
+        self.started = True
+
+    def _load_reference(self, state: _ModelState) -> None:
+        model = state.config
+        try:
+            profile = load_static_reference(model, self.reference_dir)
+        except ReferenceError as error:
+            log.warning("monitor: model %s: %s", model.name, error)
+            state.reference_error = str(error)
+            return
+        if profile is not None:
+            state.set_reference(profile, model.reference.mode or "profile")
+            return
+        if model.reference.stable_window is not None:
+            stored = self.store.load_reference(model.name)
+            if stored is not None:
+                revision, _, data = stored
+                state.set_reference(DatasetProfile.from_dict(data), "stable_window", revision)
+
+    def _replay_windows(self, state: _ModelState, now: float) -> None:
+        """Refill the windows of one model from the stored rows they cover."""
+        state.windows.clear()
+        after: tuple[float, int] | None = None
+        since = oldest_start(now, state.config.window)
+        while True:
+            rows = self.store.predictions_since(
+                state.config.name, since, self.chunk, after=after, upto=self.prediction_cursor
+            )
+            self._route(rows, now)
+            if len(rows) < self.chunk:
+                break
+            after = (rows[-1][3], rows[-1][0])
+
+    def _replay_joins(self, state: _ModelState, now: float) -> None:
+        state.detectors.clear()
+        since = now - state.config.window - state.config.label_join_window
+        after = 0
+        while True:
+            rows = self.store.joins_after(
+                after, self.chunk, upto=self.join_cursor, since=since, model=state.config.name
+            )
+            self._feed_joins(rows, live=False)
+            if len(rows) < self.chunk:
+                break
+            after = rows[-1].seq
+
+    # ----------------------------------------------------------------- input
+
+    def poll(self, now: float | None = None) -> int:
+        """Consume new predictions and joins since the cursors; returns rows consumed."""
+        now = self.clock() if now is None else now
+        for state in self.models.values():
+            for window in state.windows.values():
+                window.rotate(now)
+        behind = self.store.max_prediction_seq() - self.prediction_cursor
+        if behind > self.max_poll_rows:
+            # Analysis cannot keep up with ingest: stay current rather than fall ever further
+            # behind. The skipped rows are stored and served; only the drift windows miss them.
+            log.warning("monitor: analysis %d rows behind, skipping %d", behind, behind - self.max_poll_rows)
+            self.skipped_rows += behind - self.max_poll_rows
+            self.prediction_cursor += behind - self.max_poll_rows
+        consumed = 0
+        while True:
+            rows = self.store.predictions_after(self.prediction_cursor, self.chunk)
+            if not rows:
+                break
+            self._route(rows, now)
+            self.prediction_cursor = rows[-1][0]
+            consumed += len(rows)
+        while True:
+            joins = self.store.joins_after(self.join_cursor, self.chunk)
+            if not joins:
+                break
+            self._feed_joins(joins, live=True)
+            self.join_cursor = joins[-1].seq
+            consumed += len(joins)
+        return consumed
+
+    def _route(self, rows: Sequence[tuple[int, str, str, float, str]], now: float) -> None:
+        groups: dict[tuple[str, str], list[tuple[float, str]]] = {}
+        for _, model, revision, ts, inputs in rows:
+            state = self.models.get(model)
+            if state is not None and state.reference is not None:
+                groups.setdefault((model, revision), []).append((ts, inputs))
+        for (model, revision), items in groups.items():
+            state = self.models[model]
+            window = state.windows.get(revision)
+            if window is None:
+                window = state.windows[revision] = HoppingWindow(state.reference, state.config.window, now)  # type: ignore[arg-type]
+            timestamps = np.fromiter((ts for ts, _ in items), np.float64, len(items))
+            if not (timestamps >= window.start).any():
+                continue
+            parsed = [json.loads(inputs) for _, inputs in items]
+            window.update(input_columns(parsed, state.kinds), timestamps)
+
+    def _feed_joins(self, rows: Sequence[JoinRow], *, live: bool) -> None:
+        for row in rows:
+            state = self.models.get(row.model)
+            if state is None:
+                continue
+            model = state.config
+            if live and self.on_join is not None:
+                self.on_join(model, row)
+            predicted, _ = outcome(row.outputs, model.outputs, model.task)
+            error = error_of(predicted, row.label, model.task)
+            if error is None:
+                continue
+            detector = state.detectors.get(row.revision)
+            if detector is None:
+                detector = state.detectors[row.revision] = ConceptDetector(model.concept_detector)
+            detector.update(error, row.pred_ts + row.delay)
+
+    # ------------------------------------------------------------ evaluation
+
+    def evaluate(self, now: float | None = None) -> Mapping[str, ModelEvaluation]:
+        """Poll, then evaluate every configured model; the result also replaces :attr:`snapshot`."""
+        now = self.clock() if now is None else now
+        if not self.started:
+            self.start(now)
+        self.poll(now)
+        snapshot: dict[str, ModelEvaluation] = {}
+        for name, state in self.models.items():
+            try:
+                snapshot[name] = self._evaluate_model(state, now)
+            except Exception:  # one model's failure must not blind the others
+                log.exception("monitor: evaluating model %s failed", name)
+        self.snapshot = snapshot
+        return snapshot
+
+    def _stable(self, model: ModelConfig, active: Sequence[RevisionInfo]) -> str | None:
+        """The configured stable revision, else the active revision seen first (it predates any canary)."""
+        names = [info.revision for info in active]
+        if model.stable_revision is not None:
+            return model.stable_revision if model.stable_revision in names else None
+        return min(active, key=lambda info: (info.first_seen, info.revision)).revision if active else None
+
+    def _evaluate_model(self, state: _ModelState, now: float) -> ModelEvaluation:
+        model = state.config
+        active = [info for info in self.store.revisions(model.name) if info.last_seen >= now - model.window]
+        stable = self._stable(model, active)
+        if model.reference.stable_window is not None and stable is not None:
+            info = next(info for info in active if info.revision == stable)
+            self._maybe_build_stable_reference(state, info, now)
+        active_names = {info.revision for info in active}
+        for revision in list(state.windows):
+            if revision not in active_names:
+                del state.windows[revision]
+        for revision in list(state.detectors):
+            if revision not in active_names:
+                del state.detectors[revision]
+        drift_config = model.thresholds.drift_config()
+        baseline = self._output_baseline(model, stable, now)
+        stable_performance = self._performance(model, stable, now) if stable is not None else None
+        evaluations = []
+        for info in sorted(active, key=lambda i: (i.revision != stable, i.first_seen, i.revision)):
+            revision = info.revision
+            window = state.windows.get(revision)
+            data_drift = None
+            if state.reference is not None and window is not None:
+                data_drift = detect_drift(state.reference, window.current(), drift_config)
+            prediction_drift = None
+            if baseline is not None and revision != stable:
+                columns, _ = output_columns(
+                    self.store.recent_outputs(model.name, revision, now - model.window, self.output_sample),
+                    baseline[1],
+                )
+                prediction_drift = detect_drift(baseline[0], columns, drift_config)
+            performance = (
+                stable_performance if revision == stable else self._performance(model, revision, now)
+            )
+            total, labeled = self.store.coverage(
+                model.name, revision, now - model.window - model.label_join_window
+            )
+            detector = state.detectors.get(revision)
+            concept = detector is not None and detector.active(now, model.window)
+            degraded = concept or (revision != stable and _degraded(model, stable_performance, performance))
+            evaluations.append(
+                RevisionEvaluation(
+                    namespace=model.namespace,
+                    model=model.name,
+                    revision=revision,
+                    role="stable" if revision == stable else "candidate",
+                    window_rows=window.current().n_rows if window is not None else 0,
+                    data_drift=data_drift,
+                    prediction_drift=prediction_drift,
+                    baseline=stable if prediction_drift is not None else None,
+                    performance=performance,
+                    predictions=total,
+                    labeled=labeled,
+                    concept_drift=concept,
+                    concept_detections=detector.detections if detector is not None else 0,
+                    diagnosis=diagnose_drift(data_drift if data_drift is not None else False, degraded),
+                )
+            )
+        return ModelEvaluation(
+            namespace=model.namespace,
+            model=model.name,
+            evaluated_at=now,
+            stable=stable,
+            reference_source=state.reference_source,
+            reference_revision=state.reference_revision,
+            reference_error=state.reference_error,
+            revisions=tuple(evaluations),
+            review_pending=self.store.pending_review_count(model.name),
+        )
+
+    def _output_baseline(
+        self, model: ModelConfig, stable: str | None, now: float
+    ) -> tuple[DatasetProfile, dict[str, str]] | None:
+        """The stable revision's recent outputs, profiled, with the column kinds to reuse."""
+        if stable is None:
+            return None
+        outputs = self.store.recent_outputs(model.name, stable, now - model.window, self.output_sample)
+        if not outputs:
+            return None
+        columns, kinds = output_columns(outputs)
+        if not columns:
+            return None
+        categorical = [name for name, kind in kinds.items() if kind == CATEGORICAL]
+        profile = build_reference_profile(columns, categorical=categorical, config=ProfileConfig(pca=False))
+        return profile, kinds
+
+    def _performance(
+        self, model: ModelConfig, revision: str, now: float
+    ) -> ClassificationMetrics | RegressionMetrics | None:
+        rows = self.store.labeled_outcomes(
+            model.name, revision, now - model.window - model.label_join_window, self.labeled_limit
+        )
+        return quality(rows, model)
+
+    def _maybe_build_stable_reference(self, state: _ModelState, stable: RevisionInfo, now: float) -> None:
+        """Build the reference from ``stableWindow`` of the stable revision's traffic, once per stable revision."""
+        model = state.config
+        span = model.reference.stable_window or 0.0
+        if state.reference is not None and state.reference_revision == stable.revision:
+            return
+        if now - stable.first_seen < span:
+            return
+        kinds: dict[str, str] | None = None
+        builder: ReferenceBuilder | None = None
+        after = 0
+        while True:
+            rows = self.store.inputs_between(model.name, stable.revision, now - span, self.chunk, after)
+            if not rows:
+                break
+            parsed = [json.loads(inputs) for _, inputs in rows]
+            if kinds is None:
+                kinds = {f.name: f.type for f in model.features} if model.features else infer_kinds(parsed)
+                reservoir = int(min(20_000, max(1000, REFERENCE_CELLS // max(1, len(kinds)))))
+                categorical = [name for name, kind in kinds.items() if kind == CATEGORICAL]
+                builder = ReferenceBuilder(categorical=categorical, reservoir_size=reservoir)
+            assert builder is not None
+            builder.update(input_columns(parsed, kinds))
+            after = rows[-1][0]
+        if builder is None or builder.n_rows < MIN_REFERENCE_ROWS:
+            return
+        profile = builder.build()
+        self.store.save_reference(model.name, stable.revision, profile.to_dict())
+        log.info("monitor: model %s: reference built from %d rows of revision %s", model.name, builder.n_rows,
+                 stable.revision)  # fmt: skip
+        state.set_reference(profile, "stable_window", stable.revision)
+        self._replay_windows(state, now)
+
+
+def quality(
+    rows: Sequence[tuple[Mapping[str, Any], Any]], model: ModelConfig
+) -> ClassificationMetrics | RegressionMetrics | None:
+    """Accuracy/F1/AUC or MAE/RMSE over (outputs, label) pairs; None without usable pairs."""
+    predicted, truth, scores = [], [], []
+    for outputs, label in rows:
+        prediction, score = outcome(outputs, model.outputs, model.task)
+        if prediction is None:
+            continue
+        if model.task == "regression":
+            if isinstance(label, bool) or not isinstance(label, int | float):
+                continue
+            truth.append(float(label))
+        else:
+            truth.append(label_key(label))
+        predicted.append(prediction)
+        scores.append(math.nan if score is None else score)
+    if not predicted:
+        return None
+    if model.task == "regression":
+        return regression_metrics(np.asarray(truth), np.asarray(predicted, dtype=np.float64))
+    score_array = np.asarray(scores, dtype=np.float64)
+    return classification_metrics(
+        np.asarray(truth, dtype=object).astype(str),
+        np.asarray(predicted, dtype=object).astype(str),
+        score_array if np.isfinite(score_array).any() else None,
+        positive_label=model.outputs.positive_label,
+    )
+
+
+def _degraded(
+    model: ModelConfig,
+    stable: ClassificationMetrics | RegressionMetrics | None,
+    candidate: ClassificationMetrics | RegressionMetrics | None,
+    min_pairs: int = 30,
+) -> bool:
+    """Candidate quality below the stable's by more than the tolerance (both with enough labels)."""
+    if stable is None or candidate is None or stable.n < min_pairs or candidate.n < min_pairs:
+        return False
+    if model.task == "regression":
+        baseline = float(stable.mae)  # type: ignore[union-attr]
+        return performance_change(
+            stable, candidate, metric="mae", max_drop=REGRESSION_MAX_RISE * baseline
+        ).degraded
+    return performance_change(stable, candidate, metric="accuracy", max_drop=ACCURACY_MAX_DROP).degraded

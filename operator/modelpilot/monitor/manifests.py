@@ -1,0 +1,277 @@
+"""Pure builders for the per-namespace monitor: ConfigMap, PVC, Deployment and Service.
+
+One monitor serves every monitored ModelDeployment of a namespace (see docs/monitor.md): one
+SQLite volume, one scrape target, models told apart by (model, revision). The Deployment runs
+one replica with the Recreate strategy because SQLite has a single writer: a rolling update
+would start a second pod on the same ReadWriteOnce volume. The PVC has no owner references, so
+deleting the last ModelDeployment does not delete collected labels (delete it by hand).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from modelpilot.api.reasons import API_VERSION, KIND, LABEL_COMPONENT, LABEL_MANAGED_BY
+
+from .config import DEFAULT_PORT, config_from_spec, monitor_config_document
+
+MONITOR_NAME = "modelpilot-monitor"
+CONFIG_MAP_NAME = f"{MONITOR_NAME}-config"
+PVC_NAME = f"{MONITOR_NAME}-data"
+CONFIG_DIR = "/etc/modelpilot/monitor/config"
+CONFIG_KEY = "config.yaml"
+REFERENCE_DIR = "/etc/modelpilot/monitor/references"
+DATA_DIR = "/var/lib/modelpilot-monitor"
+DB_FILE = "monitor.db"
+CONFIG_HASH_ANNOTATION = "modelpilot.io/monitor-config-hash"
+DEFAULT_IMAGE = "ghcr.io/modelpilot/modelpilot:0.1.0"
+RUN_AS = 65532
+
+
+@dataclass(frozen=True)
+class MonitoredModel:
+    """A ModelDeployment as the monitor needs it: identity plus ``spec.monitoring``."""
+
+    name: str
+    monitoring: Mapping[str, Any]
+    uid: str | None = None
+
+
+@dataclass(frozen=True)
+class MonitorSettings:
+    image: str = DEFAULT_IMAGE
+    storage_size: str = "5Gi"
+    storage_class: str | None = None
+    cpu_request: str = "100m"
+    memory_request: str = "256Mi"
+    memory_limit: str = "1Gi"
+    evaluate_every: str = "15s"
+    service_account_name: str | None = None
+    extra_config: Mapping[str, Any] = field(default_factory=dict)
+    """Namespace-wide config sections (``retention``, ``ingest``, ``storage``), camelCase."""
+
+
+def labels() -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": MONITOR_NAME,
+        "app.kubernetes.io/component": "monitor",
+        LABEL_MANAGED_BY: "modelpilot",
+        LABEL_COMPONENT: "monitor",
+    }
+
+
+def selector() -> dict[str, str]:
+    return {"app.kubernetes.io/name": MONITOR_NAME, LABEL_MANAGED_BY: "modelpilot"}
+
+
+def enabled(models: Sequence[MonitoredModel]) -> list[MonitoredModel]:
+    """Models with ``spec.monitoring.enabled``, sorted by name so output is deterministic."""
+    return sorted((m for m in models if (m.monitoring or {}).get("enabled")), key=lambda m: m.name)
+
+
+def _metadata(
+    name: str, namespace: str, models: Sequence[MonitoredModel], *, owned: bool = True
+) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "namespace": namespace, "labels": labels()}
+    owners = [
+        {"apiVersion": API_VERSION, "kind": KIND, "name": m.name, "uid": m.uid, "controller": False}
+        for m in models
+        if m.uid
+    ]
+    if owned and owners:
+        # Several non-controller owners: Kubernetes collects the object once ALL of them are gone.
+        meta["ownerReferences"] = owners
+    return meta
+
+
+def config_document(
+    namespace: str, models: Sequence[MonitoredModel], settings: MonitorSettings
+) -> dict[str, Any]:
+    entries = [config_from_spec(m.name, namespace, m.monitoring) for m in enabled(models)]
+    return monitor_config_document(entries, namespace=namespace, **dict(settings.extra_config))
+
+
+def config_map(namespace: str, models: Sequence[MonitoredModel], settings: MonitorSettings) -> dict[str, Any]:
+    document = config_document(namespace, models, settings)
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(CONFIG_MAP_NAME, namespace, enabled(models)),
+        "data": {CONFIG_KEY: yaml.safe_dump(document, sort_keys=True)},
+    }
+
+
+def config_hash(config_map_manifest: Mapping[str, Any]) -> str:
+    """Changes with the config, so the pod restarts on a new config (subPath-free mounts update
+    in place, but the monitor reads its config once at start)."""
+    text = json.dumps(config_map_manifest["data"], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def pvc(namespace: str, settings: MonitorSettings) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": settings.storage_size}},
+    }
+    if settings.storage_class:
+        spec["storageClassName"] = settings.storage_class
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": _metadata(PVC_NAME, namespace, [], owned=False),
+        "spec": spec,
+    }
+
+
+def reference_config_maps(namespace: str, models: Sequence[MonitoredModel]) -> list[str]:
+    names = {
+        str((m.monitoring.get("reference") or {}).get("configMap"))
+        for m in enabled(models)
+        if (m.monitoring.get("reference") or {}).get("configMap")
+    }
+    return sorted(names)
+
+
+def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": "http"},
+        "periodSeconds": period,
+        "timeoutSeconds": 2,
+        "failureThreshold": failures,
+    }
+
+
+def deployment(
+    namespace: str, models: Sequence[MonitoredModel], settings: MonitorSettings, config_digest: str
+) -> dict[str, Any]:
+    references = reference_config_maps(namespace, models)
+    volumes: list[dict[str, Any]] = [
+        {"name": "config", "configMap": {"name": CONFIG_MAP_NAME}},
+        {"name": "data", "persistentVolumeClaim": {"claimName": PVC_NAME}},
+        {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
+    ]
+    mounts: list[dict[str, Any]] = [
+        {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+        {"name": "data", "mountPath": DATA_DIR},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
+    for index, name in enumerate(references):
+        # optional: a missing reference leaves that model's data drift inconclusive, not the pod down.
+        volumes.append({"name": f"ref-{index}", "configMap": {"name": name, "optional": True}})
+        mounts.append({"name": f"ref-{index}", "mountPath": f"{REFERENCE_DIR}/{name}", "readOnly": True})
+    container = {
+        "name": "monitor",
+        "image": settings.image,
+        "args": [
+            "monitor",
+            f"--config={CONFIG_DIR}/{CONFIG_KEY}",
+            f"--db={DATA_DIR}/{DB_FILE}",
+            "--host=0.0.0.0",
+            f"--port={DEFAULT_PORT}",
+            f"--evaluate-every={settings.evaluate_every}",
+            f"--reference-dir={REFERENCE_DIR}",
+        ],
+        "ports": [{"name": "http", "containerPort": DEFAULT_PORT, "protocol": "TCP"}],
+        "readinessProbe": _probe("/healthz", 5, 3),
+        "livenessProbe": _probe("/healthz", 20, 6),
+        "resources": {
+            "requests": {"cpu": settings.cpu_request, "memory": settings.memory_request},
+            "limits": {"memory": settings.memory_limit},
+        },
+        "volumeMounts": mounts,
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+    }
+    pod_spec: dict[str, Any] = {
+        "containers": [container],
+        "volumes": volumes,
+        "terminationGracePeriodSeconds": 30,
+        "automountServiceAccountToken": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUN_AS,
+            "runAsGroup": RUN_AS,
+            "fsGroup": RUN_AS,
+            "fsGroupChangePolicy": "OnRootMismatch",
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+    if settings.service_account_name:
+        pod_spec["serviceAccountName"] = settings.service_account_name
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(MONITOR_NAME, namespace, enabled(models)),
+        "spec": {
+            "replicas": 1,
+            "strategy": {"type": "Recreate"},
+            "revisionHistoryLimit": 2,
+            "selector": {"matchLabels": selector()},
+            "template": {
+                "metadata": {
+                    "labels": labels(),
+                    "annotations": {
+                        CONFIG_HASH_ANNOTATION: config_digest,
+                        "prometheus.io/scrape": "true",
+                        "prometheus.io/port": str(DEFAULT_PORT),
+                        "prometheus.io/path": "/metrics",
+                    },
+                },
+                "spec": pod_spec,
+            },
+        },
+    }
+
+
+def service(namespace: str, models: Sequence[MonitoredModel] = ()) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(MONITOR_NAME, namespace, enabled(models)),
+        "spec": {
+            "selector": selector(),
+            "ports": [
+                {
+                    "name": "http",
+                    "port": DEFAULT_PORT,
+                    "targetPort": "http",
+                    "protocol": "TCP",
+                    "appProtocol": "http",
+                }
+            ],
+        },
+    }
+
+
+def monitor_url(namespace: str) -> str:
+    """What a capture proxy in the namespace posts to."""
+    return f"http://{MONITOR_NAME}.{namespace}.svc:{DEFAULT_PORT}"
+
+
+def monitor_manifests(
+    namespace: str, models: Sequence[MonitoredModel], settings: MonitorSettings = MonitorSettings()
+) -> list[dict[str, Any]]:
+    """Everything the namespace's monitor needs, in apply order; empty when no model is monitored.
+
+    Raises ``ConfigError`` (from :func:`config_from_spec`) naming the model with an invalid
+    ``spec.monitoring``; validate CRs with it first so one bad CR cannot block the others.
+    """
+    if not enabled(models):
+        return []
+    cm = config_map(namespace, models, settings)
+    return [
+        cm,
+        pvc(namespace, settings),
+        deployment(namespace, models, settings, config_hash(cm)),
+        service(namespace, models),
+    ]

@@ -1,0 +1,90 @@
+"""Under no drift, tests fire at about alpha and the dataset verdict almost never fires."""
+
+import numpy as np
+from scipy import stats
+
+from modelpilot.drift import (
+    CategoricalProfile,
+    DriftConfig,
+    NumericProfile,
+    ProfileConfig,
+    build_reference_profile,
+    chi2,
+    detect_drift,
+    ks,
+)
+
+ALPHA = 0.05
+
+
+def assert_rate_near_alpha(false_alarms: int, runs: int) -> None:
+    """Not significantly above alpha (binomial test at 0.001) and not a dead test."""
+    assert stats.binomtest(false_alarms, runs, ALPHA, alternative="greater").pvalue > 1e-3
+    assert false_alarms / runs >= 0.01
+
+
+def test_exact_ks_false_alarm_rate_is_near_alpha():
+    rng = np.random.default_rng(100)
+    runs, alarms = 400, 0
+    for _ in range(runs):
+        ref = NumericProfile.from_values(rng.normal(size=150))
+        cur = ref.empty_like()
+        cur.update(rng.normal(size=120))
+        assert ref.raw is not None and cur.raw is not None
+        alarms += ks(ref, cur, alpha=ALPHA).drifted
+    assert_rate_near_alpha(alarms, runs)
+
+
+def test_grid_ks_false_alarm_rate_is_near_alpha():
+    rng = np.random.default_rng(101)
+    runs, alarms = 300, 0
+    for _ in range(runs):
+        ref = NumericProfile.from_values(rng.gamma(2.0, size=20_000))
+        cur = ref.empty_like()
+        cur.update(rng.gamma(2.0, size=500))
+        assert ref.raw is None
+        alarms += ks(ref, cur, alpha=ALPHA).drifted
+    assert_rate_near_alpha(alarms, runs)
+
+
+def test_chi2_false_alarm_rate_is_near_alpha():
+    rng = np.random.default_rng(102)
+    labels, weights = np.array(list("abcde")), [0.4, 0.25, 0.2, 0.1, 0.05]
+    runs, alarms = 400, 0
+    for _ in range(runs):
+        ref = CategoricalProfile.from_values(rng.choice(labels, 5_000, p=weights))
+        cur = ref.empty_like()
+        cur.update(rng.choice(labels, 300, p=weights))
+        alarms += chi2(ref, cur, alpha=ALPHA).drifted
+    assert_rate_near_alpha(alarms, runs)
+
+
+def test_bh_keeps_dataset_false_alarms_low_across_20_features():
+    rng = np.random.default_rng(103)
+    runs = 150
+    any_feature_bh = any_feature_raw = dataset_alarms = 0
+    for _ in range(runs):
+        reference = build_reference_profile(rng.normal(size=(2_000, 20)))
+        current = rng.normal(size=(300, 20))
+        report = detect_drift(reference, current, DriftConfig())
+        assert {feature.method for feature in report.features} == {"ks"}
+        any_feature_bh += report.n_drifted > 0
+        dataset_alarms += report.drifted
+        any_feature_raw += any(feature.p_value < ALPHA for feature in report.features)
+    # Without correction about 1 - 0.95**20 = 64% of clean windows flag some feature.
+    assert any_feature_raw / runs > 0.4
+    # BH under the complete null controls the family-wise rate at alpha.
+    assert stats.binomtest(any_feature_bh, runs, ALPHA, alternative="greater").pvalue > 1e-3
+    assert dataset_alarms / runs <= ALPHA
+
+
+def test_large_windows_use_distances_and_stay_quiet():
+    rng = np.random.default_rng(104)
+    config = ProfileConfig(pca_max_rows=5_000)
+    alarms = 0
+    for _ in range(10):
+        reference = build_reference_profile(rng.normal(size=(20_000, 10)), config=config)
+        report = detect_drift(reference, rng.normal(size=(5_000, 10)))
+        assert {feature.method for feature in report.features} == {"wasserstein"}
+        alarms += report.n_drifted + report.drifted
+    assert alarms == 0
