@@ -181,10 +181,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# Components with their own flags: `modelpilot monitor --help`, `modelpilot capture --help`.
+# Components with their own flags: `modelpilot monitor --help`, `modelpilot capture --help`, ...
 DELEGATED = {
     "monitor": "modelpilot.monitor.server",
     "capture": "modelpilot.capture.proxy",
+    "compress": "modelpilot.compress.command",
 }
 
 

@@ -178,6 +178,9 @@ def test_revision_states_classify_scheduling_failures():
     assert states["r1"].unschedulable_reason == "InsufficientGPU" and states["r1"].ready == 1
     gpu_pod["status"]["conditions"][0]["message"] = "0/5 nodes are available: 5 node(s) didn't match selector."
     assert revision_states([dep], [gpu_pod])["r1"].unschedulable_reason == "Unschedulable"
+    gpu_pod["status"]["conditions"][0]["message"] = ("0/5 nodes are available: 3 Insufficient cpu, "
+                                                     "2 node(s) had untolerated taint {nvidia.com/gpu: present}.")  # fmt: skip
+    assert revision_states([dep], [gpu_pod])["r1"].unschedulable_reason == "Unschedulable"
     assert not revision_states([dep], [])["r1"].is_available(2)
 
 

@@ -67,3 +67,8 @@ class Reason(StrEnum):
     SPEC_VALID = "SpecValid"
     AS_EXPECTED = "AsExpected"
     APPLY_FAILED = "ApplyFailed"
+    GATE_PASSED = "GatePassed"
+    GATE_FAILED = "GateFailed"
+    GATE_INCONCLUSIVE = "GateInconclusive"
+    FALLBACK_ENGAGED = "FallbackEngaged"
+    FALLBACK_RELEASED = "FallbackReleased"

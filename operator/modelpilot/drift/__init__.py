@@ -8,6 +8,7 @@ Typical use::
     report = detect_drift(reference, window)                   # per evaluation interval
 """
 
+from .categorical_profile import CategoricalProfile
 from .config import DriftConfig, ProfileConfig
 from .detectors import ADWIN, PageHinkley
 from .diagnosis import DriftDiagnosis, DriftKind, diagnose_drift
@@ -16,6 +17,7 @@ from .loaders import NpzColumns, load_csv, load_npz, load_parquet
 from .moments import Moments
 from .multiple_testing import DriftShare, MultipleTestingResult, benjamini_hochberg, drift_share
 from .multivariate import MultivariateDriftResult, PCAModel, compare_reconstruction, fit_pca
+from .numeric_profile import NumericProfile
 from .performance import (
     ClassificationMetrics,
     PerformanceChange,
@@ -28,14 +30,7 @@ from .performance import (
     windowed_metrics,
 )
 from .prediction import build_prediction_profile, detect_prediction_drift, prediction_columns
-from .profile import (
-    CategoricalProfile,
-    DatasetProfile,
-    FeatureProfile,
-    NumericProfile,
-    build_reference_profile,
-    profile_window,
-)
+from .profile import DatasetProfile, FeatureProfile, build_reference_profile, profile_window
 from .reference_builder import ReferenceBuilder
 from .univariate import (
     DriftTestResult,

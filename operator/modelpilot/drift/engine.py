@@ -10,10 +10,12 @@ from typing import Any
 
 import numpy as np
 
+from .categorical_profile import CategoricalProfile
 from .config import DriftConfig
 from .multiple_testing import benjamini_hochberg, drift_share
 from .multivariate import MultivariateDriftResult, compare_reconstruction
-from .profile import CategoricalProfile, DatasetProfile, FeatureProfile, NumericProfile, profile_window
+from .numeric_profile import NumericProfile
+from .profile import DatasetProfile, FeatureProfile, profile_window
 from .univariate import DriftTestResult, chi2, jensen_shannon, ks, psi, wasserstein
 
 STABLE, DRIFTED, INCONCLUSIVE = "stable", "drifted", "inconclusive"

@@ -17,7 +17,8 @@ import numpy as np
 from .columns import as_1d, as_column_source, column_names, is_categorical_array
 from .config import ProfileConfig
 from .moments import Moments
-from .profile import DatasetProfile, NumericProfile, build_reference_profile
+from .numeric_profile import NumericProfile
+from .profile import DatasetProfile, build_reference_profile
 
 
 def reservoir_slots(

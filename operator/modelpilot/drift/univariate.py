@@ -14,7 +14,9 @@ import numpy as np
 from scipy import stats
 from scipy.spatial import distance
 
-from .profile import CategoricalProfile, FeatureProfile, NumericProfile
+from .categorical_profile import CategoricalProfile
+from .numeric_profile import NumericProfile
+from .profile import FeatureProfile
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ from modelpilot.gate.stats import (
     min_samples_for_skewness,
     paired_error_noninferiority,
     paired_proportions_noninferiority,
+    required_samples,
     tango_z,
 )
 
@@ -40,6 +41,7 @@ __all__ = [
     "paired_error_noninferiority",
     "paired_proportions_noninferiority",
     "parse_gate",
+    "required_samples",
     "run_gate",
     "run_gate_async",
     "select_examples",

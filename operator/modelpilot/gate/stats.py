@@ -65,6 +65,21 @@ def _johnson(d: np.ndarray, alpha: float) -> tuple[float, float, float, float]:
     return t, p, mean - x, skew
 
 
+def required_samples(
+    margin: float, discordance: float = 0.06, *, alpha: float = 0.05, power: float = 0.8, difference: float = 0.0
+) -> int:
+    """Labeled requests the score test needs to pass a candidate with the given power.
+
+    ``discordance`` is the share of requests on which exactly one model is right (p_b + p_c;
+    a few percent for two versions of one model), ``difference`` the candidate's true
+    accuracy advantage. Normal approximation: n = (z_a + z_b)^2 (psi - d^2) / (d + margin)^2.
+    """
+    if margin + difference <= 0:
+        raise ValueError("a candidate worse than the margin cannot be passed at any sample size")
+    z = float(special.ndtri(1 - alpha) + special.ndtri(power))
+    return math.ceil(z * z * (discordance - difference**2) / (margin + difference) ** 2)
+
+
 def discordant_counts(candidate_ok: np.ndarray, stable_ok: np.ndarray) -> tuple[int, int]:
     """(b, c): requests only the candidate got right, and only stable got right."""
     cand = np.asarray(candidate_ok, dtype=bool)

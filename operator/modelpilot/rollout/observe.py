@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from modelpilot.api.reasons import LABEL_REVISION, Reason
+
+# The scheduler's own wording, e.g. "2 Insufficient nvidia.com/gpu" or "Insufficient nvidia.com/mig-1g.10gb";
+# a message that merely mentions the GPU taint is not a GPU shortage.
+_GPU_SHORTAGE = re.compile(r"Insufficient nvidia\.com/")
 
 
 @dataclass(frozen=True)
@@ -66,7 +71,7 @@ def revision_states(deployments: Iterable[Mapping[str, Any]], pods: Iterable[Map
         messages = unschedulable.get(rev, [])
         reason = None
         if messages:
-            gpu = any("nvidia.com/" in m and "Insufficient" in m for m in messages)
+            gpu = any(_GPU_SHORTAGE.search(m) for m in messages)
             reason = Reason.INSUFFICIENT_GPU if gpu else Reason.UNSCHEDULABLE
         for cond in status.get("conditions") or ():
             # Pods refused at creation (admission, quota) never exist: only the Deployment says so.
