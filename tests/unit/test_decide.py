@@ -118,6 +118,8 @@ def test_canary_walks_its_steps_and_promotes():
     d = w.step(advance=30)
     assert d.weight == 50 and w.status["phase"] == "Progressing"
     d = w.step(advance=31)
+    assert d.replicas[w.rev] == 2 and w.status["stableRevision"] != w.rev, "scaled to full size first"
+    d = w.settle()
     assert w.status["stableRevision"] == w.rev and d.weight == 0 and d.candidate is None
     assert old in d.replicas  # retiring after the delay
 
@@ -146,7 +148,7 @@ def test_failed_analysis_rolls_back_and_does_not_retry_the_same_revision():
     w.request = "retry@t1"
     d = w.step()
     assert w.status["rollout"]["candidate"] == w.rev and w.status["rollout"]["step"] == 0
-    assert d.replicas[w.rev] == 2
+    assert d.replicas[w.rev] == 1, "scaled back up, to its 20% share of 2 replicas"
 
 
 def test_sequential_regression_rolls_back_at_once():
@@ -182,6 +184,7 @@ def test_missing_data_never_promotes_and_pauses_after_the_inconclusive_limit():
     # ... a person does.
     w.request = "resume@t2"
     w.step(advance=5, metrics=good())
+    w.settle()
     assert w.status["stableRevision"] == w.rev
 
 
@@ -198,6 +201,7 @@ def test_unreachable_prometheus_pauses_with_a_condition_and_resumes():
     cond = {c["type"]: c for c in w.status["conditions"]}["AnalysisHealthy"]
     assert cond["status"] == "False" and cond["reason"] == "MetricsUnavailable"
     w.step(advance=5, metrics=good())
+    w.settle()
     assert w.status["stableRevision"] == w.rev and w.status["phase"] == "Ready"
 
 
@@ -244,6 +248,7 @@ def test_manual_promote_and_abort():
     w.settle()
     w.request = "promote@a"  # moves past the pause: the last step, so the candidate is promoted
     w.step()
+    w.settle()
     assert w.status["stableRevision"] == w.rev
     w.spec = spec_with("3", steps=steps)
     w.step()
@@ -329,4 +334,41 @@ def test_promote_skips_one_step_and_promote_full_skips_all():
     assert d.weight == 40 and w.status["phase"] == "Paused"
     w.request = "promote-full@y"
     w.step()
+    w.settle()
     assert w.status["stableRevision"] == w.rev and w.status["phase"] == "Ready"
+
+
+def test_candidate_replicas_follow_its_traffic_share():
+    steps = [{"setWeight": 10}, {"pause": {"duration": "10s"}}, {"setWeight": 50}, {"pause": {"duration": "10s"}}]
+    spec = spec_with(steps=steps)
+    spec["serving"]["replicas"] = 10
+    w = World(spec)
+    deploy_v1(w)
+    w.spec = copy.deepcopy(spec)
+    w.spec["model"]["version"] = "2"
+    d = w.step()
+    assert d.replicas[w.rev] == 1, "a 10% canary holds 1 of 10 replicas' worth of GPUs"
+    d = w.settle()
+    assert d.weight == 10 and d.replicas[w.rev] == 1
+    d = w.step(advance=10)
+    assert d.weight == 50 and d.replicas[w.rev] == 5
+    d = w.step(advance=10)
+    assert w.status["stableRevision"] != w.rev and d.replicas[w.rev] == 10, "full size before any promotion"
+    assert w.status["phase"] == "Progressing"
+    d = w.settle()
+    assert w.status["stableRevision"] == w.rev and d.weight == 0
+    assert all(n == 10 for n in d.replicas.values())
+
+
+def test_scaling_limited_by_gpus_is_a_condition():
+    spec = spec_with()
+    spec["serving"]["autoscaling"] = {"minReplicas": 1, "maxReplicas": 8}
+    w = World(spec)
+    deploy_v1(w)
+    rev = w.status["stableRevision"]
+    scaled_up = RevisionState(rev, replicas=8, ready=4, available=4, updated=8, unschedulable=4,
+                              unschedulable_reason="InsufficientGPU", unschedulable_message="4 Insufficient nvidia.com/gpu")  # fmt: skip
+    d = decide(parse_spec(spec), 1, w.status, Observations(revisions={rev: scaled_up}), w.now + 1)
+    cond = {c["type"]: c for c in d.status["conditions"]}["ScalingLimited"]
+    assert cond["status"] == "True" and cond["reason"] == "InsufficientGPU"
+    assert d.status["phase"] == "Ready", "serving at its floor is still Ready"

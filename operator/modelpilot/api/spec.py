@@ -175,7 +175,8 @@ def pod_affecting(spec: Mapping[str, Any]) -> dict[str, Any]:
     Replica counts and traffic or rollout settings must not make a new revision.
     """
     serving = dict(spec.get("serving") or {})
-    serving.pop("replicas", None)
+    for key in ("replicas", "autoscaling", "fallback"):  # sizing and load-shedding, not the pods themselves
+        serving.pop(key, None)
     out = {"model": spec.get("model") or {}, "serving": _normalise(parse_spec(spec).serving, serving)}
     monitoring = spec.get("monitoring") or {}
     if monitoring.get("enabled"):  # the capture sidecar is part of the pod

@@ -52,7 +52,7 @@ def build_reconciler(kube: KubeClient) -> Reconciler:
     prometheus_url = os.environ.get("MODELPILOT_PROMETHEUS_URL", "")
     measure = PrometheusMeasure(prometheus_url, headers=prometheus_auth_headers(os.environ)) if prometheus_url else None
     init_image = os.environ.get("MODELPILOT_IMAGE", "ghcr.io/modelpilot/modelpilot:0.1.0")
-    return Reconciler(kube=kube, measure=measure, init_image=init_image)
+    return Reconciler(kube=kube, measure=measure, init_image=init_image, prometheus_url=prometheus_url or None)
 
 
 @kopf.on.login()

@@ -50,6 +50,8 @@ KINDS: dict[str, Kind] = {
     "VirtualService": Kind("networking.istio.io/v1", "virtualservices"),
     "DestinationRule": Kind("networking.istio.io/v1", "destinationrules"),
     "HorizontalPodAutoscaler": Kind("autoscaling/v2", "horizontalpodautoscalers"),
+    "ScaledObject": Kind("keda.sh/v1alpha1", "scaledobjects"),
+    "CustomResourceDefinition": Kind("apiextensions.k8s.io/v1", "customresourcedefinitions", namespaced=False),
 }
 
 

@@ -55,6 +55,11 @@ NAMESPACED_RULES: list[dict[str, Any]] = [
         "verbs": ["get", "list", "watch", "create", "patch", "delete"],
     },
     {
+        "apiGroups": ["keda.sh"],
+        "resources": ["scaledobjects"],
+        "verbs": ["get", "list", "watch", "create", "patch", "delete"],
+    },
+    {
         # kopf peering: exactly one active replica.
         "apiGroups": ["kopf.dev"],
         "resources": ["kopfpeerings"],

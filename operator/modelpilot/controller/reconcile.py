@@ -18,6 +18,7 @@ from modelpilot.api.reasons import API_VERSION, KIND, LABEL_DEPLOYMENT, LABEL_RE
 from modelpilot.api.spec import parse_spec
 from modelpilot.api.validation import validate
 from modelpilot.controller import metrics as opmetrics
+from modelpilot.controller.autoscaling import Autoscalers
 from modelpilot.controller.kube import KubeClient
 from modelpilot.controller.monitoring import NamespaceMonitors
 from modelpilot.monitor.manifests import MonitorSettings
@@ -39,10 +40,13 @@ class Reconciler:
     measure: Measure | None = None  # (request, owner) -> samples; None: analysis is inconclusive
     init_image: str = manifests.DEFAULT_INIT_IMAGE
     clock: Callable[[], float] = time.time
+    prometheus_url: str | None = None  # for KEDA's Prometheus trigger
     monitors: NamespaceMonitors = field(init=False)
+    autoscalers: Autoscalers = field(init=False)
 
     def __post_init__(self) -> None:
         self.monitors = NamespaceMonitors(self.kube, MonitorSettings(image=self.init_image), is_subset)
+        self.autoscalers = Autoscalers(self.kube, is_subset, self.prometheus_url)
 
     def reconcile(self, namespace: str, name: str) -> float | None:
         """One pass; returns seconds until the next wanted pass (None: only on events)."""
@@ -107,18 +111,21 @@ class Reconciler:
         live_cms = {c["metadata"]["name"]: c for c in self.kube.list("ConfigMap", ns, labels)}
         current = spec.revision
         capture = manifests.capture_enabled(spec)
+        scaling = self.autoscalers.desired(owner, spec, decision)
         for rev, replicas in decision.replicas.items():
             dep_name = manifests.revision_name(owner, rev)
+            size = None if rev in scaling else replicas  # an autoscaled revision's size is its HPA's
             if rev == current:
                 cm = manifests.config_map(owner, spec, rev)
                 if cm:  # the config must exist before pods mount it
                     self._apply_if_changed(cm, live_cms.get(cm["metadata"]["name"]))
-                self._apply_if_changed(manifests.deployment(owner, spec, rev, replicas, self.init_image),
+                self._apply_if_changed(manifests.deployment(owner, spec, rev, size, self.init_image),
                                        live_deps.get(dep_name))  # fmt: skip
                 self._apply_if_changed(manifests.revision_service(owner, rev, capture), live_svcs.get(dep_name))
-            elif dep_name in live_deps and int(live_deps[dep_name]["spec"].get("replicas", 0)) != replicas:
+            elif size is not None and dep_name in live_deps and int(live_deps[dep_name]["spec"].get("replicas", 0)) != size:
                 # An older revision: its pod template came from an older spec; only its size changes.
-                self.kube.merge_patch("Deployment", dep_name, ns, {"spec": {"replicas": replicas}})
+                self.kube.merge_patch("Deployment", dep_name, ns, {"spec": {"replicas": size}})
+        self.autoscalers.apply(owner, scaling)
         # Retired revisions: delete their Deployment, Service and ConfigMap.
         keep = set(decision.replicas)
         for dep in deployments:

@@ -24,6 +24,7 @@ from modelpilot.api.spec import ModelDeploymentSpec, parse_duration
 from modelpilot.rollout.checks import CheckOutcome, MetricVerdict, evaluate_check
 from modelpilot.rollout.observe import Observations, RevisionState
 from modelpilot.rollout.status import parse_rfc3339, rfc3339, set_condition
+from modelpilot.serving.autoscale import candidate_replicas
 
 DEFAULT_INTERVAL = 30.0
 DEFAULT_FAILURE_LIMIT = 1
@@ -62,6 +63,7 @@ class Decision:
     mirror_percent: float = 0.0
     match: Mapping[str, Any] | None = None
     preview: str | None = None  # blue-green preview revision
+    shares: dict[str, float] = field(default_factory=dict)  # revision -> % of traffic it must carry (autoscaler bounds)
     status: dict[str, Any] = field(default_factory=dict)
     events: list[Event] = field(default_factory=list)
     requeue_after: float | None = None
@@ -139,7 +141,9 @@ class _Machine:
     def __init__(self, spec: ModelDeploymentSpec, generation: int, ro: dict[str, Any], obs: Observations, now: float):
         self.spec, self.generation, self.ro, self.obs, self.now = spec, generation, ro, obs, now
         self.desired = spec.revision
-        self.replicas_wanted = spec.serving.replicas
+        autoscaling = (spec.raw.get("serving") or {}).get("autoscaling")
+        # With an autoscaler the HPA owns the size; its floor is what "available" means.
+        self.replicas_wanted = int(autoscaling.get("minReplicas", 1)) if autoscaling else spec.serving.replicas
         self.events: list[Event] = []
         self.requeue: float | None = None
         self.phase = Phase.PROGRESSING
@@ -157,9 +161,26 @@ class _Machine:
     def rev(self, name: str | None) -> RevisionState | None:
         return self.obs.revisions.get(name) if name else None
 
-    def available(self, name: str | None) -> bool:
+    def available(self, name: str | None, wanted: int | None = None) -> bool:
         state = self.rev(name)
-        return state is not None and state.is_available(self.replicas_wanted)
+        return state is not None and state.is_available(self.replicas_wanted if wanted is None else wanted)
+
+    def candidate_share(self) -> float:
+        """The share of traffic the candidate must be able to carry at the current step, in percent."""
+        steps = self.spec.rollout.steps
+        index = int(self.ro.get("step", 0))
+        if not steps or index >= len(steps):
+            return 100.0
+        kind = step_kind(steps[index])
+        if kind == "shadow":
+            return float(steps[index]["shadow"].get("mirrorPercentage", 100))
+        if kind in ("abTest", "blueGreen"):
+            return 100.0  # the matched share is unknown; a preview runs at full size before the switch
+        return float(_weight_at(steps, index))
+
+    def candidate_wanted(self) -> int:
+        """Replicas that follow the candidate's traffic share, so a 10% canary holds 10% of the GPUs."""
+        return candidate_replicas(self.replicas_wanted, self.candidate_share())
 
     def wake(self, seconds: float) -> None:
         seconds = max(0.5, seconds)
@@ -182,8 +203,8 @@ class _Machine:
             "stepStartedAt": rfc3339(self.now), "weight": 0, "failures": 0, "inconclusive": 0, "checks": [],
             "sequential": {},
         })  # fmt: skip
-        self.ro.pop("lastCheckAt", None)
-        self.ro.pop("pausedReason", None)
+        for key in ("lastCheckAt", "pausedReason", "podsReady", "waitingSince"):
+            self.ro.pop(key, None)
         self.event("Normal", Reason.REVISION_CREATED, f"rolling out revision {revision} (stable {self.ro.get('stable')})")
 
     # ---- the machine
@@ -220,9 +241,9 @@ class _Machine:
             self._rollback(Reason.MANUAL_ABORT, "rollout aborted by request")
             return
         if action == "promote-full":
-            self.event("Normal", Reason.MANUAL_PROMOTE, f"revision {self.desired} promoted by request, skipping the remaining steps")
-            self._promote()
-            return
+            # Skip every remaining step; promotion still waits for the candidate at full size.
+            self.event("Normal", Reason.MANUAL_PROMOTE, f"revision {self.desired}: remaining steps skipped by request")
+            ro["step"] = len(self.spec.rollout.steps)
         if action == "promote":
             # Kept in status until the candidate is up, so a request made while pods start is not lost.
             ro["skipStep"] = True
@@ -243,21 +264,27 @@ class _Machine:
         ro = self.ro
         candidate = ro["candidate"]
         state = self.rev(candidate)
-        if not self.available(candidate):
-            started = parse_rfc3339(ro.get("startedAt")) or self.now
+        wanted = self.candidate_wanted()
+        if not self.available(candidate, wanted):
+            # The deadline counts from when this wait began: at the start, or when a later step scaled up.
+            waiting_since = parse_rfc3339(ro.get("waitingSince")) or self.now
+            ro["waitingSince"] = rfc3339(waiting_since)
             deadline = self.spec.rollout.progress_deadline_seconds
             if state and state.unschedulable_reason:
                 self.degraded = (True, state.unschedulable_reason, state.unschedulable_message)
-            if self.now - started > deadline:
+            if self.now - waiting_since > deadline:
                 reason = state.unschedulable_reason if state and state.unschedulable_reason else Reason.PROGRESS_DEADLINE_EXCEEDED
                 detail = f": {state.unschedulable_message}" if state and state.unschedulable_message else ""
                 self._rollback(reason, f"candidate {candidate} not available within {deadline}s{detail}")
                 return
-            self.message = f"waiting for candidate {candidate} pods ({_ready_text(state, self.replicas_wanted)} ready)"
+            self.message = f"waiting for candidate {candidate} pods ({_ready_text(state, wanted)} ready)"
             self.progress = (True, Reason.WAITING_FOR_PODS, self.message)
-            ro["stepStartedAt"] = rfc3339(self.now)  # steps start once the candidate is up
+            if not ro.get("podsReady"):
+                ro["stepStartedAt"] = rfc3339(self.now)  # steps start once the candidate is up
             self.wake(min(5.0, deadline))
             return
+        ro.pop("waitingSince", None)
+        ro["podsReady"] = True
         if self.spec.rollout.paused or ro.get("pausedReason") == Reason.INCONCLUSIVE:
             if action == "resume":
                 ro.pop("pausedReason", None)
@@ -272,6 +299,13 @@ class _Machine:
         for _ in range(len(steps) + 1):
             index = int(ro.get("step", 0))
             if index >= len(steps):
+                if not self.available(candidate, self.replicas_wanted):
+                    # Never send all traffic to a candidate sized for a canary share.
+                    self.message = f"scaling candidate {candidate} to full size before promotion"
+                    self.progress = (True, Reason.WAITING_FOR_PODS, self.message)
+                    self.phase = Phase.PROGRESSING
+                    self.wake(2.0)
+                    return
                 self._promote()
                 return
             done = self._run_step(steps[index], index)
@@ -442,7 +476,7 @@ class _Machine:
         stable, candidate = ro["stable"], ro.get("candidate")
         replicas: dict[str, int] = {stable: self.replicas_wanted}
         if candidate:
-            replicas[candidate] = 0 if ro.get("state") == "rolledBack" else self.replicas_wanted
+            replicas[candidate] = 0 if ro.get("state") == "rolledBack" else self.candidate_wanted()
         blocked = ro.get("blocked")
         if blocked and blocked not in replicas:
             replicas[blocked] = 0
@@ -475,6 +509,15 @@ class _Machine:
                                    message if degraded else "no problems", gen, now)  # fmt: skip
         if self.analysis_condition is not None:
             conditions = set_condition(conditions, ConditionType.ANALYSIS, *self.analysis_condition, gen, now)
+        if (self.spec.raw.get("serving") or {}).get("autoscaling"):
+            # GPU awareness: an autoscaler that asks for pods no GPU node can take is limited, and says so.
+            short = [s for r in replicas if (s := self.rev(r)) and s.unschedulable_reason == Reason.INSUFFICIENT_GPU]
+            conditions = set_condition(
+                conditions, ConditionType.SCALING_LIMITED, bool(short),
+                Reason.INSUFFICIENT_GPU if short else Reason.AS_EXPECTED,
+                f"revision {short[0].name}: {short[0].unschedulable_message}" if short else "scaling is not limited",
+                gen, now,
+            )  # fmt: skip
         if self.phase in (Phase.READY, Phase.PROGRESSING) and degraded and not candidate:
             self.phase = Phase.DEGRADED if ready else Phase.PROGRESSING
         revisions = []
@@ -501,8 +544,11 @@ class _Machine:
             new_status["canaryRevision"] = candidate
         if self.phase in (Phase.READY, Phase.ROLLED_BACK, Phase.DEGRADED) and self.requeue is None:
             self.requeue = STEADY_RESYNC
+        shares = {rev: 100.0 for rev, count in replicas.items() if count > 0}
+        if candidate and replicas.get(candidate):
+            shares[candidate] = self.candidate_share()
         return Decision(
-            apply_children=True, replicas=replicas, stable=stable, candidate=candidate if weight or self.mirror
+            apply_children=True, replicas=replicas, shares=shares, stable=stable, candidate=candidate if weight or self.mirror
             or self.match or self.preview or (candidate and ro.get("state") == "running") else None,
             weight=weight, mirror_percent=self.mirror if candidate else 0.0, match=self.match, preview=self.preview,
             status=new_status, events=self.events, requeue_after=self.requeue,

@@ -288,11 +288,11 @@ def pod_template(owner: Owner, spec: ModelDeploymentSpec, revision: str, init_im
 
 
 def deployment(
-    owner: Owner, spec: ModelDeploymentSpec, revision: str, replicas: int, init_image: str = DEFAULT_INIT_IMAGE
+    owner: Owner, spec: ModelDeploymentSpec, revision: str, replicas: int | None, init_image: str = DEFAULT_INIT_IMAGE
 ) -> dict[str, Any]:
-    """The revision's Triton Deployment; replicas come from the rollout, not from the spec alone."""
+    """The revision's Triton Deployment; replicas come from the rollout, or (None) from its autoscaler."""
     selector = {LABEL_DEPLOYMENT: owner.name, LABEL_REVISION: revision}
-    return {
+    manifest = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": _metadata(owner, revision_name(owner, revision), {**revision_labels(owner, revision), LABEL_COMPONENT: "triton"}),
@@ -305,6 +305,9 @@ def deployment(
             "template": pod_template(owner, spec, revision, init_image),
         },
     }
+    if replicas is None:
+        del manifest["spec"]["replicas"]  # not ours to set: the HPA or ScaledObject owns the field
+    return manifest
 
 
 def capture_enabled(spec: ModelDeploymentSpec) -> bool:
