@@ -1,105 +1,205 @@
-"""`make demo`: the operator on the local cluster, rolling a GPU model out and back.
+"""`make demo`: the whole mission closed on one machine, with a summary table.
 
-It starts the operator under its least-privilege ServiceAccount, deploys a model, rolls a new
-version out through canary steps, rolls a broken one (asking for more GPUs than a node has)
-back on its progress deadline, and prints a summary. It exits 0 only if every outcome matched.
-(Traffic-driven analysis with real Triton and Prometheus is the closed-loop demo's job.)
+Real: the Kubernetes control plane (kwok plays the kubelets), the operator under its own RBAC,
+Prometheus, one `tritonserver` per model revision serving scikit-learn models trained at start-up,
+the drift monitor, and a traffic driver that follows the VirtualService the operator writes (it
+plays Istio's data plane) and posts delayed ground-truth labels. Exit 0 only if every stage ended
+as expected.
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import sys
 import tempfile
 import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-
-import yaml
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from e2e.cluster.localcluster import LocalCluster  # noqa: E402
-from tests.support.operator import OperatorProcess, install_operator_rbac  # noqa: E402
+from e2e.loop.driver import ClientMix  # noqa: E402
+from e2e.loop.harness import ClosedLoop  # noqa: E402
+from e2e.loop.manifests import deployment_spec, model_deployment, revision_of  # noqa: E402
+from e2e.loop.models import build_zoo  # noqa: E402
+from e2e.loop.monitor_process import running_monitor  # noqa: E402
+from tests.support.prometheus import PrometheusServer, ScrapeTarget  # noqa: E402
 
-from modelpilot.cli import format_status  # noqa: E402
-from modelpilot.controller.install import install_crds  # noqa: E402
-from modelpilot.controller.kube import KubeClient  # noqa: E402
-
-NAMESPACE = "modelpilot-demo"
-
-
-def wait(predicate, timeout: float, what: str, show=None):
-    end = time.monotonic() + timeout
-    last = ""
-    while time.monotonic() < end:
-        if show:
-            line = show()
-            if line != last:
-                print(f"  {line}")
-                last = line
-        if predicate():
-            return True
-        time.sleep(0.5)
-    print(f"  timed out waiting for {what}")
-    return False
+NAME = "cancer"
+ERRORS = {"name": "errors", "provider": "istio", "metric": "errorRate", "test": "sequential", "minSamples": 200,
+          "max": 0.05}  # fmt: skip
+LATENCY = {"name": "p99", "provider": "istio", "metric": "latencyP99", "maxRelative": 3.0, "minSamples": 100}
+# Jensen-Shannon distance between the candidate's and the stable revision's predicted-label distributions.
+DRIFT = {"name": "prediction-drift", "provider": "monitor", "metric": "predictionDrift", "method": "js", "output": "LABEL",
+         "max": 0.1, "minSamples": 150}  # fmt: skip
+MONITORING = {"enabled": True, "sampleRate": 1.0, "outputs": {"prediction": "LABEL"}, "window": "1h",
+              "labelJoinWindow": "1h"}  # fmt: skip
+CANARY = [{"setWeight": 30}, {"analysis": {"interval": "3s", "metrics": [ERRORS, LATENCY, DRIFT]}}, {"setWeight": 60},
+          {"analysis": {"interval": "3s", "metrics": [ERRORS, LATENCY]}}]  # fmt: skip
+DRIFT_CANARY = [{"setWeight": 50}, {"analysis": {"interval": "3s", "metrics": [ERRORS, DRIFT]}}]
+SHADOW = [{"shadow": {"mirrorPercentage": 100, "duration": "6s"}}, {"setWeight": 50},
+          {"analysis": {"interval": "3s", "metrics": [ERRORS]}}]  # fmt: skip
+# The A/B step is analysed while it runs, with spec.rollout.analysis (the two arms are compared).
+AB = [{"abTest": {"header": {"name": "x-user-group", "exact": "beta"}, "duration": "6s"}}]
+AB_ANALYSIS = {"interval": "3s", "metrics": [ERRORS, LATENCY]}
 
 
-def main() -> int:
+@dataclass(frozen=True)
+class Stage:
+    title: str
+    variant: str
+    steps: Sequence[Mapping[str, Any]]
+    outcome: str  # Ready | promoted | RolledBack
+    reason: str = ""  # the expected rollback reason
+    analysis: Mapping[str, Any] | None = None  # spec.rollout.analysis (defaults for analysed steps)
+    seen: tuple[str, ...] = ()  # routing the stage must show on the way (mirror, match)
+
+
+STAGES = (
+    Stage("deploy good v1", "good-v1", CANARY, "Ready"),
+    Stage("canary retrained v2 (promotes)", "good-v2", CANARY, "promoted"),
+    Stage("canary v2 failing 30% of requests", "failing-v2", CANARY, "RolledBack", "AnalysisFailed"),
+    Stage("canary v2 whose predictions drift", "drifting-v2", DRIFT_CANARY, "RolledBack", "DriftDetected"),
+    Stage("shadow v1 (mirrored), then canary", "good-v1", SHADOW, "promoted", seen=("mirror",)),
+    Stage("A/B test v2 on x-user-group: beta", "good-v2", AB, "promoted", seen=("match",), analysis=AB_ANALYSIS),
+)
+
+
+@dataclass
+class Result:
+    stage: Stage
+    got: str
+    ok: bool
+    detail: str
+    seconds: float
+    seen: set[str] = field(default_factory=set)
+
+
+class WithMonitor:
+    """Prometheus targets: the loop's (Triton, driver) plus the monitor's."""
+
+    def __init__(self, prometheus: PrometheusServer, monitor_address: str) -> None:
+        self.prometheus, self.extra = prometheus, ScrapeTarget(monitor_address, {})
+
+    def set_file_targets(self, targets: list[ScrapeTarget]) -> None:
+        self.prometheus.set_file_targets([*targets, self.extra])
+
+    def query(self, promql: str) -> list[Any]:
+        return self.prometheus.query(promql)
+
+
+def spec_for(zoo, stage: Stage) -> dict[str, Any]:
+    extra = {"analysis": dict(stage.analysis)} if stage.analysis else {}
+    spec = deployment_spec(zoo[stage.variant], stage.steps, progressDeadlineSeconds=60, **extra)
+    spec["monitoring"] = dict(MONITORING)
+    return spec
+
+
+def run_stage(loop: ClosedLoop, kube, zoo, namespace: str, stage: Stage, timeout: float) -> Result:
+    spec = spec_for(zoo, stage)
+    revision = revision_of(spec)
+    print(f"\n== {stage.title}: {stage.variant} as revision {revision}", flush=True)
+    started = time.monotonic()
+    kube.apply(model_deployment(NAME, namespace, spec))
+    seen: set[str] = set()
+    st: dict[str, Any] = {}
+    while time.monotonic() - started < timeout:
+        st = loop.status()
+        loop.show(st)
+        vs = kube.get("VirtualService", NAME, namespace) or {}
+        for route in (vs.get("spec") or {}).get("http", []):
+            if route.get("mirror"):
+                seen.add("mirror")
+            if route.get("name") == "ab-candidate":
+                seen.add("match")
+        ro = st.get("rollout") or {}
+        if stage.outcome == "RolledBack" and st.get("phase") == "RolledBack" and ro.get("blocked") == revision:
+            break
+        if stage.outcome != "RolledBack" and st.get("stableRevision") == revision and st.get("phase") == "Ready":
+            break
+        time.sleep(0.3)
+    ro = st.get("rollout") or {}
+    elapsed = time.monotonic() - started
+    if stage.outcome == "RolledBack":
+        got = f"RolledBack ({ro.get('rollbackReason', '?')})" if st.get("phase") == "RolledBack" else str(st.get("phase"))
+        ok = st.get("phase") == "RolledBack" and ro.get("blocked") == revision and ro.get("rollbackReason") == stage.reason
+        detail = str(ro.get("rollbackMessage", ""))
+    else:
+        done = st.get("stableRevision") == revision and st.get("phase") == "Ready"
+        got = stage.outcome if done else str(st.get("phase"))
+        ok = done and set(stage.seen) <= seen
+        detail = f"routing seen: {', '.join(sorted(seen)) or '-'}"
+    return Result(stage, got, ok, detail[:110], elapsed, seen)
+
+
+def summary(results: Sequence[Result], loop: ClosedLoop) -> str:
+    lines = ["", f"{'stage':<38} {'expected':<28} {'got':<28} {'time':>6}  result"]
+    for r in results:
+        expected = f"{r.stage.outcome} ({r.stage.reason})" if r.stage.reason else r.stage.outcome
+        lines.append(f"{r.stage.title:<38} {expected:<28} {r.got:<28} {r.seconds:5.0f}s  {'OK' if r.ok else 'MISMATCH'}")
+        lines.append(f"{'':<38} {r.detail}")
+    lines += ["", "what users were served, per revision (as the traffic driver saw it):"]
+    for rev, counts in sorted(loop.stats().revisions.items()):
+        acc = f"{counts.accuracy:.3f}" if counts.accuracy is not None else "-"
+        lines.append(f"  {rev} {loop.revisions.get(rev, '?'):<12} requests {counts.served:>6}  5xx {counts.errors:>5}  accuracy {acc}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="make demo", description=__doc__.split("\n")[0])
+    parser.add_argument("--namespace", default="modelpilot-demo")
+    parser.add_argument("--rate", type=float, default=150.0, help="user requests per second")
+    parser.add_argument("--stage-timeout", type=float, default=120.0)
+    args = parser.parse_args(argv)
+
+    from e2e.cluster.localcluster import LocalCluster
+    from tests.support.operator import OperatorProcess, install_operator_rbac
+
+    from modelpilot.controller.install import install_crds
+    from modelpilot.controller.kube import KubeClient
+
+    work = Path(tempfile.mkdtemp(prefix="modelpilot-demo-"))
     cluster = LocalCluster()
     cluster.up()
     kube = KubeClient.from_environment(str(cluster.kubeconfig), field_manager="modelpilot-demo")
     install_crds(kube)
-    try:
-        kube._call("POST", "/api/v1/namespaces", body={"metadata": {"name": NAMESPACE}})
-    except Exception as exc:
-        if "AlreadyExists" not in str(exc):
-            raise
-    workdir = Path(tempfile.mkdtemp(prefix="modelpilot-demo-"))
-    operator = OperatorProcess(install_operator_rbac(kube, cluster.kubeconfig, workdir / "kubeconfig"), workdir)
-    operator.start()
-    results: list[tuple[str, str, str, bool]] = []
-    try:
-        body = yaml.safe_load((REPO / "examples" / "basic-gpu.yaml").read_text())
-        body["metadata"]["namespace"] = NAMESPACE
-        body["spec"]["rollout"] = {"scaleDownDelaySeconds": 5, "progressDeadlineSeconds": 30,
-                                   "steps": [{"setWeight": 20}, {"pause": {"duration": "4s"}},
-                                             {"setWeight": 60}, {"pause": {"duration": "4s"}}]}  # fmt: skip
-        kube.apply(body)
-
-        def st():
-            return (kube.get("ModelDeployment", "resnet", NAMESPACE) or {}).get("status") or {}
-
-        def show():
-            s = st()
-            return f"phase={s.get('phase')} stable={s.get('stableRevision')} canary={s.get('canaryRevision', '-')} weight={s.get('canaryWeight', 0)} ready={s.get('ready')}"
-
-        print("1. deploy resnet50 v1 on the GPU pool")
-        ok = wait(lambda: st().get("phase") == "Ready", 60, "Ready", show)
-        v1 = st().get("stableRevision")
-        results.append(("deploy v1", "Ready", str(st().get("phase")), ok))
-
-        print("2. canary v2: 20% -> 60% -> promote")
-        kube.merge_patch("ModelDeployment", "resnet", NAMESPACE, {"spec": {"model": {"version": "2"}}})
-        ok = wait(lambda: st().get("stableRevision") not in (None, v1) and st().get("phase") == "Ready", 90, "promotion", show)
-        v2 = st().get("stableRevision")
-        results.append(("canary v2", "promoted", "promoted" if ok else str(st().get("phase")), ok))
-
-        print("3. v3 asks for 9 GPUs per pod (nodes have 8): rolled back on the progress deadline")
-        kube.merge_patch("ModelDeployment", "resnet", NAMESPACE, {"spec": {"model": {"version": "3"},
-                         "serving": {"resources": {"gpus": 9}}}})  # fmt: skip
-        ok = wait(lambda: st().get("phase") == "RolledBack", 90, "rollback", show)
-        reason = (st().get("rollout") or {}).get("rollbackReason", "-")
-        results.append(("greedy v3", "RolledBack (InsufficientGPU)", f"{st().get('phase')} ({reason})",
-                        ok and reason == "InsufficientGPU" and st().get("stableRevision") == v2))  # fmt: skip
-        print()
-        print(format_status(kube.get("ModelDeployment", "resnet", NAMESPACE)))
-    finally:
-        operator.stop()
-        kube.delete("ModelDeployment", "resnet", NAMESPACE)
-    print("\nscenario      expected                      got")
-    for name, expected, got, ok in results:
-        print(f"{name:<13} {expected:<29} {got:<30} {'OK' if ok else 'MISMATCH'}")
-    return 0 if results and all(r[3] for r in results) else 1
+    kube.delete("ModelDeployment", NAME, args.namespace)
+    with contextlib.suppress(Exception):
+        kube._call("POST", "/api/v1/namespaces", body={"metadata": {"name": args.namespace}})
+    print(f"training the models (scikit-learn, breast-cancer data) into {work / 'zoo'}")
+    zoo = build_zoo(work / "zoo")
+    for name, model in zoo.models.items():
+        print(f"  {name:<12} version {model.version}  holdout accuracy {model.accuracy:.3f}")
+    revisions = {revision_of(spec_for(zoo, s)): s.variant for s in STAGES}
+    sd = work / "targets.json"
+    sd.write_text("[]")
+    results: list[Result] = []
+    with contextlib.ExitStack() as stack:
+        prometheus = stack.enter_context(PrometheusServer([], scrape_interval="1s", file_sd=sd))
+        monitor = stack.enter_context(running_monitor(work / "monitor", args.namespace))
+        print(f"prometheus {prometheus.url}   monitor {monitor.url}")
+        operator = OperatorProcess(install_operator_rbac(kube, cluster.kubeconfig, work / "kubeconfig"), work,
+                                   prometheus_url=prometheus.url, namespaces=[args.namespace])  # fmt: skip
+        operator.start()
+        stack.callback(operator.stop)
+        stack.callback(kube.delete, "ModelDeployment", NAME, args.namespace)
+        beta = ClientMix("beta", 0.3, {"x-user-group": "beta"})
+        loop = stack.enter_context(ClosedLoop(
+            kube=kube, zoo=zoo, namespace=args.namespace, name=NAME, prometheus=WithMonitor(prometheus, monitor.url.removeprefix("http://")),
+            revisions=revisions, rate=args.rate, monitor_url=monitor.url, clients=[beta], duration_s=900, log_dir=work,
+        ))  # fmt: skip
+        for stage in STAGES:
+            results.append(run_stage(loop, kube, zoo, args.namespace, stage, args.stage_timeout))
+            if not results[-1].ok:
+                print(f"\nstage did not end as expected; operator log:\n{operator.log_tail(30)}")
+        print(summary(results, loop))
+    ok = len(results) == len(STAGES) and all(r.ok for r in results)
+    print(f"\n{'all outcomes matched' if ok else 'SOME OUTCOMES DID NOT MATCH'}; logs in {work}")
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

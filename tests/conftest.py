@@ -15,6 +15,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+# Test namespaces are named t-<session>-<random>, and the session's operator watches only
+# t-<session>-*, so concurrent test sessions on one local cluster never reconcile each other's objects.
+SESSION = uuid.uuid4().hex[:6]
 
 
 @pytest.fixture(scope="session")
@@ -61,7 +64,7 @@ def crds(kube):
 def namespace(api_client) -> Iterator[str]:
     import kubernetes
 
-    name = f"t-{uuid.uuid4().hex[:8]}"
+    name = f"t-{SESSION}-{uuid.uuid4().hex[:6]}"
     core = kubernetes.client.CoreV1Api(api_client)
     core.create_namespace({"metadata": {"name": name, "labels": {"modelpilot.io/test": "true"}}})
     yield name
@@ -99,7 +102,8 @@ def operator(crds, operator_kubeconfig, prometheus, tmp_path_factory):
     """The real operator as a subprocess, watching every namespace, under least-privilege RBAC."""
     from tests.support.operator import OperatorProcess
 
-    proc = OperatorProcess(operator_kubeconfig, tmp_path_factory.mktemp("operator-logs"), prometheus_url=prometheus.url)
+    proc = OperatorProcess(operator_kubeconfig, tmp_path_factory.mktemp("operator-logs"), prometheus_url=prometheus.url,
+                           namespaces=[f"t-{SESSION}-*"])  # fmt: skip
     proc.start()
     yield proc
     proc.stop()

@@ -180,6 +180,11 @@ def test_rendered_model_serves_on_real_tritonserver(binary: Path, tmp_path: Path
             time.sleep(0.1)
         assert (success, count) == (2, 4), triton.log_tail()
         assert _metric(triton.url_metrics, "nv_inference_queue_duration_us", "iris") is not None
+        # Latency quantiles (the fallback trigger reads the queue's p95) are on too.
+        with urllib.request.urlopen(triton.url_metrics, timeout=5) as response:
+            text = response.read().decode()
+        assert any(line.startswith("nv_inference_queue_summary_us{") and 'quantile="0.95"' in line and 'model="iris"' in line
+                   for line in text.splitlines()), text[:2000]  # fmt: skip
 
     # SIGTERM, not the fallback kill, ended it: the server and its stub shut down cleanly.
     assert triton.process.returncode == 0, triton.log_tail()

@@ -46,6 +46,7 @@ class _TritonCounters(Collector):
     def __init__(self, model: str, version: str = "1") -> None:
         self.model, self.version = model, version
         self.values = dict.fromkeys(TRITON_COUNTERS, 0.0)
+        self.queue_p95_us: float | None = None
         self.lock = threading.Lock()
 
     def add(self, name: str, amount: float) -> None:
@@ -55,9 +56,15 @@ class _TritonCounters(Collector):
     def collect(self) -> Iterable[Metric]:
         with self.lock:
             snapshot = dict(self.values)
+            queue_p95 = self.queue_p95_us
         for name, value in snapshot.items():
             family = Metric(name, f"Triton {name}", "untyped")
             family.add_sample(name, {"model": self.model, "version": self.version}, value)
+            yield family
+        if queue_p95 is not None:  # what Triton serves with --metrics-config=summary_latencies=true
+            family = Metric("nv_inference_queue_summary_us", "Triton queue summary", "summary")
+            family.add_sample("nv_inference_queue_summary_us", {"model": self.model, "version": self.version,
+                                                                 "quantile": "0.95"}, queue_p95)  # fmt: skip
             yield family
 
 
@@ -142,6 +149,11 @@ class RevisionExporter:
         self._triton.add("nv_inference_count", success)
         self._triton.add("nv_inference_request_duration_us", success * request_us)
         self._triton.add("nv_inference_queue_duration_us", success * queue_us)
+
+    def set_queue_p95_ms(self, ms: float) -> None:
+        """The queue latency p95 that Triton's summary reports (the fallback's load trigger)."""
+        with self._triton.lock:
+            self._triton.queue_p95_us = ms * 1000.0
 
     def __enter__(self) -> RevisionExporter:
         self._server, self._thread = start_http_server(0, addr=LOOPBACK, registry=self.registry)

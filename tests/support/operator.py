@@ -77,8 +77,10 @@ def _apply_any(kube: KubeClient, obj: dict) -> None:
 class OperatorProcess:
     """A running `modelpilot run`; restartable, with its /metrics readable."""
 
-    def __init__(self, kubeconfig: Path, log_dir: Path, prometheus_url: str | None = None) -> None:
+    def __init__(self, kubeconfig: Path, log_dir: Path, prometheus_url: str | None = None,
+                 namespaces: list[str] | None = None) -> None:  # fmt: skip
         self.kubeconfig = kubeconfig
+        self.namespaces = namespaces or []
         self.log_dir = log_dir
         self.prometheus_url = prometheus_url
         self.metrics_port = free_port()
@@ -90,6 +92,8 @@ class OperatorProcess:
         log = open(self.log_dir / f"operator-{self.starts}.log", "wb")  # noqa: SIM115 - owned by the child
         argv = [sys.executable, "-m", "modelpilot.cli", "run", "--standalone", "--kubeconfig", str(self.kubeconfig),
                 "--metrics-port", str(self.metrics_port), "--metrics-addr", "127.0.0.1"]  # fmt: skip
+        for pattern in self.namespaces:
+            argv += ["--namespace", pattern]
         env = {**os.environ, "MODELPILOT_WORKERS": "4"}
         if self.prometheus_url:
             env["MODELPILOT_PROMETHEUS_URL"] = self.prometheus_url

@@ -235,6 +235,7 @@ def test_args_explicit_mode() -> None:
         "--allow-metrics=true",
         "--allow-gpu-metrics=true",
         "--metrics-port=8002",
+        "--metrics-config=summary_latencies=true",
         "--http-port=8000",
         "--grpc-port=8001",
         "--exit-on-error=true",

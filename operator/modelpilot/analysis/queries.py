@@ -317,6 +317,22 @@ def count_queries(
     raise ValueError(f"provider {provider!r} has no request counts")
 
 
+# --- Load (adaptive fallback) ------------------------------------------------------------
+
+
+def triton_queue_p95_ms(ref: RevisionRef, labels: TritonLabels = TritonLabels()) -> str:
+    """The revision's Triton queue p95 in ms, from the summary Triton exports with summary_latencies."""
+    selector = triton_selector(ref, labels)[:-1] + ',quantile="0.95"}'
+    return f"max(nv_inference_queue_summary_us{selector}) / 1000"
+
+
+def service_request_rate(namespace: str, name: str, window: Window = 60) -> str:
+    """Requests/s to every revision of a ModelDeployment, as Istio counts them where they are served."""
+    selector = label_selector({"reporter": "destination", "destination_service_name": name,
+                               "destination_workload_namespace": namespace})  # fmt: skip
+    return f"sum(rate(istio_requests_total{selector}[{promql_duration(window)}]))"
+
+
 # --- Monitor (drift and quality) -------------------------------------------------------
 
 MONITOR_PREFIX = "modelpilot_monitor_"
@@ -328,10 +344,11 @@ def _monitor_selector(ref: RevisionRef, extra: Mapping[str, str] | None = None) 
     return label_selector({"namespace": ref.namespace, "model": ref.name, "revision": ref.revision, **(extra or {})})
 
 
-def monitor_query(metric: str, ref: RevisionRef, *, method: str = "psi") -> str:
+def monitor_query(metric: str, ref: RevisionRef, *, method: str = "psi", output: str | None = None) -> str:
     """The monitor's latest value for a revision: drift scores, drift share, or a quality metric."""
     if metric == "predictionDrift":
-        return f"max({MONITOR_PREFIX}prediction_drift_score{_monitor_selector(ref, {'method': method})})"
+        extra = {"method": method, **({"output": output} if output else {})}
+        return f"max({MONITOR_PREFIX}prediction_drift_score{_monitor_selector(ref, extra)})"
     if metric == "dataDriftShare":
         return f"max({MONITOR_PREFIX}drift_share{_monitor_selector(ref)})"
     if metric in ("accuracy", "f1", "auc", "mae", "rmse"):

@@ -17,8 +17,11 @@ from modelpilot.analysis.queries import (
     monitor_query,
     monitor_sample_query,
     render_for_revision,
+    service_request_rate,
+    triton_queue_p95_ms,
 )
 from modelpilot.rollout.decide import AnalysisRequest
+from modelpilot.rollout.fallback import LoadObservation
 from modelpilot.rollout.observe import MetricSample
 from modelpilot.serving.manifests import Owner
 
@@ -57,7 +60,8 @@ class PrometheusMeasure:
                     else:
                         values[arm] = self._value(builtin_query(kind, provider, ref, window), at)
                 elif provider == "monitor" and not metric.get("query"):
-                    values[arm] = self._value(monitor_query(kind, ref, method=str(metric.get("method", "psi"))), at)
+                    query = monitor_query(kind, ref, method=str(metric.get("method", "psi")), output=metric.get("output"))
+                    values[arm] = self._value(query, at)
                     samples[arm] = self._value(monitor_sample_query(kind, ref), at)
                 elif provider in ("prometheus", "monitor") and metric.get("query"):
                     values[arm] = self._value(render_for_revision(str(metric["query"]), ref, window), at)
@@ -109,3 +113,20 @@ def _ratio(errors: MetricValue, total: MetricValue) -> MetricValue:
         return errors
     return MetricValue.of(err / total.value)
 
+
+
+class PrometheusLoad:
+    """The fallback's load signals: the stable revision's Triton queue p95 and the request rate."""
+
+    def __init__(self, provider: MetricProvider) -> None:
+        self.provider = provider
+
+    def __call__(self, owner: Owner, model: str, stable: str | None) -> LoadObservation:
+        at = time.time()
+        queue = None
+        if stable:
+            ref = RevisionRef(namespace=owner.namespace, name=owner.name, revision=stable, model=model)
+            value = self.provider.evaluate(triton_queue_p95_ms(ref), at=at)
+            queue = value.value if value.ok else None
+        rate = self.provider.evaluate(service_request_rate(owner.namespace, owner.name), at=at)
+        return LoadObservation(queue_p95_ms=queue, request_rate=rate.value if rate.ok else None)

@@ -22,7 +22,8 @@ from modelpilot.controller.autoscaling import Autoscalers
 from modelpilot.controller.kube import KubeClient
 from modelpilot.controller.monitoring import NamespaceMonitors
 from modelpilot.monitor.manifests import MonitorSettings
-from modelpilot.rollout.decide import REQUEST_ANNOTATION, Decision, analysis_request, decide
+from modelpilot.rollout.decide import REQUEST_ANNOTATION, Decision, analysis_request, decide, load_check_due
+from modelpilot.rollout.fallback import LoadObservation
 from modelpilot.rollout.observe import MetricSample, Observations, revision_states
 from modelpilot.rollout.status import rfc3339
 from modelpilot.routing.istio import TrafficPlan, destination_rule, virtual_service
@@ -38,6 +39,7 @@ Measure = Callable[..., Mapping[str, MetricSample]]
 class Reconciler:
     kube: KubeClient
     measure: Measure | None = None  # (request, owner) -> samples; None: analysis is inconclusive
+    measure_load: Callable[..., LoadObservation] | None = None  # (owner, model, stable) -> queue p95, request rate
     init_image: str = manifests.DEFAULT_INIT_IMAGE
     clock: Callable[[], float] = time.time
     prometheus_url: str | None = None  # for KEDA's Prometheus trigger
@@ -80,15 +82,19 @@ class Reconciler:
         request = analysis_request(spec, status, now)
         if request is not None:
             samples = self.measure(request, owner) if self.measure else {}
+        load = None
+        if load_check_due(spec, status, now) and self.measure_load is not None:
+            load = self.measure_load(owner, str(spec.model["name"]), status.get("stableRevision"))
         obs = Observations(
             revisions=revision_states(deployments, pods),
             metrics=samples,
             request=(meta.get("annotations") or {}).get(REQUEST_ANNOTATION),
+            load=load,
         )
         try:
-            decision = decide(spec, generation, status, obs, now, invalid)
+            decision = decide(spec, generation, status, obs, now, invalid, namespace=namespace)
         except ValueError as exc:  # e.g. a step kind this version cannot run
-            decision = decide(spec, generation, status, obs, now, [str(exc)])
+            decision = decide(spec, generation, status, obs, now, [str(exc)], namespace=namespace)
         if decision.apply_children:
             self._act_children(owner, spec, decision, deployments)
             self.monitors.reconcile(namespace, stable_revisions={name: decision.stable})
@@ -154,6 +160,9 @@ class Reconciler:
             weight=decision.weight,
             mirror_percent=decision.mirror_percent,
             match=decision.match,
+            fallback_host=decision.fallback.host if decision.fallback else None,
+            fallback_port=decision.fallback.port if decision.fallback else 8000,
+            fallback_weight=decision.fallback.weight if decision.fallback else 0,
         )
         dr = destination_rule(owner, spec, plan)
         vs = virtual_service(owner, spec, plan)

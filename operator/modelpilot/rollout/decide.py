@@ -22,6 +22,15 @@ from typing import Any
 from modelpilot.api.reasons import ConditionType, Phase, Reason
 from modelpilot.api.spec import ModelDeploymentSpec, parse_duration
 from modelpilot.rollout.checks import CheckOutcome, MetricVerdict, evaluate_check
+from modelpilot.rollout.fallback import (
+    FallbackConfig,
+    FallbackState,
+    Weights,
+    fallback_share,
+    parse_fallback,
+    split_weights,
+    step_fallback,
+)
 from modelpilot.rollout.observe import Observations, RevisionState
 from modelpilot.rollout.status import parse_rfc3339, rfc3339, set_condition
 from modelpilot.serving.autoscale import candidate_replicas
@@ -53,6 +62,28 @@ class AnalysisRequest:
     window: float
 
 
+@dataclass(frozen=True)
+class FallbackRoute:
+    host: str  # a ModelDeployment's stable Service, or any host
+    port: int
+    weight: int  # percent of ordinary traffic
+    stable_weight: int  # what stable keeps (the candidate's share is never taken)
+
+
+def fallback_config(spec: ModelDeploymentSpec) -> FallbackConfig | None:
+    return parse_fallback((spec.raw.get("serving") or {}).get("fallback"))
+
+
+def load_check_due(spec: ModelDeploymentSpec, status: Mapping[str, Any], now: float) -> bool:
+    """Whether the shell should measure load (queue p95, request rate) for the fallback now."""
+    raw = (spec.raw.get("serving") or {}).get("fallback")
+    if not raw:
+        return False
+    interval = parse_duration(raw.get("interval"), DEFAULT_INTERVAL) or DEFAULT_INTERVAL
+    last = parse_rfc3339((status.get("fallback") or {}).get("lastCheckAt"))
+    return last is None or now - last >= interval
+
+
 @dataclass
 class Decision:
     apply_children: bool  # False for an invalid spec: change nothing
@@ -64,6 +95,7 @@ class Decision:
     match: Mapping[str, Any] | None = None
     preview: str | None = None  # blue-green preview revision
     shares: dict[str, float] = field(default_factory=dict)  # revision -> % of traffic it must carry (autoscaler bounds)
+    fallback: FallbackRoute | None = None  # a share of traffic sent to a lighter model under load
     status: dict[str, Any] = field(default_factory=dict)
     events: list[Event] = field(default_factory=list)
     requeue_after: float | None = None
@@ -120,6 +152,7 @@ def decide(
     obs: Observations,
     now: float,
     invalid: list[str] | None = None,
+    namespace: str = "default",
 ) -> Decision:
     conditions = list(status.get("conditions") or [])
     if invalid:
@@ -130,7 +163,7 @@ def decide(
         return Decision(apply_children=False, status=new_status,
                         events=[Event("Warning", Reason.INVALID_SPEC, message)])  # fmt: skip
     conditions = set_condition(conditions, ConditionType.INVALID_SPEC, False, Reason.SPEC_VALID, "spec is valid", generation, now)
-    machine = _Machine(spec, generation, copy.deepcopy(dict(status.get("rollout") or {})), obs, now)
+    machine = _Machine(spec, generation, copy.deepcopy(dict(status.get("rollout") or {})), obs, now, status, namespace)
     machine.run()
     return machine.finish(status, conditions)
 
@@ -138,8 +171,10 @@ def decide(
 class _Machine:
     """One pass of the rollout state machine over `status.rollout` (mutated in place)."""
 
-    def __init__(self, spec: ModelDeploymentSpec, generation: int, ro: dict[str, Any], obs: Observations, now: float):
+    def __init__(self, spec: ModelDeploymentSpec, generation: int, ro: dict[str, Any], obs: Observations, now: float,
+                 status_in: Mapping[str, Any], namespace: str):  # fmt: skip
         self.spec, self.generation, self.ro, self.obs, self.now = spec, generation, ro, obs, now
+        self.status_in, self.namespace = status_in, namespace
         self.desired = spec.revision
         autoscaling = (spec.raw.get("serving") or {}).get("autoscaling")
         # With an autoscaler the HPA owns the size; its floor is what "available" means.
@@ -469,6 +504,36 @@ class _Machine:
                     self.degraded = (True, state.unschedulable_reason, state.unschedulable_message)
                 self.wake(5.0)
 
+    # ---- adaptive fallback
+
+    def _fallback(self, weight: int, candidate: str | None) -> tuple[FallbackRoute | None, dict[str, Any] | None]:
+        """Shift a share to the lighter model under load, with hysteresis; never from the candidate."""
+        config = fallback_config(self.spec)
+        if config is None:
+            return None, None
+        previous = dict(self.status_in.get("fallback") or {})
+        state = FallbackState.from_status(previous)
+        rollout_active = bool(candidate) and self.ro.get("state") == "running"
+        weights = Weights(stable=100 - weight, candidate=weight)
+        out = {k: v for k, v in previous.items() if k in ("lastCheckAt", "queueP95Ms", "requestRate")}
+        if self.obs.load is not None:
+            result = step_fallback(state, self.obs.load, config, self.now, rollout_active=rollout_active, weights=weights)
+            state = result.state
+            for event in result.events:
+                self.event("Warning" if event.reason == Reason.FALLBACK_ENGAGED else "Normal", event.reason, event.message)
+            out.update({"lastCheckAt": rfc3339(self.now), "queueP95Ms": self.obs.load.queue_p95_ms,
+                        "requestRate": self.obs.load.request_rate})  # fmt: skip
+        shift = fallback_share(config, weights, rollout_active) if state.active else 0
+        out = {**out, **state.to_status(), "weight": shift}
+        out = {k: v for k, v in out.items() if v is not None}
+        self.wake(parse_duration(((self.spec.raw.get("serving") or {}).get("fallback") or {}).get("interval"),
+                                 DEFAULT_INTERVAL) or DEFAULT_INTERVAL)  # fmt: skip
+        if not shift:
+            return None, out
+        split = split_weights(weights, shift, rollout_active)
+        host = config.host or f"{config.model_deployment}.{self.namespace}.svc.cluster.local"
+        return FallbackRoute(host, config.port, split["fallback"], split["stable"]), out
+
     # ---- output
 
     def finish(self, status: Mapping[str, Any], conditions: list[dict[str, Any]]) -> Decision:
@@ -544,11 +609,14 @@ class _Machine:
             new_status["canaryRevision"] = candidate
         if self.phase in (Phase.READY, Phase.ROLLED_BACK, Phase.DEGRADED) and self.requeue is None:
             self.requeue = STEADY_RESYNC
+        fallback_route, fallback_status = self._fallback(weight, candidate)
+        if fallback_status is not None:
+            new_status["fallback"] = fallback_status
         shares = {rev: 100.0 for rev, count in replicas.items() if count > 0}
         if candidate and replicas.get(candidate):
             shares[candidate] = self.candidate_share()
         return Decision(
-            apply_children=True, replicas=replicas, shares=shares, stable=stable, candidate=candidate if weight or self.mirror
+            apply_children=True, replicas=replicas, shares=shares, fallback=fallback_route, stable=stable, candidate=candidate if weight or self.mirror
             or self.match or self.preview or (candidate and ro.get("state") == "running") else None,
             weight=weight, mirror_percent=self.mirror if candidate else 0.0, match=self.match, preview=self.preview,
             status=new_status, events=self.events, requeue_after=self.requeue,

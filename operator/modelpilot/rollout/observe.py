@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modelpilot.api.reasons import LABEL_REVISION, Reason
+from modelpilot.rollout.fallback import LoadObservation
 
 # The scheduler's own wording, e.g. "2 Insufficient nvidia.com/gpu" or "Insufficient nvidia.com/mig-1g.10gb";
 # a message that merely mentions the GPU taint is not a GPU shortage.
@@ -50,6 +51,7 @@ class Observations:
     revisions: Mapping[str, RevisionState] = field(default_factory=dict)
     metrics: Mapping[str, MetricSample] | None = None  # None: no check was due or made
     request: str | None = None  # the modelpilot.io/request annotation (promote/abort/retry)
+    load: LoadObservation | None = None  # measured only when a fallback check is due
 
 
 def revision_states(deployments: Iterable[Mapping[str, Any]], pods: Iterable[Mapping[str, Any]]) -> dict[str, RevisionState]:

@@ -27,6 +27,9 @@ class TrafficPlan:
     weight: int = 0  # percent of ordinary traffic sent to the candidate
     mirror_percent: float = 0.0  # shadow: copies of stable traffic sent to the candidate
     match: Mapping[str, Any] | None = None  # A/B: {"header": {...}} or {"cookie": {...}}
+    fallback_host: str | None = None  # a lighter model taking `fallback_weight` % under load
+    fallback_port: int = 8000
+    fallback_weight: int = 0
 
 
 def host(owner: Owner) -> str:
@@ -94,13 +97,15 @@ def http_routes(owner: Owner, spec: ModelDeploymentSpec, plan: TrafficPlan) -> l
         routes.append({"name": "ab-candidate", "match": [ab_match(plan.match)],
                        "route": [_destination(owner, spec, plan.candidate)]})  # fmt: skip
     default: dict[str, Any] = {"name": "primary"}
-    if plan.candidate and plan.weight > 0 and not plan.match:
-        default["route"] = [
-            _destination(owner, spec, plan.stable, 100 - plan.weight),
-            _destination(owner, spec, plan.candidate, plan.weight),
-        ]
-    else:
-        default["route"] = [_destination(owner, spec, plan.stable, 100)]
+    candidate_weight = plan.weight if plan.candidate and plan.weight > 0 and not plan.match else 0
+    fallback = plan.fallback_weight if plan.fallback_host else 0
+    default["route"] = [_destination(owner, spec, plan.stable, 100 - candidate_weight - fallback)]
+    if candidate_weight:
+        default["route"].append(_destination(owner, spec, plan.candidate, candidate_weight))
+    if fallback:
+        # Load shedding to a lighter model comes out of stable's share, never the candidate's.
+        default["route"].append({"destination": {"host": plan.fallback_host, "port": {"number": plan.fallback_port}},
+                                 "weight": fallback})  # fmt: skip
     if plan.candidate and plan.mirror_percent > 0:
         default["mirror"] = {"host": host(owner), "subset": plan.candidate, "port": {"number": spec.traffic.port}}
         default["mirrorPercentage"] = {"value": float(plan.mirror_percent)}

@@ -387,6 +387,9 @@ def triton_args(
         "--allow-metrics=true",
         "--allow-gpu-metrics=true",
         f"--metrics-port={metrics_port}",
+        # Queue and request latency quantiles (nv_inference_queue_summary_us{quantile=...}): the
+        # fallback's queue-p95 trigger reads them; the counters alone only give averages.
+        "--metrics-config=summary_latencies=true",
         f"--http-port={http_port}",
         f"--grpc-port={grpc_port}",
         "--exit-on-error=true",

@@ -1,0 +1,155 @@
+"""Istio routing semantics the traffic driver needs: VirtualService + DestinationRule -> a decision.
+
+Only the subset of Istio that ModelPilot renders is modelled, but with Istio's rules: HTTP routes
+are tried in order and the first whose ``match`` holds wins (a route without ``match`` matches
+everything); a match block is an AND of its header conditions and the blocks of one route are
+ORed; ``exact``/``prefix``/``regex`` compare the header value (regex is a full match, as with
+Envoy's RE2); weights pick a destination; ``mirror`` copies ``mirrorPercentage`` percent of the
+route's requests (all of them when the percentage is absent) to another subset.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from modelpilot.api.reasons import LABEL_REVISION
+
+
+@dataclass(frozen=True)
+class StringMatch:
+    kind: str  # exact | prefix | regex
+    value: str
+
+    def matches(self, actual: str | None) -> bool:
+        if actual is None:
+            return False
+        if self.kind == "exact":
+            return actual == self.value
+        if self.kind == "prefix":
+            return actual.startswith(self.value)
+        return re.fullmatch(self.value, actual) is not None
+
+
+@dataclass(frozen=True)
+class Destination:
+    subset: str
+    revision: str | None  # None: the DestinationRule has no such subset (Istio answers 503)
+    weight: int
+
+
+@dataclass(frozen=True)
+class Route:
+    name: str
+    matches: tuple[tuple[tuple[str, StringMatch], ...], ...]  # OR of ANDs; empty = match all
+    destinations: tuple[Destination, ...]
+    mirror: Destination | None = None
+    mirror_percent: float = 0.0
+
+    def applies_to(self, headers: Mapping[str, str]) -> bool:
+        if not self.matches:
+            return True
+        lowered = {k.lower(): v for k, v in headers.items()}
+        return any(all(m.matches(lowered.get(name)) for name, m in block) for block in self.matches)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Where one request goes: the route taken, the serving revision and an optional mirror copy."""
+
+    route: str
+    subset: str | None
+    revision: str | None
+    mirror_revision: str | None = None
+
+
+@dataclass(frozen=True)
+class RouteTable:
+    routes: tuple[Route, ...]
+    subsets: Mapping[str, str] = field(default_factory=dict)  # subset name -> revision
+
+    @classmethod
+    def from_manifests(
+        cls, virtual_service: Mapping[str, Any], destination_rule: Mapping[str, Any] | None
+    ) -> RouteTable:
+        subsets: dict[str, str] = {}
+        for subset in ((destination_rule or {}).get("spec") or {}).get("subsets") or []:
+            labels = subset.get("labels") or {}
+            subsets[subset["name"]] = labels.get(LABEL_REVISION, subset["name"])
+        routes = tuple(
+            _route(i, http, subsets)
+            for i, http in enumerate((virtual_service.get("spec") or {}).get("http") or [])
+        )
+        return cls(routes, subsets)
+
+    def decide(self, headers: Mapping[str, str], rng: random.Random) -> Decision:
+        for route in self.routes:
+            if not route.applies_to(headers):
+                continue
+            dest = _pick(route.destinations, rng)
+            mirror = None
+            if route.mirror is not None and rng.random() * 100.0 < route.mirror_percent:
+                mirror = route.mirror.revision
+            return Decision(
+                route.name, dest.subset if dest else None, dest.revision if dest else None, mirror
+            )
+        return Decision("<no route>", None, None)
+
+    def weights(self) -> dict[str, int]:
+        """Revision -> weight of the last (default) route, the way status views show a canary."""
+        if not self.routes:
+            return {}
+        return {d.revision or d.subset: d.weight for d in self.routes[-1].destinations}
+
+    def describe(self) -> str:
+        parts = []
+        for route in self.routes:
+            text = f"{route.name}:" + "/".join(
+                f"{d.revision or d.subset}={d.weight}" for d in route.destinations
+            )
+            if route.mirror is not None:
+                text += f" mirror {route.mirror.revision}@{route.mirror_percent:g}%"
+            parts.append(text)
+        return " | ".join(parts)
+
+
+def _string_match(spec: Mapping[str, Any]) -> StringMatch:
+    for kind in ("exact", "prefix", "regex"):
+        if kind in spec:
+            return StringMatch(kind, str(spec[kind]))
+    raise ValueError(f"unsupported string match {dict(spec)!r}")
+
+
+def _destination(item: Mapping[str, Any], subsets: Mapping[str, str], default_weight: int) -> Destination:
+    subset = str((item.get("destination") or item).get("subset", ""))
+    return Destination(subset, subsets.get(subset), int(item.get("weight", default_weight)))
+
+
+def _route(index: int, http: Mapping[str, Any], subsets: Mapping[str, str]) -> Route:
+    blocks = []
+    for block in http.get("match") or []:
+        headers = block.get("headers") or {}
+        blocks.append(tuple((name.lower(), _string_match(m)) for name, m in headers.items()))
+    targets = http.get("route") or []
+    # A lone destination without a weight takes everything.
+    destinations = tuple(_destination(t, subsets, 100 if len(targets) == 1 else 0) for t in targets)
+    mirror = None
+    if http.get("mirror"):
+        mirror = _destination({"destination": http["mirror"]}, subsets, 0)
+    percent = float((http.get("mirrorPercentage") or {}).get("value", 100.0)) if mirror else 0.0
+    return Route(str(http.get("name") or f"route-{index}"), tuple(blocks), destinations, mirror, percent)
+
+
+def _pick(destinations: tuple[Destination, ...], rng: random.Random) -> Destination | None:
+    total = sum(max(d.weight, 0) for d in destinations)
+    if total <= 0:
+        return destinations[0] if destinations else None
+    point = rng.random() * total
+    for dest in destinations:
+        point -= max(dest.weight, 0)
+        if point < 0:
+            return dest
+    return destinations[-1]
