@@ -98,12 +98,20 @@ def prometheus(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def operator(crds, operator_kubeconfig, prometheus, tmp_path_factory):
+def endpoints_file(tmp_path_factory) -> Path:
+    """Where tests tell the operator how to reach revisions and monitors outside the cluster."""
+    path = tmp_path_factory.mktemp("endpoints") / "endpoints.json"
+    path.write_text("{}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def operator(crds, operator_kubeconfig, prometheus, endpoints_file, tmp_path_factory):
     """The real operator as a subprocess, watching every namespace, under least-privilege RBAC."""
     from tests.support.operator import OperatorProcess
 
     proc = OperatorProcess(operator_kubeconfig, tmp_path_factory.mktemp("operator-logs"), prometheus_url=prometheus.url,
-                           namespaces=[f"t-{SESSION}-*"])  # fmt: skip
+                           namespaces=[f"t-{SESSION}-*"], env={"MODELPILOT_ENDPOINTS_FILE": str(endpoints_file)})  # fmt: skip
     proc.start()
     yield proc
     proc.stop()

@@ -189,10 +189,14 @@ def test_namespace_mode_chart_runs_the_operator_to_ready(api_client, kubeconfig,
                 raise AssertionError(f"{exc}; phase={phase()}\n--- operator log ---\n{log_path.read_text()[-4000:]}") from None
 
             # It reconciled through the chart's peering object, as the active peer.
-            peering = kubernetes.client.CustomObjectsApi(api_client).get_namespaced_custom_object(
-                "kopf.dev", "v1", models, "kopfpeerings", PEERING
-            )
-            assert PRIORITY in [p.get("priority") for p in (peering.get("status") or {}).values()]
+            def peers() -> list:
+                peering = kubernetes.client.CustomObjectsApi(api_client).get_namespaced_custom_object(
+                    "kopf.dev", "v1", models, "kopfpeerings", PEERING
+                )
+                return [p.get("priority") for p in (peering.get("status") or {}).values()]
+
+            # kopf writes its keep-alive into the peering object on its own schedule.
+            wait_for(lambda: PRIORITY in peers(), timeout=30, what="the operator in the peering object")
             log = log_path.read_text()
             assert "Forbidden" not in log and " 403" not in log, log[-4000:]
         finally:

@@ -261,6 +261,7 @@ def test_loop_predictions_then_delayed_labels_reach_the_monitor(kube, namespace,
         assert driver.wait_done(30)
         wait_for(lambda: driver.monitor.pending() == (0, 0), 15, 0.1, what="every label posted")  # type: ignore[union-attr]
         answers = {a.request_id: a for a in driver.answers}
+        dropped = driver.stats.mirror_dropped
 
     predictions = {r["request_id"]: (t, r) for t, path, body in received if path == "/v1/predictions"
                    for r in body["records"]}  # fmt: skip
@@ -268,7 +269,8 @@ def test_loop_predictions_then_delayed_labels_reach_the_monitor(kube, namespace,
     user = [p for _, p in predictions.values() if not p["request_id"].endswith(".shadow")]
     shadow = [p for _, p in predictions.values() if p["request_id"].endswith(".shadow")]
     assert len(user) == 300 and {p["revision"] for p in user} == {STABLE}
-    assert len(shadow) == 300 and {p["revision"] for p in shadow} == {CANDIDATE}
+    # Shadow copies are fire-and-forget, as Envoy's are: under load some are dropped, and counted.
+    assert len(shadow) + dropped == 300 and dropped <= 30 and {p["revision"] for p in shadow} == {CANDIDATE}
     record = user[0]
     assert record["model"] == "cancer" and set(record["inputs"]) == set(zoo.holdout.feature_names)
     assert record["outputs"]["LABEL"] == answers[record["request_id"]].label

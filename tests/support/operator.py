@@ -78,8 +78,9 @@ class OperatorProcess:
     """A running `modelpilot run`; restartable, with its /metrics readable."""
 
     def __init__(self, kubeconfig: Path, log_dir: Path, prometheus_url: str | None = None,
-                 namespaces: list[str] | None = None) -> None:  # fmt: skip
+                 namespaces: list[str] | None = None, env: dict[str, str] | None = None) -> None:  # fmt: skip
         self.kubeconfig = kubeconfig
+        self.extra_env = dict(env or {})
         self.namespaces = namespaces or []
         self.log_dir = log_dir
         self.prometheus_url = prometheus_url
@@ -94,7 +95,7 @@ class OperatorProcess:
                 "--metrics-port", str(self.metrics_port), "--metrics-addr", "127.0.0.1"]  # fmt: skip
         for pattern in self.namespaces:
             argv += ["--namespace", pattern]
-        env = {**os.environ, "MODELPILOT_WORKERS": "4"}
+        env = {**os.environ, "MODELPILOT_WORKERS": "4", **self.extra_env}
         if self.prometheus_url:
             env["MODELPILOT_PROMETHEUS_URL"] = self.prometheus_url
         self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)

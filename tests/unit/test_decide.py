@@ -372,3 +372,40 @@ def test_scaling_limited_by_gpus_is_a_condition():
     cond = {c["type"]: c for c in d.status["conditions"]}["ScalingLimited"]
     assert cond["status"] == "True" and cond["reason"] == "InsufficientGPU"
     assert d.status["phase"] == "Ready", "serving at its floor is still Ready"
+
+
+def _gate(decision: str, n: int = 1500):
+    from modelpilot.gate import GateDecision, GateResult
+
+    return GateResult(GateDecision(decision), "test", n, 0.95, 0.91, 0.001 if decision == "passed" else 0.4, 0.01, 0.05,
+                      metric="accuracy", test="score")  # fmt: skip
+
+
+def test_gate_step_proceeds_fails_or_waits_before_any_traffic_moves():
+    from modelpilot.rollout.decide import gate_request
+
+    steps = [{"gate": {"task": "classification", "minSamples": 200, "timeout": "2m"}}, {"setWeight": 50}, {"pause": {}}]
+    w = World(spec_with(steps=steps))
+    deploy_v1(w)
+    w.spec = spec_with("2", steps=steps)
+    w.step()
+    d = w.settle()
+    assert d.weight == 0 and d.replicas[w.rev] == 1, "one warm pod to replay against, no user traffic"
+    request = gate_request(parse_spec(w.spec), w.status, w.now)
+    assert request is not None and request.candidate == w.rev
+    spec = parse_spec(w.spec)
+    # Inconclusive: wait (and do not ask again until the retry interval passed).
+    d = decide(spec, 1, w.status, Observations(revisions=w.revisions(), gate=_gate("inconclusive", 12)), w.now + 1)
+    assert d.weight == 0 and d.status["rollout"]["step"] == 0 and d.status["rollout"]["gate"]["decision"] == "inconclusive"
+    assert gate_request(spec, d.status, w.now + 2) is None and gate_request(spec, d.status, w.now + 40) is not None
+    # Passed: the gate's result is in status and an event; traffic starts moving.
+    passed = decide(spec, 1, d.status, Observations(revisions=w.revisions(), gate=_gate("passed")), w.now + 40)
+    assert passed.weight == 50 and passed.status["rollout"]["gate"]["pValue"] == 0.001
+    assert any(e.reason == "GatePassed" and "n=1500" in e.message for e in passed.events)
+    # Failed: rolled back with the evidence, no traffic ever moved.
+    failed = decide(spec, 1, d.status, Observations(revisions=w.revisions(), gate=_gate("failed")), w.now + 40)
+    assert failed.status["phase"] == "RolledBack" and failed.status["rollout"]["rollbackReason"] == "GateFailed"
+    assert failed.weight == 0 and "accuracy candidate 0.95 vs stable 0.91" in failed.status["rollout"]["rollbackMessage"]
+    # Inconclusive past the timeout fails instead of passing silently.
+    late = decide(spec, 1, d.status, Observations(revisions=w.revisions(), gate=_gate("inconclusive", 12)), w.now + 200)
+    assert late.status["phase"] == "RolledBack"

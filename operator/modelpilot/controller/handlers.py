@@ -47,13 +47,14 @@ def prometheus_auth_headers(env: Mapping[str, str]) -> dict[str, str]:
 
 def build_reconciler(kube: KubeClient) -> Reconciler:
     """The reconciler with its metric provider, configured from the environment."""
+    from modelpilot.controller.gate import GateRunner
     from modelpilot.controller.measure import PrometheusLoad, PrometheusMeasure
 
     prometheus_url = os.environ.get("MODELPILOT_PROMETHEUS_URL", "")
     measure = PrometheusMeasure(prometheus_url, headers=prometheus_auth_headers(os.environ)) if prometheus_url else None
     init_image = os.environ.get("MODELPILOT_IMAGE", "ghcr.io/modelpilot/modelpilot:0.1.0")
     load = PrometheusLoad(measure.provider) if measure else None
-    return Reconciler(kube=kube, measure=measure, measure_load=load, init_image=init_image,
+    return Reconciler(kube=kube, measure=measure, measure_load=load, run_gate=GateRunner(), init_image=init_image,
                       prometheus_url=prometheus_url or None)  # fmt: skip
 
 

@@ -22,7 +22,14 @@ from modelpilot.controller.autoscaling import Autoscalers
 from modelpilot.controller.kube import KubeClient
 from modelpilot.controller.monitoring import NamespaceMonitors
 from modelpilot.monitor.manifests import MonitorSettings
-from modelpilot.rollout.decide import REQUEST_ANNOTATION, Decision, analysis_request, decide, load_check_due
+from modelpilot.rollout.decide import (
+    REQUEST_ANNOTATION,
+    Decision,
+    analysis_request,
+    decide,
+    gate_request,
+    load_check_due,
+)
 from modelpilot.rollout.fallback import LoadObservation
 from modelpilot.rollout.observe import MetricSample, Observations, revision_states
 from modelpilot.rollout.status import rfc3339
@@ -40,6 +47,7 @@ class Reconciler:
     kube: KubeClient
     measure: Measure | None = None  # (request, owner) -> samples; None: analysis is inconclusive
     measure_load: Callable[..., LoadObservation] | None = None  # (owner, model, stable) -> queue p95, request rate
+    run_gate: Callable[..., Any] | None = None  # (owner, spec, gate, candidate, stable, now) -> GateResult
     init_image: str = manifests.DEFAULT_INIT_IMAGE
     clock: Callable[[], float] = time.time
     prometheus_url: str | None = None  # for KEDA's Prometheus trigger
@@ -82,6 +90,10 @@ class Reconciler:
         request = analysis_request(spec, status, now)
         if request is not None:
             samples = self.measure(request, owner) if self.measure else {}
+        gate = None
+        wanted_gate = gate_request(spec, status, now)
+        if wanted_gate is not None and self.run_gate is not None:
+            gate = self.run_gate(owner, spec, wanted_gate.gate, wanted_gate.candidate, wanted_gate.stable, now)
         load = None
         if load_check_due(spec, status, now) and self.measure_load is not None:
             load = self.measure_load(owner, str(spec.model["name"]), status.get("stableRevision"))
@@ -90,6 +102,7 @@ class Reconciler:
             metrics=samples,
             request=(meta.get("annotations") or {}).get(REQUEST_ANNOTATION),
             load=load,
+            gate=gate,
         )
         try:
             decision = decide(spec, generation, status, obs, now, invalid, namespace=namespace)

@@ -159,6 +159,11 @@ def decode_output(output: Any, spec: GateSpec) -> Any:
     return label_key(index)
 
 
+def inconclusive(spec: GateSpec, reason: str, n: int = 0, dropped: int = 0) -> GateResult:
+    """A result that decides nothing: the rollout waits (or fails, as onInconclusive says)."""
+    return _inconclusive(spec, reason, n, dropped)
+
+
 def _inconclusive(spec: GateSpec, reason: str, n: int, dropped: int = 0) -> GateResult:
     return GateResult(GateDecision.INCONCLUSIVE, reason, n, math.nan, math.nan, math.nan,
                       spec.margin, spec.alpha, spec.metric, spec.test, dropped=dropped)  # fmt: skip

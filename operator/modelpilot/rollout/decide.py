@@ -21,6 +21,7 @@ from typing import Any
 
 from modelpilot.api.reasons import ConditionType, Phase, Reason
 from modelpilot.api.spec import ModelDeploymentSpec, parse_duration
+from modelpilot.gate import StepOutcome, parse_gate, step_outcome
 from modelpilot.rollout.checks import CheckOutcome, MetricVerdict, evaluate_check
 from modelpilot.rollout.fallback import (
     FallbackConfig,
@@ -114,6 +115,30 @@ def step_kind(step: Mapping[str, Any]) -> str:
         if key in step:
             return key
     raise ValueError(f"unknown step {dict(step)}")
+
+
+GATE_RETRY = 30.0
+
+
+@dataclass(frozen=True)
+class GateRequest:
+    gate: Mapping[str, Any]
+    candidate: str
+    stable: str
+
+
+def gate_request(spec: ModelDeploymentSpec, status: Mapping[str, Any], now: float) -> GateRequest | None:
+    """Whether the shell should run the gate replay now: at a gate step, first time or a retry later."""
+    ro = status.get("rollout") or {}
+    steps = spec.rollout.steps
+    index = int(ro.get("step", 0))
+    if ro.get("state") != "running" or not ro.get("podsReady") or index >= len(steps) or "gate" not in steps[index]:
+        return None
+    last = parse_rfc3339((ro.get("gate") or {}).get("at"))
+    started = parse_rfc3339(ro.get("stepStartedAt")) or 0.0
+    if last is not None and last >= started and now - last < GATE_RETRY:
+        return None
+    return GateRequest(steps[index]["gate"], ro["candidate"], ro["stable"])
 
 
 def analysis_request(spec: ModelDeploymentSpec, status: Mapping[str, Any], now: float) -> AnalysisRequest | None:
@@ -238,7 +263,7 @@ class _Machine:
             "stepStartedAt": rfc3339(self.now), "weight": 0, "failures": 0, "inconclusive": 0, "checks": [],
             "sequential": {},
         })  # fmt: skip
-        for key in ("lastCheckAt", "pausedReason", "podsReady", "waitingSince"):
+        for key in ("lastCheckAt", "pausedReason", "podsReady", "waitingSince", "gate"):
             self.ro.pop(key, None)
         self.event("Normal", Reason.REVISION_CREATED, f"rolling out revision {revision} (stable {self.ro.get('stable')})")
 
@@ -384,7 +409,7 @@ class _Machine:
             self.wake(duration - elapsed)
             return False
         if kind == "gate":
-            raise ValueError("gate steps are not implemented yet")
+            return self._gate_step(step["gate"], started)
         # Analysed steps: analysis, shadow, abTest, blueGreen.
         body = step[kind] or {}
         if kind == "shadow":
@@ -434,6 +459,32 @@ class _Machine:
         if elapsed >= duration and last and last.get("outcome") == "pass" and last.get("step") == index:
             return True
         self.wake(interval)
+        return False
+
+    def _gate_step(self, raw: Mapping[str, Any], started: float) -> bool:
+        """Go/no-go before any user traffic moves: proceed, roll back, or wait for more labeled data."""
+        gspec = parse_gate(raw)
+        result = self.obs.gate
+        if result is None:  # the shell replays when due; until then, wait
+            self.message = "gate: replaying labeled production traffic against both revisions"
+            self.wake(GATE_RETRY)
+            return False
+        self.ro["gate"] = {**result.as_status(), "at": rfc3339(self.now)}
+        summary = (f"gate {result.decision.value}: n={result.n}, {result.metric} candidate "
+                   f"{_fmt(result.candidate_metric)} vs stable {_fmt(result.stable_metric)}, p={_fmt(result.p_value)}, "
+                   f"margin {result.margin:g}, alpha {result.alpha:g}: {result.reason}")  # fmt: skip
+        outcome, why = step_outcome(result, gspec, started, self.now)
+        if outcome is StepOutcome.PROCEED:
+            self.event("Normal", Reason.GATE_PASSED, summary)
+            return True
+        if outcome is StepOutcome.ROLLBACK:
+            self.event("Warning", Reason.GATE_FAILED, summary)
+            self._rollback(Reason.GATE_FAILED, f"{summary} ({why})")
+            return False
+        self.event("Normal", Reason.GATE_INCONCLUSIVE, summary)
+        self.message = f"gate inconclusive, waiting: {why}"
+        self.analysis_condition = (False, Reason.INCONCLUSIVE, self.message)
+        self.wake(GATE_RETRY)
         return False
 
     def _record(self, outcome: CheckOutcome) -> None:
@@ -645,6 +696,10 @@ def _weight_at(steps: tuple[Mapping[str, Any], ...], index: int) -> int:
         elif kind in ("shadow", "abTest", "blueGreen"):
             weight = 0
     return weight
+
+
+def _fmt(value: float) -> str:
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:.4g}"
 
 
 def _finite(value: float | None) -> float | None:

@@ -52,6 +52,7 @@ class Observations:
     metrics: Mapping[str, MetricSample] | None = None  # None: no check was due or made
     request: str | None = None  # the modelpilot.io/request annotation (promote/abort/retry)
     load: LoadObservation | None = None  # measured only when a fallback check is due
+    gate: Any = None  # a modelpilot.gate.GateResult, when a gate step was evaluated this pass
 
 
 def revision_states(deployments: Iterable[Mapping[str, Any]], pods: Iterable[Mapping[str, Any]]) -> dict[str, RevisionState]:
