@@ -47,6 +47,12 @@ def test_revision_hash_tracks_pod_affecting_fields_only():
         changed[path[0]][path[1]] = value
         assert revision_hash(changed) != base
     assert len(base) == 8
+    groups = copy.deepcopy(GPU)
+    groups["model"]["config"] = {"instanceGroups": [{"kind": "KIND_GPU"}]}
+    defaulted = copy.deepcopy(groups)
+    defaulted["model"]["config"]["instanceGroups"][0]["count"] = 1
+    defaulted["model"]["optimize"] = {"method": "tensorrt", "sourceVersion": "2", "precision": "fp16"}
+    assert revision_hash(groups) == revision_hash(defaulted), "server-side defaults do not make a new revision"
 
 
 def test_python_defaults_match_the_crd_schema_defaults():

@@ -409,3 +409,30 @@ def test_gate_step_proceeds_fails_or_waits_before_any_traffic_moves():
     # Inconclusive past the timeout fails instead of passing silently.
     late = decide(spec, 1, d.status, Observations(revisions=w.revisions(), gate=_gate("inconclusive", 12)), w.now + 200)
     assert late.status["phase"] == "RolledBack"
+
+
+def test_an_optimised_revision_deploys_only_after_its_job_succeeds():
+    spec = spec_with("2")
+    spec["model"]["optimize"] = {"method": "onnx-int8", "sourceVersion": "1", "maxAbsDiff": 0.05}
+    w = World(spec_with())
+    old = deploy_v1(w)
+    w.spec = spec
+    s = parse_spec(spec)
+    running = decide(s, 1, w.status, Observations(revisions=w.revisions(), optimization=("running", "m-onnx-int8-v2")), w.now)
+    assert set(running.replicas) == {old}, "nothing of the new revision runs before its model exists"
+    assert running.status["phase"] == "Progressing" and "Job m-onnx-int8-v2" in running.status["message"]
+    failed = decide(s, 1, w.status, Observations(revisions=w.revisions(), optimization=("failed", "m-onnx-int8-v2")), w.now)
+    assert set(failed.replicas) == {old} and failed.weight == 0
+    assert failed.status["phase"] == "Degraded" and [e.reason for e in failed.events] == ["OptimizationFailed"]
+    again = decide(s, 1, failed.status, Observations(revisions=w.revisions(), optimization=("failed", "m-onnx-int8-v2")), w.now + 5)
+    assert again.events == [], "reported once"
+    done = decide(s, 1, w.status, Observations(revisions=w.revisions(), optimization=("succeeded", "m-onnx-int8-v2")), w.now)
+    assert done.replicas.get(s.revision) == 2 and done.status["rollout"]["candidate"] == s.revision
+
+
+def test_the_first_revision_waits_for_its_optimisation_too():
+    spec = spec_with("2")
+    spec["model"]["optimize"] = {"method": "tensorrt", "sourceVersion": "1"}
+    d = decide(parse_spec(spec), 1, {}, Observations(optimization=("running", "m-tensorrt-v2")), 1000.0)
+    assert d.apply_children is False and d.status["phase"] == "Progressing"
+    assert {c["type"]: c["reason"] for c in d.status["conditions"]}["Progressing"] == "Optimizing"

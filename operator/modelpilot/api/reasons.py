@@ -67,6 +67,8 @@ class Reason(StrEnum):
     SPEC_VALID = "SpecValid"
     AS_EXPECTED = "AsExpected"
     APPLY_FAILED = "ApplyFailed"
+    OPTIMIZING = "Optimizing"
+    OPTIMIZATION_FAILED = "OptimizationFailed"
     GATE_PASSED = "GatePassed"
     GATE_FAILED = "GateFailed"
     GATE_INCONCLUSIVE = "GateInconclusive"

@@ -177,7 +177,13 @@ def pod_affecting(spec: Mapping[str, Any]) -> dict[str, Any]:
     serving = dict(spec.get("serving") or {})
     for key in ("replicas", "autoscaling", "fallback"):  # sizing and load-shedding, not the pods themselves
         serving.pop(key, None)
-    out = {"model": spec.get("model") or {}, "serving": _normalise(parse_spec(spec).serving, serving)}
+    # How a model version was produced (optimize) is not part of the pods that serve it.
+    model = {k: v for k, v in (spec.get("model") or {}).items() if k != "optimize"}
+    config = dict(model.get("config") or {})
+    if config.get("instanceGroups"):  # the schema's default, so a spelled-out count hashes the same
+        config["instanceGroups"] = [{"count": 1, **group} for group in config["instanceGroups"]]
+        model["config"] = config
+    out = {"model": model, "serving": _normalise(parse_spec(spec).serving, serving)}
     monitoring = spec.get("monitoring") or {}
     if monitoring.get("enabled"):  # the capture sidecar is part of the pod
         out["capture"] = {"sampleRate": float(monitoring.get("sampleRate", 0.1))}

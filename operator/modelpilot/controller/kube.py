@@ -51,6 +51,7 @@ KINDS: dict[str, Kind] = {
     "DestinationRule": Kind("networking.istio.io/v1", "destinationrules"),
     "HorizontalPodAutoscaler": Kind("autoscaling/v2", "horizontalpodautoscalers"),
     "ScaledObject": Kind("keda.sh/v1alpha1", "scaledobjects"),
+    "Job": Kind("batch/v1", "jobs"),
     "CustomResourceDefinition": Kind("apiextensions.k8s.io/v1", "customresourcedefinitions", namespaced=False),
 }
 

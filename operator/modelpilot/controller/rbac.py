@@ -55,6 +55,12 @@ NAMESPACED_RULES: list[dict[str, Any]] = [
         "verbs": ["get", "list", "watch", "create", "patch", "delete"],
     },
     {
+        # Pre-deploy model optimisation (TensorRT / INT8) runs as a Job owned by the ModelDeployment.
+        "apiGroups": ["batch"],
+        "resources": ["jobs"],
+        "verbs": ["get", "list", "watch", "create", "patch", "delete"],
+    },
+    {
         "apiGroups": ["keda.sh"],
         "resources": ["scaledobjects"],
         "verbs": ["get", "list", "watch", "create", "patch", "delete"],

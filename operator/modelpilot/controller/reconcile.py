@@ -21,6 +21,7 @@ from modelpilot.controller import metrics as opmetrics
 from modelpilot.controller.autoscaling import Autoscalers
 from modelpilot.controller.kube import KubeClient
 from modelpilot.controller.monitoring import NamespaceMonitors
+from modelpilot.controller.optimize import Optimizer
 from modelpilot.monitor.manifests import MonitorSettings
 from modelpilot.rollout.decide import (
     REQUEST_ANNOTATION,
@@ -53,10 +54,12 @@ class Reconciler:
     prometheus_url: str | None = None  # for KEDA's Prometheus trigger
     monitors: NamespaceMonitors = field(init=False)
     autoscalers: Autoscalers = field(init=False)
+    optimizer: Optimizer = field(init=False)
 
     def __post_init__(self) -> None:
         self.monitors = NamespaceMonitors(self.kube, MonitorSettings(image=self.init_image), is_subset)
         self.autoscalers = Autoscalers(self.kube, is_subset, self.prometheus_url)
+        self.optimizer = Optimizer(self.kube, self.init_image)
 
     def reconcile(self, namespace: str, name: str) -> float | None:
         """One pass; returns seconds until the next wanted pass (None: only on events)."""
@@ -90,6 +93,7 @@ class Reconciler:
         request = analysis_request(spec, status, now)
         if request is not None:
             samples = self.measure(request, owner) if self.measure else {}
+        optimization = self.optimizer.observe(owner, spec, status.get("stableRevision"))
         gate = None
         wanted_gate = gate_request(spec, status, now)
         if wanted_gate is not None and self.run_gate is not None:
@@ -103,6 +107,7 @@ class Reconciler:
             request=(meta.get("annotations") or {}).get(REQUEST_ANNOTATION),
             load=load,
             gate=gate,
+            optimization=optimization,
         )
         try:
             decision = decide(spec, generation, status, obs, now, invalid, namespace=namespace)

@@ -276,6 +276,11 @@ class _Machine:
         action = request.split("@", 1)[0] if new_request and request else None
         if new_request:
             ro["handledRequest"] = request
+        if action == "retry" and ro.get("optimizeFailed") == self.desired:
+            ro.pop("optimizeFailed", None)
+        if self.obs.optimization is not None and self.obs.optimization[0] != "succeeded":
+            self._optimizing(*self.obs.optimization)
+            return
         if not ro.get("stable"):
             # First revision: it is the stable one as soon as it exists.
             ro["stable"] = self.desired
@@ -319,6 +324,24 @@ class _Machine:
         if ro.get("pausedReason") == Reason.KILL_SWITCH:
             ro.pop("pausedReason")
         self._progress(action)
+
+    def _optimizing(self, state: str, job: str) -> None:
+        """The desired revision waits for its optimisation Job; a failed one is not deployed at all."""
+        ro = self.ro
+        if state == "failed":
+            if ro.get("optimizeFailed") != self.desired:
+                ro["optimizeFailed"] = self.desired
+                self.event("Warning", Reason.OPTIMIZATION_FAILED,
+                           f"optimisation Job {job} failed (accuracy gate or conversion); revision {self.desired} is not deployed")  # fmt: skip
+            self.message = f"optimisation Job {job} failed: revision {self.desired} is not deployed"
+            self.progress = (False, Reason.OPTIMIZATION_FAILED, self.message)
+            self.degraded = (True, Reason.OPTIMIZATION_FAILED, self.message)
+            self.phase = Phase.DEGRADED
+            return
+        self.message = f"optimising the model for revision {self.desired}: Job {job}"
+        self.progress = (True, Reason.OPTIMIZING, self.message)
+        self.phase = Phase.PROGRESSING
+        self.wake(5.0)
 
     def _progress(self, action: str | None) -> None:
         ro = self.ro
@@ -589,6 +612,14 @@ class _Machine:
 
     def finish(self, status: Mapping[str, Any], conditions: list[dict[str, Any]]) -> Decision:
         ro, now, gen = self.ro, self.now, self.generation
+        if not ro.get("stable"):  # nothing deployed yet (the first revision is still being optimised)
+            conditions = set_condition(conditions, ConditionType.PROGRESSING, *self.progress, gen, now)
+            conditions = set_condition(conditions, ConditionType.DEGRADED, self.degraded[0],
+                                       self.degraded[1] if self.degraded[0] else Reason.AS_EXPECTED,
+                                       self.degraded[2] if self.degraded[0] else "no problems", gen, now)  # fmt: skip
+            new_status = {"observedGeneration": gen, "phase": self.phase.value, "message": self.message, "rollout": ro,
+                          "conditions": conditions}  # fmt: skip
+            return Decision(apply_children=False, status=new_status, events=self.events, requeue_after=self.requeue)
         stable, candidate = ro["stable"], ro.get("candidate")
         replicas: dict[str, int] = {stable: self.replicas_wanted}
         if candidate:

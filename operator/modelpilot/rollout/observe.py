@@ -53,6 +53,7 @@ class Observations:
     request: str | None = None  # the modelpilot.io/request annotation (promote/abort/retry)
     load: LoadObservation | None = None  # measured only when a fallback check is due
     gate: Any = None  # a modelpilot.gate.GateResult, when a gate step was evaluated this pass
+    optimization: tuple[str, str] | None = None  # (running|succeeded|failed, Job name) for the desired revision
 
 
 def revision_states(deployments: Iterable[Mapping[str, Any]], pods: Iterable[Mapping[str, Any]]) -> dict[str, RevisionState]:
