@@ -216,3 +216,19 @@ def test_prometheus_auth_headers():
     assert prometheus_auth_headers({}) == {}
     basic = prometheus_auth_headers({"MODELPILOT_PROMETHEUS_USERNAME": "u", "MODELPILOT_PROMETHEUS_PASSWORD": "p"})
     assert basic == {"Authorization": "Basic " + base64.b64encode(b"u:p").decode()}
+
+
+def test_cpu_onnx_config_sizes_onnxruntime_threads_to_the_pod():
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    cpu = copy.deepcopy(GPU)
+    cpu["serving"] = {"resources": {"cpu": "2500m", "memory": "2Gi"}, "placement": {"nodePool": "edge"}}
+    cpu["model"]["config"] = {"instanceGroups": [{"count": 1, "kind": "KIND_CPU"}], "parameters": {"inter_op_thread_count": "2"}}
+    text = manifests.config_map(OWNER, parse_spec(cpu), "r1")["data"]["config.pbtxt"]
+    config = text_format.Parse(text, model_config_pb2.ModelConfig())
+    params = {k: v.string_value for k, v in config.parameters.items()}
+    assert params == {"intra_op_thread_count": "3", "inter_op_thread_count": "2"}, "the user's setting wins"
+    assert config.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_CPU
+    gpu_text = manifests.config_map(OWNER, parse_spec(GPU), "r1")["data"]["config.pbtxt"]
+    assert "intra_op_thread_count" not in gpu_text

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -88,6 +89,22 @@ def _metadata(owner: Owner, name: str, labels: Mapping[str, str], annotations: M
     return meta
 
 
+def cpu_tuned_model(spec: ModelDeploymentSpec) -> Mapping[str, Any]:
+    """spec.model with ONNX Runtime's thread pools sized to the pod's CPUs on CPU and edge pools.
+
+    ONNX Runtime otherwise sizes them from the node's cores, which oversubscribes a small pod;
+    parameters the user set win.
+    """
+    if spec.model.get("format") != "onnx" or spec.serving.resources.gpus > 0:
+        return spec.model
+    cpu = spec.serving.resources.cpu
+    cores = max(1, math.ceil(float(cpu[:-1]) / 1000 if cpu.endswith("m") else float(cpu)))
+    config = dict(spec.model.get("config") or {})
+    config["parameters"] = {"intra_op_thread_count": str(cores), "inter_op_thread_count": "1",
+                            **(config.get("parameters") or {})}  # fmt: skip
+    return {**spec.model, "config": config}
+
+
 def config_map(owner: Owner, spec: ModelDeploymentSpec, revision: str) -> dict[str, Any] | None:
     """The generated config.pbtxt, or None when Triton can auto-complete the model's config."""
     if not needs_generated_config(spec.model):
@@ -98,7 +115,7 @@ def config_map(owner: Owner, spec: ModelDeploymentSpec, revision: str) -> dict[s
         "metadata": _metadata(
             owner, f"{revision_name(owner, revision)}-config", {**revision_labels(owner, revision), LABEL_COMPONENT: "model-config"}
         ),
-        "data": {"config.pbtxt": render_config_pbtxt(spec.model)},
+        "data": {"config.pbtxt": render_config_pbtxt(cpu_tuned_model(spec))},
     }
 
 
