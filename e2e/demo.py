@@ -35,7 +35,7 @@ ERRORS = {"name": "errors", "provider": "istio", "metric": "errorRate", "test": 
 LATENCY = {"name": "p99", "provider": "istio", "metric": "latencyP99", "maxRelative": 3.0, "minSamples": 100}
 # Jensen-Shannon distance between the candidate's and the stable revision's predicted-label distributions.
 DRIFT = {"name": "prediction-drift", "provider": "monitor", "metric": "predictionDrift", "method": "js", "output": "LABEL",
-         "max": 0.1, "minSamples": 150}  # fmt: skip
+         "max": 0.1, "minSamples": 600}  # fmt: skip
 MONITORING = {"enabled": True, "sampleRate": 1.0, "outputs": {"prediction": "LABEL"}, "window": "1h",
               "labelJoinWindow": "1h"}  # fmt: skip
 CANARY = [{"setWeight": 30}, {"analysis": {"interval": "3s", "metrics": [ERRORS, LATENCY, DRIFT]}}, {"setWeight": 60},

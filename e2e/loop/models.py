@@ -50,7 +50,7 @@ VARIANTS: Mapping[str, Variant] = {
         Variant("good-v1", 1, c=0.002, max_iter=30),
         Variant("good-v2", 2, c=1.0, max_iter=1000),
         Variant("failing-v2", 2, c=1.0, max_iter=1000, error_share=0.3),
-        Variant("drifting-v2", 2, c=1.0, max_iter=1000, bias_share=0.5),
+        Variant("drifting-v2", 2, c=1.0, max_iter=1000, bias_share=0.8),
     )
 }
 
