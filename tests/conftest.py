@@ -115,3 +115,16 @@ def operator(crds, operator_kubeconfig, prometheus, endpoints_file, tmp_path_fac
     proc.start()
     yield proc
     proc.stop()
+
+
+@pytest.fixture(scope="session")
+def zoo(tmp_path_factory):
+    """The closed loop's models, trained once per session (scikit-learn, real weights)."""
+    from e2e.loop.models import build_zoo
+    from tests.support.triton import TritonUnavailable, stub_environment, tritonserver_binary
+
+    try:
+        stub_environment(tritonserver_binary())
+    except TritonUnavailable as exc:
+        pytest.skip(f"tritonserver is not available: {exc}")
+    return build_zoo(tmp_path_factory.mktemp("zoo"), ["good-v1", "good-v2", "failing-v2", "drifting-v2"])

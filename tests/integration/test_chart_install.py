@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,22 +21,13 @@ import kubernetes
 import pytest
 import yaml
 from e2e.tools import helm
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 PEERING = "modelpilot"
 PRIORITY = 100
-
-
-def wait_for(predicate, timeout: float = 60.0, interval: float = 0.5, what: str = "condition"):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def kubectl(kubeconfig: Path, *args: str, stdin: str | None = None) -> str:
@@ -144,7 +134,7 @@ def test_namespace_mode_chart_runs_the_operator_to_ready(api_client, kubeconfig,
 
         # The restricted namespace admitted both operator pods (a non-compliant pod is refused, below).
         wait_for(lambda: (apps.read_namespaced_deployment(dep["metadata"]["name"], ns).status.ready_replicas or 0) == 2,
-                 what="both operator replicas admitted and Ready")  # fmt: skip
+                 timeout=60, what="both operator replicas admitted and Ready")  # fmt: skip
         with pytest.raises(kubernetes.client.ApiException) as refused:
             core.create_namespaced_pod(ns, {"metadata": {"name": "noncompliant"},
                                             "spec": {"containers": [{"name": "c", "image": "busybox"}]}}, dry_run="All")  # fmt: skip

@@ -12,9 +12,8 @@ import json
 import pytest
 from e2e.loop.harness import ClosedLoop
 from e2e.loop.manifests import deployment_spec, model_deployment, revision_of
-from e2e.loop.models import LABEL, ModelZoo, build_zoo
+from e2e.loop.models import LABEL
 from e2e.loop.monitor_process import running_monitor
-from tests.support.triton import TritonUnavailable, stub_environment, tritonserver_binary
 from tests.support.wait import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.triton, pytest.mark.prometheus]
@@ -23,15 +22,6 @@ NAME = "cancer"
 GATE = {"gate": {"task": "classification", "output": LABEL, "minSamples": 300, "maxSamples": 1500, "margin": 0.02,
                  "window": "1h", "timeout": "2m"}}  # fmt: skip
 STEPS = [GATE, {"setWeight": 50}, {"pause": {"duration": "2s"}}]
-
-
-@pytest.fixture(scope="module")
-def zoo(tmp_path_factory) -> ModelZoo:
-    try:
-        stub_environment(tritonserver_binary())
-    except TritonUnavailable as exc:
-        pytest.skip(f"tritonserver is not available: {exc}")
-    return build_zoo(tmp_path_factory.mktemp("gate-zoo"), ["good-v1", "good-v2", "drifting-v2"])
 
 
 def test_gate_passes_a_better_model_and_blocks_a_worse_one(operator, prometheus, kube, namespace, zoo, endpoints_file,

@@ -13,24 +13,13 @@ from collections.abc import Iterator
 import pytest
 from e2e.loop.driver import DriverConfig, TrafficDriver
 from e2e.loop.fleet import TritonFleet
-from e2e.loop.models import ModelZoo, build_zoo
 from e2e.loop.monitor_process import MonitorHandle, running_monitor
 from prometheus_client.parser import text_string_to_metric_families
-from tests.support.triton import TritonUnavailable, stub_environment, tritonserver_binary
 from tests.support.wait import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.triton]
 
 NAME, STABLE, DRIFTING = "cancer", "stable1", "drift2"
-
-
-@pytest.fixture(scope="module")
-def zoo(tmp_path_factory) -> ModelZoo:
-    try:
-        stub_environment(tritonserver_binary())
-    except TritonUnavailable as exc:
-        pytest.skip(f"tritonserver is not available: {exc}")
-    return build_zoo(tmp_path_factory.mktemp("loop-zoo"), ["good-v1", "drifting-v2"])
 
 
 @pytest.fixture

@@ -14,8 +14,6 @@ import pytest
 from e2e.loop.fleet import triton_counter
 from e2e.loop.harness import ClosedLoop
 from e2e.loop.manifests import deployment_spec, model_deployment, revision_of
-from e2e.loop.models import ModelZoo, build_zoo
-from tests.support.triton import TritonUnavailable, stub_environment, tritonserver_binary
 from tests.support.wait import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.triton, pytest.mark.prometheus]
@@ -24,15 +22,6 @@ NAME = "cancer"
 ERRORS = {"name": "errors", "provider": "istio", "metric": "errorRate", "test": "sequential", "minSamples": 200,
           "max": 0.05}  # fmt: skip
 STEPS = [{"setWeight": 50}, {"analysis": {"interval": "3s", "metrics": [ERRORS]}}]
-
-
-@pytest.fixture(scope="module")
-def zoo(tmp_path_factory) -> ModelZoo:
-    try:
-        stub_environment(tritonserver_binary())
-    except TritonUnavailable as exc:
-        pytest.skip(f"tritonserver is not available: {exc}")
-    return build_zoo(tmp_path_factory.mktemp("loop-zoo"), ["good-v1", "good-v2", "failing-v2"])
 
 
 def weights(kube, ns: str) -> dict[str, int]:

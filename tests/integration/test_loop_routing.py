@@ -17,9 +17,7 @@ import numpy as np
 import pytest
 from e2e.loop.driver import ClientMix, DriverConfig, TrafficDriver
 from e2e.loop.fleet import TritonFleet, triton_counter
-from e2e.loop.models import ModelZoo, build_zoo
 from tests.support.prometheus import ScrapeTarget
-from tests.support.triton import TritonUnavailable, stub_environment, tritonserver_binary
 from tests.support.wait import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.triton]
@@ -27,15 +25,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.triton]
 NAME = "cancer"
 STABLE, CANDIDATE, DRIFTING = "stable1", "cand2", "drift2"
 SUCCESS = "nv_inference_request_success"
-
-
-@pytest.fixture(scope="module")
-def zoo(tmp_path_factory) -> ModelZoo:
-    try:
-        stub_environment(tritonserver_binary())
-    except TritonUnavailable as exc:
-        pytest.skip(f"tritonserver is not available: {exc}")
-    return build_zoo(tmp_path_factory.mktemp("loop-zoo"), ["good-v1", "good-v2", "drifting-v2"])
 
 
 @pytest.fixture(scope="module")
