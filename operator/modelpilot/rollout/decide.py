@@ -698,9 +698,10 @@ class _Machine:
         if candidate and replicas.get(candidate):
             shares[candidate] = self.candidate_share()
         return Decision(
-            apply_children=True, replicas=replicas, shares=shares, fallback=fallback_route, stable=stable, candidate=candidate if weight or self.mirror
-            or self.match or self.preview or (candidate and ro.get("state") == "running") else None,
-            weight=weight, mirror_percent=self.mirror if candidate else 0.0, match=self.match, preview=self.preview,
+            apply_children=True, replicas=replicas, shares=shares, fallback=fallback_route, stable=stable,
+            # Weights, mirrors, matches and previews only ever come from a running rollout's step.
+            candidate=candidate if candidate and ro.get("state") == "running" else None,
+            weight=weight, mirror_percent=self.mirror, match=self.match, preview=self.preview,
             status=new_status, events=self.events, requeue_after=self.requeue,
         )  # fmt: skip
 
