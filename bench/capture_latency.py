@@ -23,7 +23,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -38,6 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from tests.support.iris import model_spec, write_repository  # noqa: E402
 from tests.support.triton import (  # noqa: E402
     TritonStartError,
     TritonUnavailable,
@@ -47,46 +47,12 @@ from tests.support.triton import (  # noqa: E402
     tritonserver_binary,
 )
 
-from modelpilot.serving.triton import render_config_pbtxt, triton_args  # noqa: E402
+from modelpilot.serving.triton import triton_args  # noqa: E402
 
 TARGET_ADDED_MEDIAN_MS = 1.0
 MAX_IN_FLIGHT = 256  # per path: beyond this the machine is saturated and the numbers mean nothing
 
-MODEL_PY = textwrap.dedent(
-    """
-    import numpy as np
-    import triton_python_backend_utils as pb_utils
-
-    W = np.array([[0.5, 1.0, -2.0, -1.0], [0.4, -0.6, 1.2, -1.5], [-0.9, -0.7, 1.5, 3.0]], dtype=np.float32)
-
-
-    class TritonPythonModel:
-        def execute(self, requests):
-            out = []
-            for request in requests:
-                x = pb_utils.get_input_tensor_by_name(request, "INPUT0").as_numpy()
-                scores = (x @ W.T).astype(np.float32)
-                label = np.argmax(scores, axis=1).astype(np.int64).reshape(-1, 1)
-                out.append(pb_utils.InferenceResponse(
-                    output_tensors=[pb_utils.Tensor("SCORES", scores), pb_utils.Tensor("LABEL", label)]))
-            return out
-    """
-)
-MODEL = {
-    "name": "iris",
-    "repository": "/models",
-    "version": "1",
-    "format": "python",
-    "config": {
-        "maxBatchSize": 8,
-        "instanceGroups": [{"count": 1, "kind": "KIND_CPU"}],
-        "inputs": [{"name": "INPUT0", "dataType": "TYPE_FP32", "dims": [4]}],
-        "outputs": [
-            {"name": "SCORES", "dataType": "TYPE_FP32", "dims": [3]},
-            {"name": "LABEL", "dataType": "TYPE_INT64", "dims": [1]},
-        ],
-    },
-}
+MODEL = model_spec()
 
 
 # --------------------------------------------------------------------------- upstreams
@@ -98,9 +64,7 @@ def triton_upstream() -> Iterator[tuple[str, str]]:
     stub_environment(tritonserver_binary())
     with tempfile.TemporaryDirectory(prefix="capture-bench-") as tmp:
         root = Path(tmp)
-        (root / "iris" / "1").mkdir(parents=True)
-        (root / "iris" / "1" / "model.py").write_text(MODEL_PY)
-        (root / "iris" / "config.pbtxt").write_text(render_config_pbtxt(MODEL))
+        write_repository(root, MODEL)
         http_port, grpc_port, metrics_port = free_ports(3)
         args = triton_args(
             MODEL,

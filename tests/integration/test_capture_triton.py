@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import textwrap
 import threading
 import time
 import urllib.error
@@ -21,6 +20,7 @@ from typing import Any, TypeVar
 import numpy as np
 import pytest
 from aiohttp.test_utils import TestServer
+from tests.support.iris import BIAS, CLASSES, WEIGHTS, model_spec, write_repository
 from tests.support.triton import (
     TritonHandle,
     TritonUnavailable,
@@ -34,64 +34,13 @@ from tests.unit.capture.capture_fakes import FakeMonitor, running_monitor
 from modelpilot.capture.config import CaptureConfig
 from modelpilot.capture.metrics import CaptureMetrics
 from modelpilot.capture.proxy import create_app
-from modelpilot.serving.triton import render_config_pbtxt, triton_args
+from modelpilot.serving.triton import triton_args
 
 pytestmark = pytest.mark.triton
 
 T = TypeVar("T")
 
-WEIGHTS = np.array([[0.5, 1.0, -2.0, -1.0], [0.4, -0.6, 1.2, -1.5], [-0.9, -0.7, 1.5, 3.0]], dtype=np.float32)
-BIAS = np.array([0.3, 0.1, -0.4], dtype=np.float32)
-CLASSES = ["setosa", "versicolor", "virginica"]
-
-# Scores, the winning class, and its name as a BYTES tensor: strings must survive capture too.
-MODEL_PY = textwrap.dedent(
-    f"""
-    import numpy as np
-    import triton_python_backend_utils as pb_utils
-
-    WEIGHTS = np.array({WEIGHTS.tolist()!r}, dtype=np.float32)
-    BIAS = np.array({BIAS.tolist()!r}, dtype=np.float32)
-    CLASSES = {CLASSES!r}
-
-
-    class TritonPythonModel:
-        def execute(self, requests):
-            responses = []
-            for request in requests:
-                x = pb_utils.get_input_tensor_by_name(request, "INPUT0").as_numpy()
-                scores = (x @ WEIGHTS.T + BIAS).astype(np.float32)
-                label = np.argmax(scores, axis=1).astype(np.int64).reshape(-1, 1)
-                names = np.array([[CLASSES[i].encode()] for i in label[:, 0]], dtype=np.object_)
-                responses.append(
-                    pb_utils.InferenceResponse(
-                        output_tensors=[
-                            pb_utils.Tensor("SCORES", scores),
-                            pb_utils.Tensor("LABEL", label),
-                            pb_utils.Tensor("CLASS", names),
-                        ]
-                    )
-                )
-            return responses
-    """
-)
-
-MODEL = {
-    "name": "iris",
-    "repository": "/models",
-    "version": "1",
-    "format": "python",
-    "config": {
-        "maxBatchSize": 8,
-        "instanceGroups": [{"count": 1, "kind": "KIND_CPU"}],
-        "inputs": [{"name": "INPUT0", "dataType": "TYPE_FP32", "dims": [4]}],
-        "outputs": [
-            {"name": "SCORES", "dataType": "TYPE_FP32", "dims": [3]},
-            {"name": "LABEL", "dataType": "TYPE_INT64", "dims": [1]},
-            {"name": "CLASS", "dataType": "TYPE_STRING", "dims": [1]},
-        ],
-    },
-}
+MODEL = model_spec(with_class=True)
 OUTPUTS = ("SCORES", "LABEL", "CLASS")
 
 
@@ -102,10 +51,7 @@ def triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonHandle]:
     except TritonUnavailable as exc:
         pytest.skip(f"tritonserver is not available: {exc}")
     root = tmp_path_factory.mktemp("capture-repo")
-    model_dir = root / MODEL["name"]
-    (model_dir / MODEL["version"]).mkdir(parents=True)
-    (model_dir / MODEL["version"] / "model.py").write_text(MODEL_PY)
-    (model_dir / "config.pbtxt").write_text(render_config_pbtxt(MODEL))
+    write_repository(root, MODEL)
     http_port, grpc_port, metrics_port = free_ports(3)
     args = triton_args(
         MODEL,

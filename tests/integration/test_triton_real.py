@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import textwrap
 import time
 import urllib.request
 from pathlib import Path
@@ -11,6 +10,7 @@ import numpy as np
 import pytest
 from google.protobuf import json_format, text_format
 from prometheus_client.parser import text_string_to_metric_families
+from tests.support.iris import BIAS, WEIGHTS, model_spec, write_repository
 from tests.support.triton import (
     TritonUnavailable,
     free_ports,
@@ -20,60 +20,15 @@ from tests.support.triton import (
 )
 from tritonclient.grpc import model_config_pb2
 
-from modelpilot.serving.triton import render_config_pbtxt, triton_args
+from modelpilot.serving.triton import triton_args
 
 pytestmark = pytest.mark.triton
 
-# A fixed linear classifier over iris-like features: 4 inputs -> 3 class scores.
-WEIGHTS = np.array(
-    [[0.5, 1.0, -2.0, -1.0], [0.4, -0.6, 1.2, -1.5], [-0.9, -0.7, 1.5, 3.0]],
-    dtype=np.float32,
+MODEL = model_spec(
+    dynamicBatching={"maxQueueDelayMicroseconds": 100, "preferredBatchSizes": [2, 4]},
+    # Escaping, checked by Triton's own (C++) text-format parser.
+    parameters={"modelpilot.io/config-hash": "abc123", "note": 'say "hi" C:\\new ünï\n'},
 )
-BIAS = np.array([0.3, 0.1, -0.4], dtype=np.float32)
-
-MODEL_PY = textwrap.dedent(
-    f"""
-    import numpy as np
-    import triton_python_backend_utils as pb_utils
-
-    WEIGHTS = np.array({WEIGHTS.tolist()!r}, dtype=np.float32)
-    BIAS = np.array({BIAS.tolist()!r}, dtype=np.float32)
-
-
-    class TritonPythonModel:
-        def execute(self, requests):
-            responses = []
-            for request in requests:
-                x = pb_utils.get_input_tensor_by_name(request, "INPUT0").as_numpy()
-                scores = (x @ WEIGHTS.T + BIAS).astype(np.float32)
-                label = np.argmax(scores, axis=1).astype(np.int64).reshape(-1, 1)
-                responses.append(
-                    pb_utils.InferenceResponse(
-                        output_tensors=[pb_utils.Tensor("SCORES", scores), pb_utils.Tensor("LABEL", label)]
-                    )
-                )
-            return responses
-    """
-)
-
-MODEL = {
-    "name": "iris",
-    "repository": "/models",
-    "version": "1",
-    "format": "python",
-    "config": {
-        "maxBatchSize": 8,
-        "dynamicBatching": {"maxQueueDelayMicroseconds": 100, "preferredBatchSizes": [2, 4]},
-        "instanceGroups": [{"count": 1, "kind": "KIND_CPU"}],
-        "inputs": [{"name": "INPUT0", "dataType": "TYPE_FP32", "dims": [4]}],
-        "outputs": [
-            {"name": "SCORES", "dataType": "TYPE_FP32", "dims": [3]},
-            {"name": "LABEL", "dataType": "TYPE_INT64", "dims": [1]},
-        ],
-        # Escaping, checked by Triton's own (C++) text-format parser.
-        "parameters": {"modelpilot.io/config-hash": "abc123", "note": 'say "hi" C:\\new ünï\n'},
-    },
-}
 
 
 @pytest.fixture(scope="module")
@@ -87,12 +42,7 @@ def binary() -> Path:
 
 
 def _repository(root: Path) -> tuple[Path, str]:
-    model_dir = root / MODEL["name"]
-    (model_dir / MODEL["version"]).mkdir(parents=True)
-    (model_dir / MODEL["version"] / "model.py").write_text(MODEL_PY)
-    config = render_config_pbtxt(MODEL)
-    (model_dir / "config.pbtxt").write_text(config)
-    return root, config
+    return root, write_repository(root, MODEL)
 
 
 def _metric(url: str, name: str, model: str) -> float | None:
