@@ -21,7 +21,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modelpilot.api.reasons import GPU_TAINT_KEY, LABEL_COMPONENT, POOL_LABEL
-from modelpilot.serving.manifests import DEFAULT_INIT_IMAGE, OPERATOR_UID, TRITON_UID, Owner, common_labels
+from modelpilot.serving.manifests import (
+    DEFAULT_INIT_IMAGE,
+    OPERATOR_UID,
+    TRITON_UID,
+    Owner,
+    common_labels,
+    container_security,
+)
 
 METHODS = ("tensorrt", "onnx-int8")
 PRECISIONS = ("fp32", "fp16", "int8", "best")
@@ -71,16 +78,6 @@ def job_name(owner: Owner, request: CompressionRequest) -> str:
     return f"{name[:54].rstrip('-')}-{digest}"
 
 
-def _security(uid: int) -> dict[str, Any]:
-    return {
-        "allowPrivilegeEscalation": False,
-        "capabilities": {"drop": ["ALL"]},
-        "runAsNonRoot": True,
-        "runAsUser": uid,
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
-
-
 def _mounts(pvc: bool, *, writable: bool) -> list[dict[str, Any]]:
     mounts: list[dict[str, Any]] = [{"name": "work", "mountPath": WORK}]
     if pvc:
@@ -105,7 +102,7 @@ def _trtexec(request: CompressionRequest, image: str, gpu_resource: str) -> dict
         "resources": {"requests": {"cpu": "2", "memory": "8Gi", gpu_resource: "1"},
                       "limits": {"memory": "16Gi", gpu_resource: "1"}},
         "volumeMounts": _mounts(False, writable=True),
-        "securityContext": _security(TRITON_UID),
+        "securityContext": container_security(TRITON_UID),
     }
 
 
@@ -122,7 +119,7 @@ def _quantize(request: CompressionRequest, image: str, pvc: bool) -> dict[str, A
         "args": [*args, *request.extra_args],
         "resources": {"requests": {"cpu": "2", "memory": "4Gi"}, "limits": {"memory": "8Gi"}},
         "volumeMounts": _mounts(pvc, writable=False),
-        "securityContext": _security(OPERATOR_UID),
+        "securityContext": container_security(OPERATOR_UID),
     }
 
 
@@ -147,7 +144,7 @@ def compression_job(
                  f"--version={request.source_version}", f"--destination={WORK}/in", f"--pvc-mount={PVC_MOUNT}"],
         "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
         "volumeMounts": _mounts(pvc, writable=False),
-        "securityContext": _security(OPERATOR_UID),
+        "securityContext": container_security(OPERATOR_UID),
     }
     gpu = request.method == "tensorrt"
     convert = _trtexec(request, triton_image, gpu_resource) if gpu else _quantize(request, operator_image, pvc)
@@ -158,7 +155,7 @@ def compression_job(
                  f"--model={request.model}", f"--version={request.target_version}", f"--pvc-mount={PVC_MOUNT}"],
         "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
         "volumeMounts": _mounts(pvc, writable=True),
-        "securityContext": _security(OPERATOR_UID),
+        "securityContext": container_security(OPERATOR_UID),
     }
     for container in (fetch, convert, publish):
         if env_from and container["image"] == operator_image:

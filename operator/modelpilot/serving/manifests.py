@@ -179,7 +179,7 @@ def _init_containers(spec: ModelDeploymentSpec, init_image: str, env_from: list)
         "args": args,
         "volumeMounts": _volume_mounts(spec, init=True),
         "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
-        "securityContext": _container_security(OPERATOR_UID),
+        "securityContext": container_security(OPERATOR_UID),
     }
     if env_from:
         container["envFrom"] = env_from
@@ -216,7 +216,7 @@ TRITON_UID = 1000  # the NGC Triton image's triton-server user
 OPERATOR_UID = 65532  # the operator image's user (see Dockerfile)
 
 
-def _container_security(uid: int) -> dict[str, Any]:
+def container_security(uid: int) -> dict[str, Any]:
     """What the restricted Pod Security Standard asks of every container."""
     return {
         "allowPrivilegeEscalation": False,
@@ -257,7 +257,7 @@ def pod_template(owner: Owner, spec: ModelDeploymentSpec, revision: str, init_im
         "readinessProbe": _probe("/v2/health/ready", period, 3),
         "livenessProbe": _probe("/v2/health/live", 10, 6),
         "volumeMounts": _volume_mounts(spec),
-        "securityContext": _container_security(TRITON_UID),
+        "securityContext": container_security(TRITON_UID),
     }
     if serving.env:
         container["env"] = [dict(e) for e in serving.env]
