@@ -34,11 +34,13 @@ ERRORS = {"name": "errors", "provider": "istio", "metric": "errorRate", "test": 
           "max": 0.05}  # fmt: skip
 LATENCY = {"name": "p99", "provider": "istio", "metric": "latencyP99", "maxRelative": 3.0, "minSamples": 100}
 # Jensen-Shannon distance between the candidate's and the stable revision's predicted-label distributions.
+# Two good models of this data differ by about 0.06 (and up to ~0.1 on 600 samples); the drifting
+# build by about 0.25: 0.15 separates them without false rollbacks of a good retrain.
 DRIFT = {"name": "prediction-drift", "provider": "monitor", "metric": "predictionDrift", "method": "js", "output": "LABEL",
-         "max": 0.1, "minSamples": 600}  # fmt: skip
+         "max": 0.15, "minSamples": 600}  # fmt: skip
 MONITORING = {"enabled": True, "sampleRate": 1.0, "outputs": {"prediction": "LABEL"}, "window": "1h",
               "labelJoinWindow": "1h"}  # fmt: skip
-CANARY = [{"setWeight": 30}, {"analysis": {"interval": "3s", "metrics": [ERRORS, LATENCY, DRIFT]}}, {"setWeight": 60},
+CANARY = [{"setWeight": 30}, {"analysis": {"interval": "3s", "metrics": [ERRORS, LATENCY]}}, {"setWeight": 60},
           {"analysis": {"interval": "3s", "metrics": [ERRORS, LATENCY]}}]  # fmt: skip
 DRIFT_CANARY = [{"setWeight": 50}, {"analysis": {"interval": "3s", "metrics": [ERRORS, DRIFT]}}]
 SHADOW = [{"shadow": {"mirrorPercentage": 100, "duration": "6s"}}, {"setWeight": 50},

@@ -294,7 +294,8 @@ def test_operator_restart_mid_rollout_resumes_at_the_same_step(operator, kube, a
     assert weights(kube, namespace, "resume") == {stable: 90, cand: 10}
     assert cli(["promote", "resume", "-n", namespace, "--kubeconfig", str(kube_config_path())]) == 0
     wait_for(lambda: weights(kube, namespace, "resume").get(cand) == 40, 30, what="next step after promote")
-    assert status(kube, namespace, "resume")["rollout"]["step"] == 3
+    # The routes change before the status records the step.
+    wait_for(lambda: status(kube, namespace, "resume")["rollout"]["step"] == 3, 10, what="status at step 4 of 4")
 
 
 def test_blue_green_preview_then_switch(operator, kube, api_client, namespace):
