@@ -23,10 +23,11 @@ class ThresholdRule:
     min: float | None = None
     max_relative: float | None = None
     min_samples: float = 0.0
+    min_relative: float | None = None  # candidate at least k x stable (accuracy-like metrics)
 
     def __post_init__(self) -> None:
-        if self.max is None and self.min is None and self.max_relative is None:
-            raise ValueError("a threshold rule needs max, min or max_relative")
+        if self.max is None and self.min is None and self.max_relative is None and self.min_relative is None:
+            raise ValueError("a threshold rule needs max, min, max_relative or min_relative")
         if self.max is not None and self.min is not None and self.min > self.max:
             raise ValueError(f"min ({self.min}) is above max ({self.max})")
         if self.max_relative is not None and not self.max_relative >= 0:
@@ -36,7 +37,7 @@ class ThresholdRule:
 
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any]) -> ThresholdRule:
-        """Read the CRD's ``max``, ``min``, ``maxRelative`` and ``minSamples`` fields."""
+        """Read the CRD's ``max``, ``min``, ``maxRelative``, ``minRelative`` and ``minSamples`` fields."""
 
         def number(key: str) -> float | None:
             value = spec.get(key)
@@ -47,6 +48,7 @@ class ThresholdRule:
             min=number("min"),
             max_relative=number("maxRelative"),
             min_samples=number("minSamples") or 0.0,
+            min_relative=number("minRelative"),
         )
 
 
@@ -90,11 +92,16 @@ def check_threshold(
         return CheckResult("fail", value, rule.max, f"{value:g} > max {rule.max:g}")
     if rule.min is not None and value < rule.min:
         return CheckResult("fail", value, rule.min, f"{value:g} < min {rule.min:g}")
-    if rule.max_relative is None:
+    if rule.max_relative is None and rule.min_relative is None:
         return CheckResult("pass", value, None, f"{value:g} within bounds")
     if _missing(stable):
-        return CheckResult("inconclusive", value, None, "no data for stable, needed by maxRelative")
+        return CheckResult("inconclusive", value, None, "no data for stable, needed by maxRelative/minRelative")
     assert stable is not None
+    if rule.min_relative is not None and value < rule.min_relative * stable:
+        limit = rule.min_relative * stable
+        return CheckResult("fail", value, limit, f"{value:g} < {rule.min_relative:g} x stable {stable:g}")
+    if rule.max_relative is None:
+        return CheckResult("pass", value, None, f"{value:g} >= {rule.min_relative:g} x stable {stable:g}")
     limit = rule.max_relative * stable
     if value > limit:
         return CheckResult("fail", value, limit, f"{value:g} > {rule.max_relative:g} x stable {stable:g}")

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from modelpilot.analysis.sequential import DEFAULT_TAU, msprt_two_proportions
+from modelpilot.analysis.thresholds import ThresholdRule, check_threshold
 from modelpilot.rollout.observe import MetricSample
 
 Outcome = Literal["pass", "fail", "inconclusive"]
@@ -54,37 +55,12 @@ def evaluate_metric(
     min_samples = float(metric.get("minSamples", DEFAULT_MIN_SAMPLES))
     if metric.get("test") == "sequential":
         return _sequential(metric, sample, alpha, previous_p, min_samples)
-    value = sample.candidate
-    if value is None:
+    if sample.candidate is None:  # keep the provider's reason: "unreachable" pauses the rollout
         return MetricVerdict(name, "inconclusive", None, sample.stable, sample.reason or "no data")
-    if sample.candidate_count is not None and sample.candidate_count < min_samples:
-        return MetricVerdict(
-            name, "inconclusive", value, sample.stable,
-            f"only {sample.candidate_count:.0f} requests, need {min_samples:.0f}",
-        )  # fmt: skip
-    if "max" in metric and value > float(metric["max"]):
-        return MetricVerdict(name, "fail", value, sample.stable, f"{value:.4g} > max {float(metric['max']):.4g}")
-    if "min" in metric and value < float(metric["min"]):
-        return MetricVerdict(name, "fail", value, sample.stable, f"{value:.4g} < min {float(metric['min']):.4g}")
-    if "minRelative" in metric:
-        if sample.stable is None:
-            return MetricVerdict(name, "inconclusive", value, None, f"stable: {sample.reason or 'no data'}")
-        floor = float(metric["minRelative"]) * sample.stable
-        if value < floor:
-            return MetricVerdict(
-                name, "fail", value, sample.stable,
-                f"{value:.4g} < {float(metric['minRelative']):g} x stable {sample.stable:.4g}",
-            )  # fmt: skip
-    if "maxRelative" in metric:
-        if sample.stable is None:
-            return MetricVerdict(name, "inconclusive", value, None, f"stable: {sample.reason or 'no data'}")
-        limit = float(metric["maxRelative"]) * sample.stable
-        if value > limit:
-            return MetricVerdict(
-                name, "fail", value, sample.stable,
-                f"{value:.4g} > {float(metric['maxRelative']):g} x stable {sample.stable:.4g}",
-            )  # fmt: skip
-    return MetricVerdict(name, "pass", value, sample.stable, "within thresholds")
+    # minSamples applies where the provider knows the sample size (built-in metrics, not custom PromQL).
+    rule = ThresholdRule.from_spec({**metric, "minSamples": min_samples if sample.candidate_count is not None else 0})
+    result = check_threshold(sample.candidate, rule, stable=sample.stable, samples=sample.candidate_count)
+    return MetricVerdict(name, result.status, result.value, sample.stable, result.reason)
 
 
 def _sequential(

@@ -63,3 +63,10 @@ def test_from_spec_reads_crd_fields() -> None:
 def test_invalid_rules(kwargs) -> None:
     with pytest.raises(ValueError):
         ThresholdRule(**kwargs)
+
+
+def test_min_relative_fails_a_candidate_below_a_share_of_stable():
+    rule = ThresholdRule.from_spec({"minRelative": 0.98})
+    assert check_threshold(0.90, rule, stable=0.95).status == "fail"
+    assert check_threshold(0.94, rule, stable=0.95).status == "pass"
+    assert check_threshold(0.94, rule, stable=None).status == "inconclusive"
