@@ -43,12 +43,14 @@ def test_load_spike_shifts_traffic_to_the_fallback_and_back(operator, prometheus
             assert route[0]["destination"]["subset"] == stable and route[0]["weight"] == 60
             assert route[1] == {"destination": {"host": f"small.{namespace}.svc.cluster.local", "port": {"number": 8000}},
                                 "weight": 40}  # fmt: skip
-            fb = status()["fallback"]
-            assert fb["active"] is True and fb["weight"] == 40 and fb["queueP95Ms"] >= 100
+            # Routes are applied before the status records the switch.
+            fb = wait_for(lambda: (f := status().get("fallback") or {}).get("active") and f, 10, what="status.fallback active")
+            assert fb["weight"] == 40 and fb["queueP95Ms"] >= 100
             exporter.set_queue_p95_ms(5)  # load drops: after the hysteresis, traffic comes back
             wait_for(lambda: len(primary()) == 1, 60, 0.3, what="fallback released",
                      diagnose=lambda: f"{status().get('fallback')}\n{operator.log_tail()}")  # fmt: skip
-            assert primary()[0]["weight"] == 100 and status()["fallback"]["active"] is False
+            assert primary()[0]["weight"] == 100
+            wait_for(lambda: status()["fallback"]["active"] is False, 10, what="status.fallback released")
         finally:
             prometheus.set_file_targets([])
     reasons = [e["reason"] for e in kube.list("Event", namespace) if e["involvedObject"]["name"] == "big"]
