@@ -254,40 +254,46 @@ def _replay(predict: Predict, revision: str, examples: Sequence[Example], size: 
     return out
 
 
+def _prepare(records: Iterable[Mapping[str, Any]], spec: GateSpec) -> tuple[list[Example], int, GateResult | None]:
+    """The examples to replay, how many records were dropped, and an early verdict if replaying is pointless."""
+    examples, dropped = select_examples(records, spec)
+    return examples, dropped, precheck(examples, spec, dropped)
+
+
+def _replay_failed(spec: GateSpec, revision: str, error: Exception, n: int, dropped: int) -> GateResult:
+    # The transport is the caller's: any failure makes the replay unusable, never a pass.
+    return _inconclusive(spec, f"prediction failed on {revision}: {type(error).__name__}: {error}", n, dropped)
+
+
 def run_gate(
     records: Iterable[Mapping[str, Any]], predict: Predict, spec: GateSpec, *, candidate: str, stable: str
 ) -> GateResult:
     """Select, replay in batches against both revisions, and test. Prediction errors are inconclusive."""
-    examples, dropped = select_examples(records, spec)
-    early = precheck(examples, spec, dropped)
+    examples, dropped, early = _prepare(records, spec)
     if early is not None:
         return early
     outputs: dict[str, list[Any]] = {}
     for revision in (candidate, stable):
         try:
             outputs[revision] = _replay(predict, revision, examples, spec.batch_size)
-        except Exception as error:  # the transport is the caller's: any failure makes the replay unusable
-            return _inconclusive(spec, f"prediction failed on {revision}: {type(error).__name__}: {error}", len(examples), dropped)
+        except Exception as error:
+            return _replay_failed(spec, revision, error, len(examples), dropped)
     return evaluate(examples, outputs[candidate], outputs[stable], spec, candidate=candidate, stable=stable, dropped=dropped)
 
 
 async def run_gate_async(
     records: Iterable[Mapping[str, Any]], predict: AsyncPredict, spec: GateSpec, *, candidate: str, stable: str
 ) -> GateResult:
-    """``run_gate`` for an async transport (the operator's event loop)."""
-    examples, dropped = select_examples(records, spec)
-    early = precheck(examples, spec, dropped)
+    """``run_gate`` for an async transport (an event loop): the same selection, verdicts and test."""
+    examples, dropped, early = _prepare(records, spec)
     if early is not None:
         return early
     outputs: dict[str, list[Any]] = {}
     for revision in (candidate, stable):
         try:
-            out: list[Any] = []
-            for batch in _batches(examples, spec.batch_size):
-                out.extend(await predict(revision, batch))
-            outputs[revision] = out
+            outputs[revision] = [out for batch in _batches(examples, spec.batch_size) for out in await predict(revision, batch)]
         except Exception as error:
-            return _inconclusive(spec, f"prediction failed on {revision}: {type(error).__name__}: {error}", len(examples), dropped)
+            return _replay_failed(spec, revision, error, len(examples), dropped)
     return evaluate(examples, outputs[candidate], outputs[stable], spec, candidate=candidate, stable=stable, dropped=dropped)
 
 
