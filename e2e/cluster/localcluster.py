@@ -342,6 +342,13 @@ class LocalCluster:
                 time.sleep(0.1)
             if _alive(pid):
                 _kill_group(pid, signal.SIGKILL)
+        # SIGKILL is asynchronous: return only once every process is really gone.
+        end = time.monotonic() + 10
+        for name, pid in pids.items():
+            while _alive(pid):
+                if time.monotonic() > end:
+                    raise RuntimeError(f"{name} (pid {pid}) survived SIGKILL")
+                time.sleep(0.05)
         with contextlib.suppress(FileNotFoundError):
             self.state_file.unlink()
         with contextlib.suppress(FileNotFoundError):
