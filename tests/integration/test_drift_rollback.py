@@ -26,15 +26,15 @@ from modelpilot.api.spec import parse_spec
 
 pytestmark = pytest.mark.integration
 
-DRIFT = {"name": "drift", "provider": "monitor", "metric": "predictionDrift", "method": "psi", "max": 0.25,
-         "minSamples": 200}  # fmt: skip
+# The sequential test on predicted-class shares (no threshold on a noisy distance decides a rollback).
+DRIFT = {"name": "drift", "provider": "monitor", "metric": "predictionDrift", "output": "label", "minSamples": 200}
 
 
 def spec(version: str) -> dict:
     return {
         "model": {"name": "scorer", "repository": "gs://models/scorer", "version": version, "format": "onnx"},
         "serving": {"replicas": 1, "resources": {"cpu": "1", "memory": "1Gi"}},
-        "monitoring": {"enabled": True, "sampleRate": 1.0, "task": "classification", "outputs": {"score": "score"},
+        "monitoring": {"enabled": True, "sampleRate": 1.0, "task": "classification", "outputs": {"prediction": "label", "score": "score"},
                        "window": "10m", "labelJoinWindow": "1h"},
         "rollout": {"scaleDownDelaySeconds": 0, "steps": [
             {"setWeight": 50}, {"analysis": {"interval": "3s", "failureLimit": 0, "metrics": [DRIFT]}}]},
@@ -48,7 +48,7 @@ def post(url: str, body: dict) -> int:
 
 
 class Feeder(threading.Thread):
-    """Posts prediction records for both revisions; the candidate's scores are shifted."""
+    """Posts prediction records for both revisions; the candidate's scores, and so its labels, are shifted."""
 
     def __init__(self, url: str, stable: str, candidate: str) -> None:
         super().__init__(daemon=True)
@@ -65,7 +65,7 @@ class Feeder(threading.Thread):
                     self.sent += 1
                     records.append({"request_id": f"r{self.sent}", "model": "scorer", "revision": rev,
                                     "timestamp": time.time(), "inputs": {"x": float(score)},
-                                    "outputs": {"score": float(score)}})  # fmt: skip
+                                    "outputs": {"score": float(score), "label": "yes" if score > 0.5 else "no"}})  # fmt: skip
             post(f"{self.url}/v1/predictions", {"records": records})
             time.sleep(0.5)
 

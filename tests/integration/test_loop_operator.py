@@ -19,8 +19,9 @@ from tests.support.wait import wait_for
 pytestmark = [pytest.mark.integration, pytest.mark.triton, pytest.mark.prometheus]
 
 NAME = "cancer"
+# maxSamples: the planned horizon fits this test's minute of traffic (60 req/s to the candidate).
 ERRORS = {"name": "errors", "provider": "istio", "metric": "errorRate", "test": "sequential", "minSamples": 200,
-          "max": 0.05}  # fmt: skip
+          "maxSamples": 1500, "max": 0.05}  # fmt: skip
 STEPS = [{"setWeight": 50}, {"analysis": {"interval": "3s", "metrics": [ERRORS]}}]
 
 

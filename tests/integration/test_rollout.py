@@ -23,8 +23,9 @@ from modelpilot.cli import main as cli
 
 pytestmark = pytest.mark.integration
 
+# maxSamples: the planned horizon fits the tests' few seconds of synthetic traffic (200 req/s per arm).
 ERRORS = {"name": "errors", "provider": "istio", "metric": "errorRate", "test": "sequential", "minSamples": 200,
-          "max": 0.05}  # fmt: skip
+          "maxSamples": 1500, "max": 0.05}  # fmt: skip
 LATENCY = {"name": "p99", "provider": "istio", "metric": "latencyP99", "maxRelative": 1.5, "minSamples": 50}
 
 

@@ -234,9 +234,14 @@ def test_kill_switch_sends_everything_to_stable_and_holds():
     w.spec = spec_with("2", steps=steps, killSwitch=True)
     d = w.step()
     assert d.weight == 0 and w.status["stableRevision"] == old and "KillSwitch" in [e.reason for e in d.events]
+    # 100% stable for everyone: no candidate to route to, no pods for it, flag routes withdrawn.
+    assert d.candidate is None and d.replicas[w.rev] == 0 and d.suspend_flags
     w.spec = spec_with("2", steps=steps)
     d = w.step()
-    assert d.weight == 30
+    assert not d.suspend_flags and d.replicas[w.rev] > 0
+    assert d.weight == 0  # the candidate's pods are coming back: no traffic until they are Available
+    d = w.settle()
+    assert d.weight == 30 and d.candidate == w.rev
 
 
 def test_manual_promote_and_abort():

@@ -60,6 +60,24 @@ def interpret_result(result: Any) -> MetricValue:
     return MetricValue.of(value)
 
 
+def interpret_grouped(result: Any, labels: Sequence[str]) -> dict[str, float] | MetricValue:
+    """A vector result as ``{"<label values joined by />": value}``; NaN and infinities dropped."""
+    if not isinstance(result, list):
+        return MetricValue.missing(MetricProblem.QUERY_ERROR, f"malformed Prometheus response: {result!r}")
+    out: dict[str, float] = {}
+    try:
+        for series in result:
+            key = "/".join(str(series["metric"].get(label, "")) for label in labels)
+            value = float(_sample_value(series["value"]))
+            if math.isfinite(value):
+                out[key] = out.get(key, 0.0) + value
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        return MetricValue.missing(MetricProblem.QUERY_ERROR, f"malformed Prometheus response: {error}")
+    if not out:
+        return MetricValue.missing(MetricProblem.NO_DATA, "no data: the query returned an empty vector")
+    return out
+
+
 class PrometheusProvider:
     """``MetricProvider`` for a Prometheus HTTP API."""
 
@@ -83,10 +101,11 @@ class PrometheusProvider:
             timeout=timeout_s,
         )
 
-    def evaluate(self, query: str, *, at: float | None = None) -> MetricValue:
+    def _query(self, query: str, at: float | None) -> Any:
+        """The raw ``data.result``, or a ``MetricValue`` saying why there is none."""
         params = {"time": f"{at:.3f}"} if at is not None else None
         try:
-            result = self._client.custom_query(query, params=params)
+            return self._client.custom_query(query, params=params)
         except requests.exceptions.InvalidJSONError as error:  # also a RequestException
             return MetricValue.missing(MetricProblem.QUERY_ERROR, f"malformed Prometheus response: {error}")
         except requests.exceptions.RequestException as error:
@@ -97,7 +116,17 @@ class PrometheusProvider:
             return MetricValue.missing(MetricProblem.QUERY_ERROR, f"Prometheus rejected the query: {error}")
         except (ValueError, KeyError, TypeError) as error:  # non-JSON or unexpected body
             return MetricValue.missing(MetricProblem.QUERY_ERROR, f"malformed Prometheus response: {error}")
-        return interpret_result(result)
+
+    def evaluate(self, query: str, *, at: float | None = None) -> MetricValue:
+        result = self._query(query, at)
+        return result if isinstance(result, MetricValue) else interpret_result(result)
+
+    def evaluate_grouped(
+        self, query: str, labels: Sequence[str], *, at: float | None = None
+    ) -> dict[str, float] | MetricValue:
+        """A vector query's finite values keyed by ``labels`` (joined with "/"): counts per class."""
+        result = self._query(query, at)
+        return result if isinstance(result, MetricValue) else interpret_grouped(result, labels)
 
     def close(self) -> None:
         self._client.close()

@@ -356,6 +356,21 @@ def monitor_query(metric: str, ref: RevisionRef, *, method: str = "psi", output:
     raise ValueError(f"metric {metric!r} is not served by the monitor; known: {', '.join(MONITOR_METRICS)}")
 
 
+PREDICTED_CLASS = MONITOR_PREFIX + "predicted_class_total"
+LABEL_OUTCOMES = MONITOR_PREFIX + "label_outcomes_total"
+
+
+def monitor_class_counts(ref: RevisionRef, window: Window, *, output: str | None = None) -> str:
+    """Predictions per (output, class) over ``window``: the counts behind the prediction-drift test."""
+    selector = _monitor_selector(ref, {"output": output} if output else None)
+    return f"sum by (output, class) (increase({PREDICTED_CLASS}{selector}[{promql_duration(window)}]))"
+
+
+def monitor_label_outcomes(ref: RevisionRef, window: Window) -> str:
+    """Joined labels per outcome (correct, incorrect) over ``window``: the counts behind accuracy."""
+    return f"sum by (outcome) (increase({LABEL_OUTCOMES}{_monitor_selector(ref)}[{promql_duration(window)}]))"
+
+
 def monitor_sample_query(metric: str, ref: RevisionRef) -> str:
     """How many rows stand behind a monitor value: stored outputs, window rows, or joined labels."""
     if metric == "predictionDrift":

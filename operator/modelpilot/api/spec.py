@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from modelpilot.api import defaults
+
 DEFAULT_TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"
 DEFAULT_REVISION_HEADER = "x-modelpilot-revision"
 REVISION_HASH_LENGTH = 8
@@ -88,8 +90,8 @@ class Rollout:
     paused: bool = False
     kill_switch: bool = False
     revision_header: str = DEFAULT_REVISION_HEADER
-    progress_deadline_seconds: int = 600
-    scale_down_delay_seconds: int = 30
+    progress_deadline_seconds: int = defaults.PROGRESS_DEADLINE_SECONDS
+    scale_down_delay_seconds: int = defaults.SCALE_DOWN_DELAY_SECONDS
     analysis: Mapping[str, Any] = field(default_factory=dict)
     steps: tuple[Mapping[str, Any], ...] = ()
     flags: tuple[Mapping[str, Any], ...] = ()
@@ -153,8 +155,8 @@ def parse_spec(spec: Mapping[str, Any]) -> ModelDeploymentSpec:
         paused=bool(ro.get("paused", False)),
         kill_switch=bool(ro.get("killSwitch", False)),
         revision_header=ro.get("revisionHeader") or DEFAULT_REVISION_HEADER,
-        progress_deadline_seconds=int(ro.get("progressDeadlineSeconds", 600)),
-        scale_down_delay_seconds=int(ro.get("scaleDownDelaySeconds", 30)),
+        progress_deadline_seconds=int(ro.get("progressDeadlineSeconds", defaults.PROGRESS_DEADLINE_SECONDS)),
+        scale_down_delay_seconds=int(ro.get("scaleDownDelaySeconds", defaults.SCALE_DOWN_DELAY_SECONDS)),
         analysis=dict(ro.get("analysis") or {}),
         steps=tuple(ro.get("steps") or ()),
         flags=tuple(ro.get("flags") or ()),

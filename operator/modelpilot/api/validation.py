@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from modelpilot.analysis.queries import TEMPLATE_VARIABLES, TemplateError, render_template
+from modelpilot.api import defaults
 from modelpilot.api.spec import ModelDeploymentSpec, parse_duration
 
 # Flags the operator owns: letting users set them would break probes, metrics or routing.
@@ -123,7 +124,24 @@ def _check_analysis(where: str, analysis: Mapping[str, Any]) -> list[str]:
         query = metric.get("query")
         if query:
             problems += [f"{where}.metrics[{i}].query: {p}" for p in _check_template(query)]
+        problems += _check_horizon(f"{where}.metrics[{i}]", metric)
     return problems
+
+
+def _check_horizon(where: str, metric: Mapping[str, Any]) -> list[str]:
+    """A sequential error-rate test must be able to pass: its planned horizon must exist."""
+    if metric.get("test") != "sequential" or metric.get("maxSamples") is not None:
+        return []
+    tolerance = float(metric.get("tolerance") or 0.0)
+    ratio = 1.0 + float(metric.get("toleranceRelative") or 0.0)
+    detectable_ratio = float(metric.get("detectableRatio") or defaults.DETECTABLE_RATIO)
+    detectable_increase = float(metric.get("detectableIncrease") or defaults.DETECTABLE_INCREASE)
+    reference = 0.01  # a typical stable error rate: the regression to detect must lie beyond the allowance there
+    if max(detectable_ratio * reference, reference + detectable_increase) <= ratio * reference + tolerance:
+        return [f"{where}: the regression to detect (detectableRatio {detectable_ratio:g}, detectableIncrease "
+                f"{detectable_increase:g}) is within the tolerance at a 1% stable error rate, so the test could "
+                "never pass by its horizon; raise them or set maxSamples"]  # fmt: skip
+    return []
 
 
 def _check_durations(where: str, obj: Mapping[str, Any] | None) -> list[str]:

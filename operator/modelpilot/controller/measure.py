@@ -14,6 +14,8 @@ from modelpilot.analysis.queries import (
     TemplateError,
     builtin_query,
     count_queries,
+    monitor_class_counts,
+    monitor_label_outcomes,
     monitor_query,
     monitor_sample_query,
     render_for_revision,
@@ -32,6 +34,7 @@ class PrometheusMeasure:
 
     def __call__(self, request: AnalysisRequest, owner: Owner, model: str | None = None) -> dict[str, MetricSample]:
         at = time.time()
+        model = model or request.model
         refs = {
             arm: RevisionRef(namespace=owner.namespace, name=owner.name, revision=rev, model=model)
             for arm, rev in (("candidate", request.candidate), ("stable", request.stable))
@@ -42,10 +45,49 @@ class PrometheusMeasure:
     def _value(self, query: str, at: float) -> MetricValue:
         return self.provider.evaluate(query, at=at)
 
+    def _grouped(self, query: str, labels: tuple[str, ...], at: float) -> dict[str, float] | MetricValue:
+        grouped = getattr(self.provider, "evaluate_grouped", None)
+        if grouped is None:
+            return MetricValue.missing(MetricProblem.QUERY_ERROR, "this metric provider cannot group by class")
+        return grouped(query, labels, at=at)
+
+    def _monitor_counts(self, metric: Mapping[str, Any], refs: Mapping[str, RevisionRef], window: float,
+                        at: float) -> MetricSample:  # fmt: skip
+        """Counts for the monitor's sequential tests: predicted classes, or label outcomes."""
+        name, kind = str(metric["name"]), metric.get("metric")
+        answers: dict[str, dict[str, float]] = {}
+        for arm, ref in refs.items():
+            if kind == "predictionDrift":
+                got = self._grouped(monitor_class_counts(ref, window, output=metric.get("output")), ("output", "class"), at)
+            else:
+                got = self._grouped(monitor_label_outcomes(ref, window), ("outcome",), at)
+            if isinstance(got, MetricValue):
+                if got.problem is not MetricProblem.NO_DATA:
+                    return MetricSample(name, None, reason=f"{arm}: {got.reason}")
+                got = {}
+            answers[arm] = got
+        cand, stab = answers["candidate"], answers["stable"]
+        if kind == "predictionDrift":
+            score = self._value(monitor_query(kind, refs["candidate"], method=str(metric.get("method", "psi")),
+                                              output=metric.get("output")), at)  # fmt: skip
+            return MetricSample(name, score.value if score.ok else None, candidate_classes=cand, stable_classes=stab,
+                                candidate_count=sum(cand.values()), stable_count=sum(stab.values()))  # fmt: skip
+
+        def labeled(counts: Mapping[str, float]) -> tuple[float, float]:
+            wrong = counts.get("incorrect", 0.0)
+            return wrong, wrong + counts.get("correct", 0.0)
+
+        (ce, ct), (se, st) = labeled(cand), labeled(stab)
+        return MetricSample(name, (1.0 - ce / ct) if ct > 0 else None, (1.0 - se / st) if st > 0 else None,
+                            candidate_count=ct, stable_count=st, candidate_errors=ce, stable_errors=se,
+                            reason="" if ct > 0 else "no labeled predictions yet")  # fmt: skip
+
     def _measure(self, metric: Mapping[str, Any], refs: Mapping[str, RevisionRef], window: float, at: float) -> MetricSample:
         name = str(metric["name"])
         provider = metric.get("provider", "istio")
         kind = metric.get("metric", "errorRate")
+        if provider == "monitor" and not metric.get("query") and kind in ("predictionDrift", "accuracy"):
+            return self._monitor_counts(metric, refs, window, at)
         values: dict[str, MetricValue] = {}
         counts: dict[str, tuple[MetricValue, MetricValue]] = {}
         samples: dict[str, MetricValue] = {}

@@ -181,6 +181,7 @@ class Reconciler:
             fallback_host=decision.fallback.host if decision.fallback else None,
             fallback_port=decision.fallback.port if decision.fallback else 8000,
             fallback_weight=decision.fallback.weight if decision.fallback else 0,
+            suspend_flags=decision.suspend_flags,
         )
         dr = destination_rule(owner, spec, plan)
         vs = virtual_service(owner, spec, plan)

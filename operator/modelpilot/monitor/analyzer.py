@@ -8,7 +8,9 @@ All state is derived from the store and rebuilt on start-up, so a restart loses 
   evaluation time (outputs are a few columns, unlike inputs);
 * performance and label coverage: the newest joined labels over ``window + labelJoinWindow``,
   because labels arrive late (bounded by ``labeled_limit``);
-* concept drift: a detector per revision fed by a cursor over ``joins.seq``.
+* concept drift: a detector per revision fed by a cursor over ``joins.seq``;
+* predicted-class and label-outcome counters: :class:`Counters`, persisted in the store with
+  cursors of their own (they never skip rows and survive restarts unchanged).
 
 Not thread-safe: the server calls it from one worker thread only.
 """
@@ -46,8 +48,8 @@ from .concept import ConceptDetector, error_of
 from .config import ModelConfig, MonitorConfig
 from .records import label_key
 from .references import DEFAULT_REFERENCE_DIR, ReferenceError, load_static_reference
-from .store import JoinRow, RevisionInfo, Store
-from .tabular import CATEGORICAL, infer_kinds, input_columns, outcome, output_columns
+from .store import CounterKey, JoinRow, RevisionInfo, Store
+from .tabular import CATEGORICAL, infer_kinds, input_columns, outcome, output_columns, predicted_classes
 from .windows import HoppingWindow, oldest_start
 
 log = logging.getLogger(__name__)
@@ -62,6 +64,12 @@ REFERENCE_CELLS = 5_000_000
 """Reservoir budget (rows x features) for a stable-window reference: ~40 MiB of floats."""
 ACCURACY_MAX_DROP = 0.05
 REGRESSION_MAX_RISE = 0.10
+MAX_CLASSES = 50
+"""Distinct classes counted per (model, revision, output); further classes count as :data:`OTHER_CLASS`."""
+OTHER_CLASS = "__other__"
+PREDICTED_CLASS_COUNTER = "predicted_class"
+LABEL_OUTCOMES_COUNTER = "label_outcomes"
+OUTCOMES = ("correct", "incorrect")
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +88,10 @@ class RevisionEvaluation:
     concept_drift: bool
     concept_detections: int
     diagnosis: DriftDiagnosis | None
+    predicted_classes: Mapping[tuple[str, str], int] = field(default_factory=dict)
+    """Cumulative predictions per (output, class); see :class:`Counters`."""
+    label_outcomes: Mapping[str, int] = field(default_factory=dict)
+    """Cumulative joined labels per outcome (``correct``, ``incorrect``); classification only."""
 
     @property
     def label_coverage(self) -> float | None:
@@ -142,13 +154,9 @@ class ModelEvaluation:
 
 def _summary(report: DatasetDriftReport) -> dict[str, Any]:
     data = report.to_dict()
-    data["features"] = [
-        {
-            k: feature[k]
-            for k in ("name", "status", "method", "statistic", "p_value_adjusted", "drifted", "n_current")
-        }
-        for feature in data["features"]
-    ]
+    keys = ("name", "status", "method", "statistic", "p_value_adjusted", "effect", "min_effect",
+            "drifted", "n_current")  # fmt: skip
+    data["features"] = [{k: feature[k] for k in keys} for feature in data["features"]]
     return data
 
 
@@ -171,6 +179,135 @@ class _ModelState:
 
 
 OnJoin = Callable[[ModelConfig, JoinRow], None]
+
+
+class Counters:
+    """Cumulative per-revision counts of predicted classes and of label outcomes (classification).
+
+    For every stored prediction of a classification model, each class-label output
+    (:func:`~.tabular.predicted_classes`) counts one for its class; the first
+    :data:`MAX_CLASSES` classes of a (model, revision, output) are counted by name, later ones
+    as :data:`OTHER_CLASS`. For every joined label, the prediction counts one ``correct`` or
+    ``incorrect`` (:func:`~.concept.error_of`), once per prediction: the label it has when the
+    counter first reads its join (usually its first label). A label that later supersedes it
+    (a higher-priority source, or the same label posted again) creates a new join row, which is
+    skipped because ``counted_outcomes`` already marks the prediction.
+
+    Why a cursor of its own over ``predictions.seq`` and ``joins.seq`` rather than the ingest
+    path or the analysis cursors: the analysis cursors skip rows under backlog
+    (:data:`MAX_POLL_ROWS`) and restart at the end of the table, and the ingest path knows
+    neither the model's task nor, for a label, whether its prediction was counted already.
+    Counting here reads each committed row once in seq order (the single writer commits seqs in
+    order) and stores the new values together with the cursor in one transaction, so every row
+    is counted exactly once even across crashes and restarts, and a restart resumes at the
+    counted values: the counters never go down, so Prometheus's ``increase()`` sees no reset
+    (a reset rebuilt from fewer rows after retention would count the whole history again).
+    Rows of models that are not configured, or regression models, are passed over for good.
+    """
+
+    def __init__(self, config: MonitorConfig, store: Store, *, chunk: int = CHUNK,
+                 max_classes: int = MAX_CLASSES) -> None:  # fmt: skip
+        self.config = config
+        self.store = store
+        self.chunk = chunk
+        self.max_classes = max_classes
+        self.values: dict[tuple[str, str, str], dict[tuple[str, ...], int]] = {}
+        self.classes: dict[tuple[str, str, str], set[str]] = {}
+        self.prediction_cursor = 0
+        self.join_cursor = 0
+        self.loaded = False
+
+    def load(self) -> None:
+        """Resume from the values and cursors persisted in the store."""
+        self.loaded = True
+        values, cursors = self.store.load_counters()
+        self.values.clear()
+        self.classes.clear()
+        self._apply(values)
+        self.prediction_cursor = cursors.get(PREDICTED_CLASS_COUNTER, 0)
+        self.join_cursor = cursors.get(LABEL_OUTCOMES_COUNTER, 0)
+
+    def _apply(self, values: Mapping[CounterKey, int]) -> None:
+        for (name, model, revision, labels), value in values.items():
+            self.values.setdefault((name, model, revision), {})[labels] = value
+            if name == PREDICTED_CLASS_COUNTER and labels[1] != OTHER_CLASS:
+                self.classes.setdefault((model, revision, labels[0]), set()).add(labels[1])
+
+    def _current(self, key: CounterKey, pending: Mapping[CounterKey, int]) -> int:
+        if key in pending:
+            return pending[key]
+        name, model, revision, labels = key
+        return self.values.get((name, model, revision), {}).get(labels, 0)
+
+    def _classifier(self, model: str) -> ModelConfig | None:
+        config = self.config.models.get(model)
+        return config if config is not None and config.task == "classification" else None
+
+    def poll(self) -> int:
+        """Count every prediction and join committed since the cursors; returns rows read."""
+        if not self.loaded:
+            self.load()
+        read = 0
+        while True:
+            rows = self.store.outputs_after(self.prediction_cursor, self.chunk)
+            if not rows:
+                break
+            pending: dict[CounterKey, int] = {}
+            new_classes: dict[tuple[str, str, str], set[str]] = {}
+            for _, model, revision, outputs in rows:
+                if self._classifier(model) is None:
+                    continue
+                for output, value in predicted_classes(json.loads(outputs)).items():
+                    series = (model, revision, output)
+                    known, new = self.classes.get(series, set()), new_classes.setdefault(series, set())
+                    if value not in known and value not in new:
+                        if len(known) + len(new) >= self.max_classes:
+                            value = OTHER_CLASS
+                        else:
+                            new.add(value)
+                    key = (PREDICTED_CLASS_COUNTER, model, revision, (output, value))
+                    pending[key] = self._current(key, pending) + 1
+            self.store.save_counters(pending, {PREDICTED_CLASS_COUNTER: rows[-1][0]})
+            self._apply(pending)
+            self.prediction_cursor = rows[-1][0]
+            read += len(rows)
+        while True:
+            joins = self.store.joins_after(self.join_cursor, self.chunk)
+            if not joins:
+                break
+            counted = self.store.counted_among([row.request_id for row in joins])
+            pending = {}
+            marks: list[str] = []
+            for row in joins:
+                model = self._classifier(row.model)
+                if model is None or row.request_id in counted:
+                    continue
+                predicted, _ = outcome(row.outputs, model.outputs, model.task)
+                error = error_of(predicted, row.label, model.task)
+                if error is None:
+                    continue
+                result = "incorrect" if error else "correct"
+                key = (LABEL_OUTCOMES_COUNTER, row.model, row.revision, (result,))
+                pending[key] = self._current(key, pending) + 1
+                counted.add(row.request_id)
+                marks.append(row.request_id)
+            self.store.save_counters(pending, {LABEL_OUTCOMES_COUNTER: joins[-1].seq}, marks)
+            self._apply(pending)
+            self.join_cursor = joins[-1].seq
+            read += len(joins)
+        return read
+
+    def predicted(self, model: str, revision: str) -> dict[tuple[str, str], int]:
+        """(output, class) → predictions counted, for one revision (a copy)."""
+        values = self.values.get((PREDICTED_CLASS_COUNTER, model, revision), {})
+        return {(output, value): count for (output, value), count in values.items()}
+
+    def outcomes(self, model: str, revision: str) -> dict[str, int]:
+        """``correct``/``incorrect`` → predictions counted (both present) for a classifier's revision."""
+        if self._classifier(model) is None:
+            return {}
+        values = self.values.get((LABEL_OUTCOMES_COUNTER, model, revision), {})
+        return {name: values.get((name,), 0) for name in OUTCOMES}
 
 
 class Analyzer:
@@ -200,6 +337,7 @@ class Analyzer:
         self.models = {name: _ModelState(model) for name, model in config.models.items()}
         self.prediction_cursor = 0
         self.join_cursor = 0
+        self.counters = Counters(config, store, chunk=chunk)
         self.snapshot: Mapping[str, ModelEvaluation] = {}
         self.started = False
 
@@ -210,6 +348,7 @@ class Analyzer:
         now = self.clock() if now is None else now
         self.prediction_cursor = self.store.max_prediction_seq()
         self.join_cursor = self.store.max_join_seq()
+        self.counters.load()
         for state in self.models.values():
             self._load_reference(state)
             if state.reference is not None:
@@ -264,8 +403,13 @@ class Analyzer:
     # ----------------------------------------------------------------- input
 
     def poll(self, now: float | None = None) -> int:
-        """Consume new predictions and joins since the cursors; returns rows consumed."""
+        """Consume new predictions and joins since the cursors; returns rows consumed.
+
+        The counters are fed first, from their own cursors, so the skip-ahead below never
+        costs them a row.
+        """
         now = self.clock() if now is None else now
+        self.counters.poll()
         for state in self.models.values():
             for window in state.windows.values():
                 window.rotate(now)
@@ -407,6 +551,8 @@ class Analyzer:
                     concept_drift=concept,
                     concept_detections=detector.detections if detector is not None else 0,
                     diagnosis=diagnose_drift(data_drift if data_drift is not None else False, degraded),
+                    predicted_classes=self.counters.predicted(model.name, revision),
+                    label_outcomes=self.counters.outcomes(model.name, revision),
                 )
             )
         return ModelEvaluation(

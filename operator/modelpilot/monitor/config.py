@@ -81,6 +81,7 @@ class Thresholds:
     jensen_shannon: float = 0.1
     alpha: float = 0.05
     drift_share: float = 0.5
+    min_effect: float = 0.025  # DriftConfig.min_effect; docs/drift.md says why
 
     def drift_config(self) -> DriftConfig:
         from modelpilot.drift import (
@@ -92,6 +93,7 @@ class Thresholds:
             js_threshold=self.jensen_shannon,
             alpha=self.alpha,
             drift_share_threshold=self.drift_share,
+            min_effect=self.min_effect,
         )
 
 
@@ -258,6 +260,7 @@ def _thresholds(raw: Any, where: str) -> Thresholds:
         drift_share=_positive_number(
             raw.get("driftShare", base.drift_share), f"{where}.driftShare", upper=1.0
         ),
+        min_effect=_rate(raw.get("minEffect", base.min_effect), f"{where}.minEffect"),
     )
     return thresholds
 
@@ -412,7 +415,7 @@ def config_from_spec(name: str, namespace: str, monitoring: Mapping[str, Any]) -
         ]
     thresholds = {
         key: monitoring["thresholds"][key]
-        for key in ("psi", "jensenShannon", "alpha", "driftShare")
+        for key in ("psi", "jensenShannon", "alpha", "driftShare", "minEffect")
         if isinstance(monitoring.get("thresholds"), Mapping) and monitoring["thresholds"].get(key) is not None
     }
     if thresholds:

@@ -2,7 +2,10 @@
 
 Evaluation results are exposed by a custom collector that renders the latest snapshot at scrape
 time, so a revision that stops receiving traffic simply disappears instead of leaving stale
-series behind. Ingest counters and the label-delay histogram are ordinary prometheus_client
+series behind. The predicted-class and label-outcome counters are rendered the same way, from
+the analyzer's persisted :class:`~.analyzer.Counters` as of the snapshot, so they stay monotone
+across restarts; the operator's sequential drift and accuracy tests read them with
+``increase()``. Ingest counters and the label-delay histogram are ordinary prometheus_client
 objects on the same registry.
 """
 
@@ -21,6 +24,7 @@ PREFIX = "modelpilot_monitor_"
 
 FEATURE_DRIFT_SCORE = PREFIX + "feature_drift_score"
 FEATURE_DRIFT_PVALUE = PREFIX + "feature_drift_pvalue"
+FEATURE_DRIFT_EFFECT = PREFIX + "feature_drift_effect"
 FEATURE_DRIFTED = PREFIX + "feature_drifted"
 DRIFT_SHARE = PREFIX + "drift_share"
 DATASET_DRIFT = PREFIX + "dataset_drift"
@@ -37,12 +41,15 @@ LAST_EVALUATION = PREFIX + "last_evaluation_timestamp_seconds"
 LABEL_DELAY = PREFIX + "label_delay_seconds"
 RECORDS = PREFIX + "records_total"
 LABELS = PREFIX + "labels_total"
+PREDICTED_CLASS = PREFIX + "predicted_class_total"
+LABEL_OUTCOMES = PREFIX + "label_outcomes_total"
 DROPPED = PREFIX + "dropped_total"
 QUEUE_DEPTH = PREFIX + "queue_depth"
 
 EXPORTED_METRICS: tuple[str, ...] = (
     FEATURE_DRIFT_SCORE,
     FEATURE_DRIFT_PVALUE,
+    FEATURE_DRIFT_EFFECT,
     FEATURE_DRIFTED,
     DRIFT_SHARE,
     DATASET_DRIFT,
@@ -59,6 +66,8 @@ EXPORTED_METRICS: tuple[str, ...] = (
     LABEL_DELAY,
     RECORDS,
     LABELS,
+    PREDICTED_CLASS,
+    LABEL_OUTCOMES,
     DROPPED,
     QUEUE_DEPTH,
 )
@@ -112,6 +121,7 @@ class EvaluationCollector(Collector):
         g = {
             FEATURE_DRIFT_SCORE: GaugeMetricFamily(FEATURE_DRIFT_SCORE, "Per-feature drift statistic vs the reference.", labels=FEATURE_LABELS),
             FEATURE_DRIFT_PVALUE: GaugeMetricFamily(FEATURE_DRIFT_PVALUE, "Per-feature drift test p-value (ks, chi2).", labels=FEATURE_LABELS),
+            FEATURE_DRIFT_EFFECT: GaugeMetricFamily(FEATURE_DRIFT_EFFECT, "Effect size beside each p-value: KS D (ks), total variation distance (chi2).", labels=FEATURE_LABELS),
             FEATURE_DRIFTED: GaugeMetricFamily(FEATURE_DRIFTED, "1 when the feature's deciding test flags drift (after FDR).", labels=(*REVISION_LABELS, "feature")),
             DRIFT_SHARE: GaugeMetricFamily(DRIFT_SHARE, "Share of tested features that drifted.", labels=REVISION_LABELS),
             DATASET_DRIFT: GaugeMetricFamily(DATASET_DRIFT, "1 when the dataset drifted (drift share or multivariate).", labels=REVISION_LABELS),
@@ -125,28 +135,32 @@ class EvaluationCollector(Collector):
             REVIEW_PENDING: GaugeMetricFamily(REVIEW_PENDING, "Predictions waiting for manual review.", labels=("namespace", "model")),
             LAST_EVALUATION: GaugeMetricFamily(LAST_EVALUATION, "Unix time of the model's last evaluation.", labels=("namespace", "model")),
         }  # fmt: skip
-        detections = CounterMetricFamily(
-            CONCEPT_DRIFT_DETECTIONS.removesuffix("_total"),
-            "Concept-drift detections since start.",
-            labels=REVISION_LABELS,
-        )
+        c = {
+            CONCEPT_DRIFT_DETECTIONS: CounterMetricFamily(CONCEPT_DRIFT_DETECTIONS.removesuffix("_total"), "Concept-drift detections since start.", labels=REVISION_LABELS),
+            PREDICTED_CLASS: CounterMetricFamily(PREDICTED_CLASS.removesuffix("_total"), "Stored predictions per class-label output and class (first 50 classes, then __other__).", labels=(*REVISION_LABELS, "output", "class")),
+            LABEL_OUTCOMES: CounterMetricFamily(LABEL_OUTCOMES.removesuffix("_total"), "Predictions whose joined label agrees (correct) or not (incorrect), counted once each.", labels=(*REVISION_LABELS, "outcome")),
+        }  # fmt: skip
         for evaluation in self._snapshot().values():
             model_key = [evaluation.namespace, evaluation.model]
             g[REVIEW_PENDING].add_metric(model_key, evaluation.review_pending)
             g[LAST_EVALUATION].add_metric(model_key, evaluation.evaluated_at)
             for revision in evaluation.revisions:
-                self._revision(g, detections, revision)
+                self._revision(g, c, revision)
         yield from g.values()
-        yield detections
+        yield from c.values()
 
     @staticmethod
     def _revision(
-        g: dict[str, GaugeMetricFamily], detections: CounterMetricFamily, rev: RevisionEvaluation
+        g: dict[str, GaugeMetricFamily], c: dict[str, CounterMetricFamily], rev: RevisionEvaluation
     ) -> None:
         key = [rev.namespace, rev.model, rev.revision]
         g[WINDOW_ROWS].add_metric(key, rev.window_rows)
         g[CONCEPT_DRIFT].add_metric(key, float(rev.concept_drift))
-        detections.add_metric(key, rev.concept_detections)
+        c[CONCEPT_DRIFT_DETECTIONS].add_metric(key, rev.concept_detections)
+        for (output, value), count in sorted(rev.predicted_classes.items()):
+            c[PREDICTED_CLASS].add_metric([*key, output, value], count)
+        for name, count in sorted(rev.label_outcomes.items()):
+            c[LABEL_OUTCOMES].add_metric([*key, name], count)
         g[LABELED_PREDICTIONS].add_metric(key, rev.labeled)
         if rev.label_coverage is not None:
             g[LABEL_COVERAGE].add_metric(key, rev.label_coverage)
@@ -164,6 +178,8 @@ class EvaluationCollector(Collector):
                         g[FEATURE_DRIFT_SCORE].add_metric([*key, feature.name, method], result.statistic)
                     if result.p_value is not None and _finite(result.p_value):
                         g[FEATURE_DRIFT_PVALUE].add_metric([*key, feature.name, method], result.p_value)
+                    if _finite(result.effect):
+                        g[FEATURE_DRIFT_EFFECT].add_metric([*key, feature.name, method], result.effect)
         prediction = rev.prediction_drift
         if prediction is not None and rev.baseline is not None and prediction.status != "inconclusive":
             g[PREDICTION_DRIFT].add_metric([*key, rev.baseline], float(prediction.drifted))

@@ -10,6 +10,10 @@ the prediction is (or becomes) present and the label lies within the model's joi
 best label (by :data:`SOURCE_PRIORITY`) is written to ``joins``. Each join gets a new ``seq`` so
 the analyzer can follow joins with a cursor no matter which side arrived last.
 
+Counters: the analyzer's cumulative counts (predicted classes, label outcomes) live in
+``counters`` with their cursors in ``counter_cursors``, written in one transaction, so they
+survive restarts and retention; ``counted_outcomes`` marks predictions whose outcome is counted.
+
 Each :class:`Store` owns one connection; use one per thread (writer, analyzer, readers).
 """
 
@@ -89,7 +93,24 @@ CREATE TABLE IF NOT EXISTS reference_profiles (
     built REAL NOT NULL,
     profile TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS counters (
+    name TEXT NOT NULL,
+    model TEXT NOT NULL,
+    revision TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    value INTEGER NOT NULL,
+    PRIMARY KEY (name, model, revision, labels)
+);
+CREATE TABLE IF NOT EXISTS counter_cursors (
+    name TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS counted_outcomes (
+    request_id TEXT PRIMARY KEY
+);
 """
+# The three counter tables are additive (CREATE IF NOT EXISTS), so SCHEMA_VERSION stays 1: an
+# older monitor opening this database ignores them, a newer one adds them to an older database.
 
 
 class NotInReviewQueue(KeyError):
@@ -145,6 +166,10 @@ class RevisionInfo:
 class RetentionResult:
     predictions_deleted: int
     labels_expired: int
+
+
+CounterKey = tuple[str, str, str, tuple[str, ...]]
+"""(counter name, model, revision, label values) of one persisted counter series."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -465,6 +490,11 @@ class Store:
                     (excess,),
                 ).rowcount
             self.conn.execute("DELETE FROM revisions WHERE last_seen < ?", (now - max_age,))
+            # Counters outlive their rows (they are cumulative) but not their revision.
+            self.conn.execute(
+                "DELETE FROM counters WHERE NOT EXISTS (SELECT 1 FROM revisions r "
+                "WHERE r.model = counters.model AND r.revision = counters.revision)"
+            )
         return RetentionResult(deleted, expired)
 
     def _delete_predictions(self, request_ids: Sequence[str]) -> int:
@@ -472,7 +502,7 @@ class Store:
             return 0
         params = [(request_id,) for request_id in request_ids]
         with self._transaction():
-            for table in ("predictions", "labels", "joins", "review"):
+            for table in ("predictions", "labels", "joins", "review", "counted_outcomes"):
                 self.conn.executemany(f"DELETE FROM {table} WHERE request_id = ?", params)
         return len(request_ids)
 
@@ -585,6 +615,13 @@ class Store:
             [*params, limit],
         ).fetchall()
 
+    def outputs_after(self, after: int, limit: int) -> list[tuple[int, str, str, str]]:
+        """(seq, model, revision, outputs JSON) in seq order: the counting cursor's read."""
+        return self.conn.execute(
+            "SELECT seq, model, revision, outputs FROM predictions WHERE seq > ? ORDER BY seq LIMIT ?",
+            (after, limit),
+        ).fetchall()
+
     def inputs_between(
         self, model: str, revision: str, since: float, limit: int, after: int = 0
     ) -> list[tuple[int, str]]:
@@ -662,6 +699,49 @@ class Store:
             params,
         )
         return [RevisionInfo(*row) for row in rows]
+
+    def load_counters(self) -> tuple[dict[CounterKey, int], dict[str, int]]:
+        """Every persisted counter value, and every counter cursor (the last seq counted)."""
+        values = {
+            (name, model, revision, tuple(json.loads(labels))): int(value)
+            for name, model, revision, labels, value in self.conn.execute(
+                "SELECT name, model, revision, labels, value FROM counters"
+            )
+        }
+        cursors = {name: int(seq) for name, seq in self.conn.execute("SELECT name, seq FROM counter_cursors")}
+        return values, cursors
+
+    def counted_among(self, request_ids: Sequence[str]) -> set[str]:
+        """The request ids among ``request_ids`` whose label outcome is already counted."""
+        found: set[str] = set()
+        for chunk in _chunks(request_ids):
+            marks = ",".join("?" * len(chunk))
+            rows = self.conn.execute(
+                f"SELECT request_id FROM counted_outcomes WHERE request_id IN ({marks})", chunk
+            )
+            found.update(row[0] for row in rows)
+        return found
+
+    def save_counters(
+        self,
+        values: Mapping[CounterKey, int],
+        cursors: Mapping[str, int],
+        counted: Sequence[str] = (),
+    ) -> None:
+        """Set counter values (absolute), advance cursors and mark counted outcomes, atomically."""
+        with self._transaction():
+            self.conn.executemany(
+                "INSERT OR REPLACE INTO counters (name, model, revision, labels, value) VALUES (?,?,?,?,?)",
+                [(name, model, revision, _dumps(list(labels)), value)
+                 for (name, model, revision, labels), value in values.items()],
+            )  # fmt: skip
+            self.conn.executemany(
+                "INSERT OR REPLACE INTO counter_cursors (name, seq) VALUES (?,?)", list(cursors.items())
+            )
+            self.conn.executemany(
+                "INSERT OR IGNORE INTO counted_outcomes (request_id) VALUES (?)",
+                [(request_id,) for request_id in counted],
+            )
 
     def load_reference(self, model: str) -> tuple[str | None, float, dict[str, Any]] | None:
         row = self.conn.execute(

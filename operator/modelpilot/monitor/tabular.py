@@ -113,6 +113,31 @@ def output_columns(
     return input_columns(flat, kinds), kinds
 
 
+def predicted_classes(outputs: Mapping[str, Any]) -> dict[str, str]:
+    """The class-label outputs of one classification record: output name → class (``label_key`` text).
+
+    The categorical outputs of :func:`output_columns` (strings, bools, and the ``name_label``
+    arg-max of a probability list), plus integers, which a classifier's :func:`outcome` reads as
+    class ids. Floats (scores, probabilities, regression values), the ``name[i]`` per-class
+    scores of a list, and missing values are no class and are left out.
+    """
+    classes: dict[str, str] = {}
+    for name, value in outputs.items():
+        if isinstance(value, list):
+            if len(value) != 1:
+                label = _argmax(value)
+                if label is not None:
+                    classes[f"{name}_label"] = label
+                continue
+            value = value[0]
+        if isinstance(value, bool | int | str):
+            try:
+                classes[name] = label_key(value)
+            except ValueError:  # the empty string
+                continue
+    return classes
+
+
 def _pick(outputs: Mapping[str, Any], configured: str | None, candidates: Sequence[str]) -> str | None:
     if configured is not None:
         return configured if configured in outputs else None

@@ -1,22 +1,38 @@
 """Turn measured metric samples into one analysis check outcome: pass, fail or inconclusive.
 
 Inconclusive is its own outcome: missing data, too few samples or an unreachable
-Prometheus never pass a check, so a rollout never promotes on missing data.
+Prometheus never pass a check, so a rollout never promotes on missing data. A sequential
+test passes only on evidence: non-inferiority shown, or a planned horizon reached at which a
+stated regression would have been caught with a stated power. "No regression detected yet"
+on its own is inconclusive, and the step extends.
+
+Sequential metrics, and what they count:
+
+- ``test: sequential`` on ``errorRate`` (istio, triton): 5xx or failed requests per request;
+- ``accuracy`` from the monitor: wrong answers per labeled prediction;
+- ``predictionDrift`` from the monitor: each predicted class's share, both directions, with a
+  Bonferroni split of ``alpha`` over the classes, so the chance of ever rolling back a
+  candidate whose class shares are all within ``tolerance`` of stable's is at most ``alpha``.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from modelpilot.analysis.sequential import DEFAULT_TAU, msprt_two_proportions
+from modelpilot.analysis.sequential import Horizon, horizon_reached, msprt_two_proportions
 from modelpilot.analysis.thresholds import ThresholdRule, check_threshold
+from modelpilot.api import defaults
 from modelpilot.rollout.observe import MetricSample
 
 Outcome = Literal["pass", "fail", "inconclusive"]
-DEFAULT_MIN_SAMPLES = 100
+DEFAULT_MIN_SAMPLES = defaults.MIN_SAMPLES
 UNREACHABLE = "unreachable"
+RULE_NON_INFERIORITY = "nonInferiority"
+RULE_HORIZON = "horizon"
+RULE_THRESHOLD = "threshold"
 
 
 @dataclass(frozen=True)
@@ -28,6 +44,9 @@ class MetricVerdict:
     message: str
     p_value: float | None = None
     conclusive_regression: bool = False  # a sequential test rejected: roll back at once
+    rule: str | None = None  # what passed it: nonInferiority, horizon or threshold
+    progress: float | None = None  # sequential: share of the way to the planned horizon
+    p_values: Mapping[str, float] = field(default_factory=dict)  # sequential state to keep
 
 
 @dataclass(frozen=True)
@@ -38,60 +57,199 @@ class CheckOutcome:
 
     @property
     def unreachable(self) -> bool:
-        return bool(self.verdicts) and all(UNREACHABLE in v.message for v in self.verdicts if v.outcome == "inconclusive") \
-            and any(v.outcome == "inconclusive" for v in self.verdicts)  # fmt: skip
+        undecided = [v for v in self.verdicts if v.outcome == "inconclusive"]
+        return bool(undecided) and all(UNREACHABLE in v.message for v in undecided)
 
     @property
     def regression(self) -> bool:
         return any(v.conclusive_regression for v in self.verdicts)
 
 
+def is_sequential(metric: Mapping[str, Any]) -> bool:
+    """Whether a metric is decided by an always-valid test on counts."""
+    if metric.get("provider") == "monitor" and not metric.get("query"):
+        return metric.get("metric") in ("predictionDrift", "accuracy")
+    return metric.get("test") == "sequential"
+
+
+@dataclass(frozen=True)
+class ProportionTest:
+    """H0 for one proportion: candidate <= ratio x stable + tolerance; and its horizon."""
+
+    ratio: float = 1.0
+    tolerance: float = 0.0
+    detectable_ratio: float = defaults.DETECTABLE_RATIO
+    detectable_increase: float = defaults.DETECTABLE_INCREASE
+    power: float = defaults.POWER
+    tau: float = defaults.TAU
+    max_samples: float | None = None
+    min_samples: float = defaults.MIN_SAMPLES
+
+    @classmethod
+    def from_metric(cls, metric: Mapping[str, Any]) -> ProportionTest:
+        def number(key: str, default: float) -> float:
+            value = metric.get(key)
+            return default if value is None else float(value)
+
+        kind = metric.get("metric", "errorRate")
+        tolerance = number("tolerance", defaults.DRIFT_TOLERANCE if kind == "predictionDrift" else 0.0)
+        ratio = 1.0 + number("toleranceRelative", 0.0)
+        detectable_ratio = number("detectableRatio", defaults.DETECTABLE_RATIO)
+        detectable_increase = number("detectableIncrease", defaults.DETECTABLE_INCREASE)
+        if kind == "accuracy" and metric.get("minRelative") is not None:
+            # accuracy_c >= m x accuracy_s  <=>  errors_c <= m x errors_s + (1 - m)
+            m = float(metric["minRelative"])
+            ratio, tolerance = m, tolerance + (1.0 - m)
+        if kind == "predictionDrift":  # a class share moved by more than tolerance, either way
+            detectable_ratio = 1.0
+            detectable_increase = number("detectableIncrease", defaults.DRIFT_DETECTABLE_SHIFT)
+        max_samples = metric.get("maxSamples")
+        return cls(
+            ratio=ratio,
+            tolerance=tolerance,
+            detectable_ratio=detectable_ratio,
+            detectable_increase=detectable_increase,
+            power=number("power", defaults.POWER),
+            tau=number("tau", defaults.DRIFT_TAU if kind == "predictionDrift" else defaults.TAU),
+            max_samples=None if max_samples is None else float(max_samples),
+            min_samples=number("minSamples", defaults.MIN_SAMPLES),
+        )
+
+
+@dataclass(frozen=True)
+class _Look:
+    """One sequential look at one proportion."""
+
+    decision: str  # regressed | ok | horizon | continue | inconclusive
+    p_value: float
+    horizon: Horizon | None
+    reason: str
+
+
+def _look(counts: tuple[float, float, float, float], test: ProportionTest, alpha: float, previous_p: float) -> _Look:
+    xs, ns, xc, nc = counts
+    result = msprt_two_proportions(
+        xs, ns, xc, nc, alpha=alpha, tau=test.tau, min_samples=test.min_samples, previous_p=previous_p,
+        tolerance=test.tolerance, ratio=test.ratio,
+    )  # fmt: skip
+    p = float(result.p_value)
+    if result.decision in ("regressed", "ok", "inconclusive"):
+        return _Look(result.decision, p, None, result.reason)
+    horizon = horizon_reached(
+        xs, ns, nc, alpha=alpha, tau=test.tau, tolerance=test.tolerance, ratio=test.ratio,
+        detectable_ratio=test.detectable_ratio, detectable_increase=test.detectable_increase,
+        power=test.power, max_samples=test.max_samples,
+    )  # fmt: skip
+    return _Look("horizon" if horizon.reached else "continue", p, horizon, f"{result.reason}; {horizon.reason}")
+
+
+def _clip(errors: float, total: float) -> tuple[float, float]:
+    """Counts from increase() are extrapolated: keep 0 <= errors <= total, both finite."""
+    total = max(0.0, total) if math.isfinite(total) else 0.0
+    errors = max(0.0, errors) if math.isfinite(errors) else 0.0
+    return min(errors, total), total
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
 def evaluate_metric(
-    metric: Mapping[str, Any], sample: MetricSample | None, alpha: float, previous_p: float
+    metric: Mapping[str, Any], sample: MetricSample | None, alpha: float, previous: Mapping[str, float] | float = 1.0
 ) -> MetricVerdict:
+    """One metric's verdict; ``previous`` holds the always-valid p-values kept in status."""
     name = str(metric["name"])
     if sample is None:
         return MetricVerdict(name, "inconclusive", None, None, "not measured")
-    min_samples = float(metric.get("minSamples", DEFAULT_MIN_SAMPLES))
-    if metric.get("test") == "sequential":
-        return _sequential(metric, sample, alpha, previous_p, min_samples)
-    if sample.candidate is None:  # keep the provider's reason: "unreachable" pauses the rollout
-        return MetricVerdict(name, "inconclusive", None, sample.stable, sample.reason or "no data")
+    previous_p = {name: previous} if isinstance(previous, int | float) else dict(previous)
+    if is_sequential(metric):
+        if metric.get("metric") == "predictionDrift":
+            return _class_shares(metric, sample, alpha, previous_p)
+        return _proportion(metric, sample, alpha, previous_p)
+    candidate, stable = _finite(sample.candidate), _finite(sample.stable)
+    if candidate is None:  # keep the provider's reason: "unreachable" pauses the rollout
+        return MetricVerdict(name, "inconclusive", None, stable, sample.reason or "no data (or not finite)")
     # minSamples applies where the provider knows the sample size (built-in metrics, not custom PromQL).
+    min_samples = float(metric.get("minSamples", DEFAULT_MIN_SAMPLES))
     rule = ThresholdRule.from_spec({**metric, "minSamples": min_samples if sample.candidate_count is not None else 0})
-    result = check_threshold(sample.candidate, rule, stable=sample.stable, samples=sample.candidate_count)
-    return MetricVerdict(name, result.status, result.value, sample.stable, result.reason)
+    result = check_threshold(candidate, rule, stable=stable, samples=sample.candidate_count)
+    passed_by = RULE_THRESHOLD if result.status == "pass" else None
+    return MetricVerdict(name, result.status, result.value, stable, result.reason, rule=passed_by)
 
 
-def _sequential(
-    metric: Mapping[str, Any], sample: MetricSample, alpha: float, previous_p: float, min_samples: float
-) -> MetricVerdict:
+def _proportion(metric: Mapping[str, Any], sample: MetricSample, alpha: float, previous: Mapping[str, float]) -> MetricVerdict:
     name = str(metric["name"])
-    counts = (sample.stable_errors, sample.stable_count, sample.candidate_errors, sample.candidate_count)
-    if any(c is None for c in counts):
-        return MetricVerdict(name, "inconclusive", sample.candidate, sample.stable, sample.reason or "no data")
-    result = msprt_two_proportions(
-        *counts,  # type: ignore[arg-type]
-        alpha=alpha,
-        tau=float(metric.get("tau", DEFAULT_TAU)),
-        min_samples=int(min_samples),
-        previous_p=previous_p,
-        tolerance=float(metric.get("tolerance", 0.0)),
-    )
-    p = float(result.p_value)
-    if result.decision == "regressed":
-        return MetricVerdict(
-            name, "fail", sample.candidate, sample.stable,
-            f"error rate regressed (always-valid p={p:.3g} < alpha={alpha:g}; {result.reason})",
-            p_value=p, conclusive_regression=True,
-        )  # fmt: skip
-    if result.decision == "inconclusive":
-        return MetricVerdict(name, "inconclusive", sample.candidate, sample.stable, result.reason, p_value=p)
+    raw = (sample.stable_errors, sample.stable_count, sample.candidate_errors, sample.candidate_count)
+    value, stable = _finite(sample.candidate), _finite(sample.stable)
+    if any(c is None for c in raw):
+        return MetricVerdict(name, "inconclusive", value, stable, sample.reason or "no data")
+    xs, ns = _clip(float(raw[0]), float(raw[1]))  # type: ignore[arg-type]
+    xc, nc = _clip(float(raw[2]), float(raw[3]))  # type: ignore[arg-type]
+    test = ProportionTest.from_metric(metric)
+    look = _look((xs, ns, xc, nc), test, alpha, float(previous.get(name, 1.0)))
+    p, keep = look.p_value, {name: look.p_value}
+    progress = look.horizon.progress if look.horizon else None
+    if look.decision == "regressed":
+        return MetricVerdict(name, "fail", value, stable, f"regressed (always-valid p={p:.3g} <= alpha={alpha:g}; {look.reason})",
+                             p_value=p, conclusive_regression=True, p_values=keep)  # fmt: skip
+    if look.decision in ("inconclusive", "continue"):
+        prefix = "collecting evidence, no decision yet: " if look.decision == "continue" else ""
+        return MetricVerdict(name, "inconclusive", value, stable, prefix + look.reason, p_value=p, progress=progress,
+                             p_values=keep)  # fmt: skip
     # The max/min thresholds still apply beside the sequential test.
-    value = sample.candidate
     if value is not None and "max" in metric and value > float(metric["max"]):
-        return MetricVerdict(name, "fail", value, sample.stable, f"{value:.4g} > max {float(metric['max']):.4g}", p_value=p)
-    return MetricVerdict(name, "pass", value, sample.stable, f"no regression detected (p={p:.3g})", p_value=p)
+        return MetricVerdict(name, "fail", value, stable, f"{value:.4g} > max {float(metric['max']):.4g}", p_value=p, p_values=keep)
+    if value is not None and "min" in metric and value < float(metric["min"]):
+        return MetricVerdict(name, "fail", value, stable, f"{value:.4g} < min {float(metric['min']):.4g}", p_value=p, p_values=keep)
+    rule = RULE_NON_INFERIORITY if look.decision == "ok" else RULE_HORIZON
+    why = "non-inferiority shown" if rule == RULE_NON_INFERIORITY else "no regression by the planned horizon"
+    return MetricVerdict(name, "pass", value, stable, f"{why} (p={p:.3g}; {look.reason})", p_value=p, rule=rule,
+                         progress=progress, p_values=keep)  # fmt: skip
+
+
+def _class_shares(metric: Mapping[str, Any], sample: MetricSample, alpha: float, previous: Mapping[str, float]) -> MetricVerdict:
+    """Every predicted class's share, candidate vs stable, both ways, alpha split over 2K tests."""
+    name = str(metric["name"])
+    value, stable = _finite(sample.candidate), _finite(sample.stable)
+    cand, stab = sample.candidate_classes, sample.stable_classes
+    if cand is None or stab is None:
+        return MetricVerdict(name, "inconclusive", value, stable, sample.reason or "no predicted-class counts")
+    classes = sorted(set(cand) | set(stab))
+    nc = sum(max(0.0, v) for v in cand.values() if math.isfinite(v))
+    ns = sum(max(0.0, v) for v in stab.values() if math.isfinite(v))
+    test = ProportionTest.from_metric(metric)
+    split = alpha / (2 * max(2, len(classes)))
+    looks: dict[str, _Look] = {}
+    for cls in classes:
+        xc, _ = _clip(float(cand.get(cls, 0.0)), nc)
+        xs, _ = _clip(float(stab.get(cls, 0.0)), ns)
+        for direction, counts in (("up", (xs, ns, xc, nc)), ("down", (ns - xs, ns, nc - xc, nc))):
+            key = f"{name}/{cls}/{direction}"
+            looks[key] = _look(counts, test, split, float(previous.get(key, 1.0)))
+    keep = {k: look.p_value for k, look in looks.items()}
+    p = min(1.0, min((look.p_value for look in looks.values()), default=1.0) * 2 * max(2, len(classes)))
+    shares = ", ".join(f"{c}: {cand.get(c, 0.0) / max(nc, 1.0):.1%} vs {stab.get(c, 0.0) / max(ns, 1.0):.1%}" for c in classes[:8])
+    guarantee = f"class shares within {test.tolerance:g}, Bonferroni over {2 * max(2, len(classes))} tests"
+    if not classes or min(nc, ns) < test.min_samples:
+        return MetricVerdict(name, "inconclusive", value, stable,
+                             f"needs {test.min_samples:g} predictions per revision, has stable={ns:g} candidate={nc:g}",
+                             p_value=p, p_values=keep)  # fmt: skip
+    regressed = [k for k, look in looks.items() if look.decision == "regressed"]
+    if regressed:
+        return MetricVerdict(name, "fail", value, stable,
+                             f"predicted-class shares drifted ({', '.join(regressed[:4])}; adjusted p={p:.3g} <= "
+                             f"alpha={alpha:g}; {guarantee}; {shares})",
+                             p_value=p, conclusive_regression=True, p_values=keep)  # fmt: skip
+    pending = [look for look in looks.values() if look.decision not in ("ok", "horizon")]
+    progress = min((look.horizon.progress for look in looks.values() if look.horizon), default=None)
+    if pending:
+        return MetricVerdict(name, "inconclusive", value, stable,
+                             f"collecting evidence, no drift decision yet ({guarantee}; {shares}; {pending[0].reason})",
+                             p_value=p, progress=progress, p_values=keep)  # fmt: skip
+    rule = RULE_NON_INFERIORITY if all(look.decision == "ok" for look in looks.values()) else RULE_HORIZON
+    why = "equivalence shown" if rule == RULE_NON_INFERIORITY else "no drift by the planned horizon"
+    return MetricVerdict(name, "pass", value, stable, f"{why} ({guarantee}; {shares})", p_value=p, rule=rule,
+                         progress=progress, p_values=keep)  # fmt: skip
 
 
 def evaluate_check(
@@ -101,11 +259,10 @@ def evaluate_check(
     previous_p: Mapping[str, float],
 ) -> CheckOutcome:
     """Every metric must pass for the check to pass; any failure fails it; otherwise inconclusive."""
-    verdicts = tuple(
-        evaluate_metric(m, samples.get(str(m["name"])), alpha, float(previous_p.get(str(m["name"]), 1.0)))
-        for m in metrics
-    )
-    p_values = {v.name: v.p_value for v in verdicts if v.p_value is not None}
+    verdicts = tuple(evaluate_metric(m, samples.get(str(m["name"])), alpha, previous_p) for m in metrics)
+    p_values: dict[str, float] = {}
+    for verdict in verdicts:
+        p_values.update(verdict.p_values)
     if any(v.outcome == "fail" for v in verdicts):
         outcome: Outcome = "fail"
     elif verdicts and all(v.outcome == "pass" for v in verdicts):

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from modelpilot.api import defaults
 from modelpilot.api.reasons import ConditionType, Phase, Reason
 from modelpilot.api.spec import ModelDeploymentSpec, parse_duration
 from modelpilot.gate import StepOutcome, parse_gate, step_outcome
@@ -28,22 +29,24 @@ from modelpilot.rollout.fallback import (
     FallbackState,
     Weights,
     fallback_share,
+    latency_comparison_confounded,
     parse_fallback,
     split_weights,
     step_fallback,
 )
-from modelpilot.rollout.observe import Observations, RevisionState
+from modelpilot.rollout.observe import MetricSample, Observations, RevisionState
 from modelpilot.rollout.status import parse_rfc3339, rfc3339, set_condition
 from modelpilot.serving.autoscale import candidate_replicas
 
-DEFAULT_INTERVAL = 30.0
-DEFAULT_FAILURE_LIMIT = 1
-DEFAULT_INCONCLUSIVE_LIMIT = 20
-DEFAULT_ALPHA = 0.05
+DEFAULT_INTERVAL = defaults.ANALYSIS_INTERVAL_SECONDS
+DEFAULT_FAILURE_LIMIT = defaults.FAILURE_LIMIT
+DEFAULT_INCONCLUSIVE_LIMIT = defaults.INCONCLUSIVE_LIMIT
+DEFAULT_ALPHA = defaults.ALPHA
 CHECK_HISTORY = 10
 STEADY_RESYNC = 300.0
 REQUEST_ANNOTATION = "modelpilot.io/request"
 ANALYSED_STEPS = ("analysis", "shadow", "abTest", "blueGreen")
+LATENCY_METRICS = ("latencyP50", "latencyP90", "latencyP95", "latencyP99", "queueTime", "requestDuration")
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,7 @@ class AnalysisRequest:
     candidate: str
     stable: str
     window: float
+    model: str | None = None  # Triton's model name, for provider triton and {{model}}
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,7 @@ class Decision:
     preview: str | None = None  # blue-green preview revision
     shares: dict[str, float] = field(default_factory=dict)  # revision -> % of traffic it must carry (autoscaler bounds)
     fallback: FallbackRoute | None = None  # a share of traffic sent to a lighter model under load
+    suspend_flags: bool = False  # kill switch: no flag routes; every request goes to stable
     status: dict[str, Any] = field(default_factory=dict)
     events: list[Event] = field(default_factory=list)
     requeue_after: float | None = None
@@ -163,7 +168,9 @@ def analysis_request(spec: ModelDeploymentSpec, status: Mapping[str, Any], now: 
     if now - last < interval:
         return None
     started = parse_rfc3339(ro.get("stepStartedAt")) or now
-    return AnalysisRequest(metrics, candidate, stable, window=max(interval, now - started))
+    model = spec.model.get("name")
+    return AnalysisRequest(metrics, candidate, stable, window=max(interval, now - started),
+                           model=str(model) if model else None)  # fmt: skip
 
 
 def _ready_text(rev: RevisionState | None, desired: int) -> str:
@@ -454,7 +461,7 @@ class _Machine:
         interval = parse_duration(config.get("interval"), DEFAULT_INTERVAL) or DEFAULT_INTERVAL
         if self.obs.metrics is not None and not self.metrics_spent:
             self.metrics_spent = True  # measured for this step's window: never reused by the next step
-            outcome = evaluate_check(metrics, self.obs.metrics, float(config.get("alpha", DEFAULT_ALPHA)),
+            outcome = evaluate_check(metrics, self._unconfounded(metrics), float(config.get("alpha", DEFAULT_ALPHA)),
                                      ro.get("sequential") or {})  # fmt: skip
             self._record(outcome)
             if outcome.regression or (outcome.outcome == "fail" and
@@ -480,9 +487,25 @@ class _Machine:
                                            _describe(outcome))  # fmt: skip
         last = (ro.get("checks") or [{}])[-1] if ro.get("checks") else None
         if elapsed >= duration and last and last.get("outcome") == "pass" and last.get("step") == index:
+            rules = ", ".join(f"{m.get('name')} by {m.get('passedBy', 'threshold')}" for m in last.get("metrics") or ())
+            self.event("Normal", Reason.ANALYSIS_PASSED, f"step {index + 1} ({kind}) passed its analysis: {rules}")
             return True
         self.wake(interval)
         return False
+
+    def _unconfounded(self, metrics: list[Mapping[str, Any]]) -> Mapping[str, MetricSample]:
+        """Samples for this check; relative latency ones are withheld while the fallback relieves stable."""
+        samples = dict(self.obs.metrics or {})
+        state = FallbackState.from_status(dict(self.status_in.get("fallback") or {}))
+        if not latency_comparison_confounded(state, rollout_active=True):
+            return samples
+        for metric in metrics:
+            relative = "maxRelative" in metric or "minRelative" in metric
+            if relative and metric.get("metric") in LATENCY_METRICS and str(metric["name"]) in samples:
+                name = str(metric["name"])
+                samples[name] = MetricSample(name, None, reason="confounded: the fallback relieves stable's pods, "
+                                             "so candidate-vs-stable latency is not comparable while it is engaged")  # fmt: skip
+        return samples
 
     def _gate_step(self, raw: Mapping[str, Any], started: float) -> bool:
         """Go/no-go before any user traffic moves: proceed, roll back, or wait for more labeled data."""
@@ -622,8 +645,10 @@ class _Machine:
             return Decision(apply_children=False, status=new_status, events=self.events, requeue_after=self.requeue)
         stable, candidate = ro["stable"], ro.get("candidate")
         replicas: dict[str, int] = {stable: self.replicas_wanted}
+        killed = bool(self.spec.rollout.kill_switch)
         if candidate:
-            replicas[candidate] = 0 if ro.get("state") == "rolledBack" else self.candidate_wanted()
+            # The kill switch holds the candidate at zero pods, so no route can reach it.
+            replicas[candidate] = 0 if ro.get("state") == "rolledBack" or killed else self.candidate_wanted()
         blocked = ro.get("blocked")
         if blocked and blocked not in replicas:
             replicas[blocked] = 0
@@ -700,7 +725,8 @@ class _Machine:
         return Decision(
             apply_children=True, replicas=replicas, shares=shares, fallback=fallback_route, stable=stable,
             # Weights, mirrors, matches and previews only ever come from a running rollout's step.
-            candidate=candidate if candidate and ro.get("state") == "running" else None,
+            candidate=candidate if candidate and ro.get("state") == "running" and not killed else None,
+            suspend_flags=killed,
             weight=weight, mirror_percent=self.mirror, match=self.match, preview=self.preview,
             status=new_status, events=self.events, requeue_after=self.requeue,
         )  # fmt: skip
@@ -713,6 +739,8 @@ def _verdict_entry(verdict: MetricVerdict) -> dict[str, Any]:
         "value": _finite(verdict.value),
         "stable": _finite(verdict.stable),
         "pValue": _finite(verdict.p_value),
+        "passedBy": verdict.rule,
+        "horizonProgress": _finite(verdict.progress),
         "message": verdict.message,
     }
     return {k: v for k, v in entry.items() if v is not None}

@@ -43,6 +43,8 @@ class MetricSample:
     stable_count: float | None = None
     candidate_errors: float | None = None
     stable_errors: float | None = None
+    candidate_classes: Mapping[str, float] | None = None  # predicted class -> count (prediction drift)
+    stable_classes: Mapping[str, float] | None = None
     reason: str = ""  # why a value is missing (no data, Prometheus unreachable ...)
 
 

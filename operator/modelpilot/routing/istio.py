@@ -30,6 +30,7 @@ class TrafficPlan:
     fallback_host: str | None = None  # a lighter model taking `fallback_weight` % under load
     fallback_port: int = 8000
     fallback_weight: int = 0
+    suspend_flags: bool = False  # kill switch: flag routes are withdrawn until it is lifted
 
 
 def host(owner: Owner) -> str:
@@ -82,7 +83,7 @@ def resolve_revision(name: str, plan: TrafficPlan) -> str | None:
 def http_routes(owner: Owner, spec: ModelDeploymentSpec, plan: TrafficPlan) -> list[dict[str, Any]]:
     routes: list[dict[str, Any]] = []
     # Feature flags first: named clients always reach a chosen revision.
-    for flag in spec.rollout.flags:
+    for flag in () if plan.suspend_flags else spec.rollout.flags:
         target = resolve_revision(str(flag["revision"]), plan)
         if target and flag.get("header"):
             routes.append({"name": f"flag-{flag['name']}", "match": [_header_match(flag["header"])],

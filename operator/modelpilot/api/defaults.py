@@ -1,0 +1,40 @@
+"""Every analysis default the operator applies, in one place.
+
+The rollout core, the statistics, the CRD schema defaults (a unit test compares them) and the
+docs (`docs/analysis.md` quotes them) all read these names, so they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+# Rollout timing.
+PROGRESS_DEADLINE_SECONDS = 600
+SCALE_DOWN_DELAY_SECONDS = 30
+
+# Analysis steps.
+ANALYSIS_INTERVAL_SECONDS = 30.0
+FAILURE_LIMIT = 1
+INCONCLUSIVE_LIMIT = 20
+ALPHA = 0.05
+
+# Sequential (always-valid) tests on counts: error rates, accuracy from labels, class shares.
+MIN_SAMPLES = 500
+"""Requests per arm before a sequential test may look (below a few hundred, the Gaussian
+approximation behind the mSPRT is poor for rare errors), and before a threshold metric whose
+provider knows its sample size (latency quantiles, queue time) may pass or fail."""
+TAU = 0.01
+"""Mixing scale of the mSPRT on the absolute difference of proportions (1 point)."""
+DETECTABLE_RATIO = 2.0
+"""The planned horizon: a step passes on "no regression" only once the test would have caught a
+candidate with this many times the stable error rate ..."""
+DETECTABLE_INCREASE = 0.005
+"""... or, where the stable rate is near zero, one with this many more errors (0.5 points) ..."""
+POWER = 0.98
+"""... with this probability. So a 2x regression is promoted at most 2 % of the time."""
+
+# Prediction drift: the candidate's predicted-class shares against the stable revision's.
+DRIFT_TOLERANCE = 0.05
+"""A class's share may move by up to 5 points between equally good models (retrains differ)."""
+DRIFT_DETECTABLE_SHIFT = 0.10
+"""The drift horizon: a share moved by 10 points must be caught with probability POWER."""
+DRIFT_TAU = 0.05
+"""Mixing scale for class shares: shifts that matter are several points, not fractions of one."""
