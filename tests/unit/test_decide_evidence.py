@@ -235,3 +235,30 @@ def test_crd_schema_defaults_come_from_the_defaults_module():
     for value in (f"minSamples: {defaults.MIN_SAMPLES}", f"power {defaults.POWER:g}",
                   f"detectableRatio {defaults.DETECTABLE_RATIO:g}"):  # fmt: skip
         assert value in docs, value
+
+
+def test_a_long_metric_outage_takes_the_candidates_traffic_until_data_returns():
+    w = canary({**SEQ, "maxSamples": 2000}, outageTimeout="2m")
+    down = {"errors": MetricSample("errors", None, reason="Prometheus at http://p unreachable: refused")}
+    d = w.step(30, down)
+    assert w.status["phase"] == "Paused" and d.weight == 10  # a short outage only waits
+    for _ in range(4):
+        d = w.step(30, down)
+    assert d.weight == 0 and w.status["phase"] == "Paused"
+    assert any(e.reason == "MetricsUnavailable" and "share is 0" in e.message for e in d.events)
+    between = w.step(5)  # no check due: the share stays at 0
+    assert between.weight == 0
+    d = w.step(30, counts(1000, 0.01, 9000, 0.01))  # data is back: the step resumes at its weight
+    assert d.weight == 10 and w.status["rollout"]["step"] == 1 and "metricsOutage" not in w.status["rollout"]
+    w.step(30, counts(2500, 0.01, 22_500, 0.01))
+    w.settle()
+    assert w.status["stableRevision"] == w.rev
+
+
+def test_an_invalid_spec_mid_rollout_takes_the_candidates_traffic_and_keeps_the_step():
+    from modelpilot.rollout.decide import decide_invalid
+
+    w = canary(SEQ)
+    d = decide_invalid(1, w.status, ["spec.x: broken"], w.now)
+    assert d.withdraw_candidate == w.rev and not d.apply_children
+    assert d.status["phase"] == "InvalidSpec" and d.status["rollout"]["step"] == 1 and d.status["canaryWeight"] == 0

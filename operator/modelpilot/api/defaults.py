@@ -15,6 +15,8 @@ ANALYSIS_INTERVAL_SECONDS = 30.0
 FAILURE_LIMIT = 1
 INCONCLUSIVE_LIMIT = 20
 ALPHA = 0.05
+OUTAGE_TIMEOUT_SECONDS = 600.0
+"""Metrics unreachable for this long: the candidate's traffic share goes to 0 until they return."""
 
 # Sequential (always-valid) tests on counts: error rates, accuracy from labels, class shares.
 MIN_SAMPLES = 500

@@ -38,6 +38,7 @@ class ConditionType(StrEnum):
     INVALID_SPEC = "InvalidSpec"
     ANALYSIS = "AnalysisHealthy"
     SCALING_LIMITED = "ScalingLimited"
+    RECONCILED = "Reconciled"
 
 
 class Reason(StrEnum):
@@ -67,6 +68,7 @@ class Reason(StrEnum):
     SPEC_VALID = "SpecValid"
     AS_EXPECTED = "AsExpected"
     APPLY_FAILED = "ApplyFailed"
+    RECONCILE_ERROR = "ReconcileError"
     OPTIMIZING = "Optimizing"
     OPTIMIZATION_FAILED = "OptimizationFailed"
     GATE_PASSED = "GatePassed"

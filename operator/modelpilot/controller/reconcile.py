@@ -7,6 +7,7 @@ live, patches status only when it changed, and posts the decision's events.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
@@ -14,7 +15,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from modelpilot.api.reasons import API_VERSION, KIND, LABEL_DEPLOYMENT, LABEL_REVISION
+from kubernetes.client.exceptions import ApiException
+
+from modelpilot.api.reasons import API_VERSION, KIND, LABEL_DEPLOYMENT, LABEL_REVISION, ConditionType, Reason
 from modelpilot.api.spec import parse_spec
 from modelpilot.api.validation import validate
 from modelpilot.controller import metrics as opmetrics
@@ -26,19 +29,24 @@ from modelpilot.monitor.manifests import MonitorSettings
 from modelpilot.rollout.decide import (
     REQUEST_ANNOTATION,
     Decision,
+    Event,
     analysis_request,
     decide,
+    decide_invalid,
     gate_request,
     load_check_due,
+    problems_message,
 )
 from modelpilot.rollout.fallback import LoadObservation
 from modelpilot.rollout.observe import MetricSample, Observations, revision_states
-from modelpilot.rollout.status import rfc3339
-from modelpilot.routing.istio import TrafficPlan, destination_rule, virtual_service
+from modelpilot.rollout.status import rfc3339, set_condition
+from modelpilot.routing.istio import TrafficPlan, destination_rule, virtual_service, without_candidate
 from modelpilot.serving import manifests
 from modelpilot.serving.triton import TritonConfigError, render_config_pbtxt
 
 log = logging.getLogger(__name__)
+BACKOFF_BASE = 5.0
+BACKOFF_MAX = 300.0
 
 Measure = Callable[..., Mapping[str, MetricSample]]
 
@@ -55,6 +63,7 @@ class Reconciler:
     monitors: NamespaceMonitors = field(init=False)
     autoscalers: Autoscalers = field(init=False)
     optimizer: Optimizer = field(init=False)
+    _failures: dict[tuple[str, str], int] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.monitors = NamespaceMonitors(self.kube, MonitorSettings(image=self.init_image), is_subset)
@@ -62,7 +71,48 @@ class Reconciler:
         self.optimizer = Optimizer(self.kube, self.init_image)
 
     def reconcile(self, namespace: str, name: str) -> float | None:
-        """One pass; returns seconds until the next wanted pass (None: only on events)."""
+        """One pass; returns seconds until the next wanted pass (None: only on events).
+
+        Nothing escapes: a child the API server rejects, or any unexpected error, becomes a
+        `Reconciled=False` condition and a Warning event, and the pass is retried with an
+        exponential backoff (5 s doubling to 5 min) instead of a hot loop.
+        """
+        key = (namespace, name)
+        try:
+            wanted = self._reconcile(namespace, name)
+        except Exception as exc:  # the whole point: report, back off, never crash-loop
+            failures = self._failures.get(key, 0) + 1
+            self._failures[key] = failures
+            delay = min(BACKOFF_MAX, BACKOFF_BASE * 2 ** (failures - 1))
+            log.warning("reconcile of %s/%s failed (%s); retrying in %.0fs", namespace, name, type(exc).__name__, delay,
+                        exc_info=not isinstance(exc, ChildRejected))  # fmt: skip
+            self._report_failure(namespace, name, exc)
+            return delay
+        self._failures.pop(key, None)
+        return wanted
+
+    def _report_failure(self, namespace: str, name: str, exc: Exception) -> None:
+        """Write the failure into the CR's conditions and post one Warning event (best effort)."""
+        try:
+            body = self.kube.get("ModelDeployment", name, namespace)
+            if body is None:
+                return
+            if isinstance(exc, ChildRejected):
+                reason, message = Reason.APPLY_FAILED, str(exc)
+            else:
+                reason, message = Reason.RECONCILE_ERROR, f"{type(exc).__name__}: {exc}"
+            message = problems_message([message])
+            old = body.get("status") or {}
+            generation = int(body["metadata"].get("generation", 0))
+            conditions = set_condition(list(old.get("conditions") or []), ConditionType.RECONCILED, False, reason,
+                                       message, generation, self.clock())  # fmt: skip
+            if conditions != old.get("conditions"):
+                self._act_status(body, Decision(apply_children=False, status={**old, "conditions": conditions},
+                                                events=[Event("Warning", reason, message)]))  # fmt: skip
+        except Exception:  # the API server itself may be the problem
+            log.exception("could not report the failure of %s/%s", namespace, name)
+
+    def _reconcile(self, namespace: str, name: str) -> float | None:
         body = self.kube.get("ModelDeployment", name, namespace)
         if body is None or body["metadata"].get("deletionTimestamp"):
             opmetrics.forget(namespace, name)
@@ -82,8 +132,7 @@ class Reconciler:
             invalid.append(str(exc))
             spec = None
         if spec is None:
-            decision = decide(parse_spec({"model": {}}), generation, status, Observations(), now, invalid)
-            self._act_status(body, decision)
+            self._hold_invalid(body, decide_invalid(generation, status, invalid, now))
             return None
 
         labels = {LABEL_DEPLOYMENT: name}
@@ -112,20 +161,49 @@ class Reconciler:
         try:
             decision = decide(spec, generation, status, obs, now, invalid, namespace=namespace)
         except ValueError as exc:  # e.g. a step kind this version cannot run
-            decision = decide(spec, generation, status, obs, now, [str(exc)], namespace=namespace)
-        if decision.apply_children:
-            self._act_children(owner, spec, decision, deployments)
-            self.monitors.reconcile(namespace, stable_revisions={name: decision.stable})
+            decision = decide_invalid(generation, status, [*invalid, str(exc)], now)
+        if not decision.apply_children:
+            self._hold_invalid(body, decision)
+            return decision.requeue_after
+        self._act_children(owner, spec, decision, deployments)
+        self.monitors.reconcile(namespace, stable_revisions={name: decision.stable})
+        decision.status["conditions"] = set_condition(
+            decision.status.get("conditions") or [], ConditionType.RECONCILED, True, Reason.AS_EXPECTED,
+            "children applied", generation, now,
+        )  # fmt: skip
         self._act_status(body, decision)
         opmetrics.observe(namespace, name, decision, samples)
         return decision.requeue_after
 
     # ---- act
 
+    def _hold_invalid(self, body: Mapping[str, Any], decision: Decision) -> None:
+        """Report an invalid spec; mid-rollout, the live routes stop sending anything to the candidate."""
+        meta = body["metadata"]
+        if decision.withdraw_candidate and decision.stable:
+            live = self.kube.get("VirtualService", meta["name"], meta["namespace"])
+            if live is not None:
+                spec = without_candidate(live.get("spec") or {}, decision.stable, decision.withdraw_candidate)
+                if spec != live.get("spec"):
+                    self.kube.apply({"apiVersion": live["apiVersion"], "kind": "VirtualService",
+                                     "metadata": {"name": meta["name"], "namespace": meta["namespace"]}, "spec": spec})  # fmt: skip
+        self._act_status(body, decision)
+
+    def _apply(self, manifest: Mapping[str, Any]) -> None:
+        """Server-side apply; a rejection by the API server names the child and its reason."""
+        try:
+            self.kube.apply(manifest)
+        except ApiException as exc:
+            if exc.status in (400, 403, 404, 422):
+                meta = manifest.get("metadata") or {}
+                raise ChildRejected(f"{manifest.get('kind')} {meta.get('name')!r} was rejected by the API server "
+                                    f"({exc.status}): {_api_message(exc)}") from exc  # fmt: skip
+            raise
+
     def _apply_if_changed(self, desired: Mapping[str, Any], live: Mapping[str, Any] | None) -> None:
         if live is not None and is_subset(desired, live):
             return
-        self.kube.apply(desired)
+        self._apply(desired)
 
     def _act_children(self, owner: manifests.Owner, spec, decision: Decision, deployments: list[dict]) -> None:
         ns = owner.namespace
@@ -189,7 +267,7 @@ class Reconciler:
         live_vs = self.kube.get("VirtualService", owner.name, ns)
         if live_vs is None or live_vs.get("spec") != vs["spec"]:
             # Routes are compared whole: a stale mirror or match left in place would be a real bug.
-            self.kube.apply(vs)
+            self._apply(vs)
 
     def _act_status(self, body: Mapping[str, Any], decision: Decision) -> None:
         meta = body["metadata"]
@@ -225,6 +303,17 @@ class Reconciler:
             "reportingComponent": "modelpilot.io/operator",
             "reportingInstance": "modelpilot",
         })  # fmt: skip
+
+
+class ChildRejected(RuntimeError):
+    """The API server refused a child object built from the spec (reported as ApplyFailed)."""
+
+
+def _api_message(exc: ApiException) -> str:
+    try:
+        return str(json.loads(exc.body or "{}").get("message") or exc.reason)
+    except (ValueError, AttributeError):
+        return str(exc.body or exc.reason)[:500]
 
 
 def is_subset(desired: Any, live: Any) -> bool:

@@ -102,6 +102,7 @@ class Decision:
     shares: dict[str, float] = field(default_factory=dict)  # revision -> % of traffic it must carry (autoscaler bounds)
     fallback: FallbackRoute | None = None  # a share of traffic sent to a lighter model under load
     suspend_flags: bool = False  # kill switch: no flag routes; every request goes to stable
+    withdraw_candidate: str | None = None  # invalid spec mid-rollout: route the live objects 100% to stable
     status: dict[str, Any] = field(default_factory=dict)
     events: list[Event] = field(default_factory=list)
     requeue_after: float | None = None
@@ -186,18 +187,53 @@ def decide(
     invalid: list[str] | None = None,
     namespace: str = "default",
 ) -> Decision:
-    conditions = list(status.get("conditions") or [])
     if invalid:
-        message = "; ".join(invalid)
-        conditions = set_condition(conditions, ConditionType.INVALID_SPEC, True, Reason.INVALID_SPEC, message, generation, now)
-        new_status = {**copy.deepcopy(dict(status)), "conditions": conditions, "phase": Phase.INVALID.value,
-                      "message": message, "observedGeneration": generation}  # fmt: skip
-        return Decision(apply_children=False, status=new_status,
-                        events=[Event("Warning", Reason.INVALID_SPEC, message)])  # fmt: skip
+        return decide_invalid(generation, status, invalid, now)
+    conditions = list(status.get("conditions") or [])
     conditions = set_condition(conditions, ConditionType.INVALID_SPEC, False, Reason.SPEC_VALID, "spec is valid", generation, now)
     machine = _Machine(spec, generation, copy.deepcopy(dict(status.get("rollout") or {})), obs, now, status, namespace)
     machine.run()
     return machine.finish(status, conditions)
+
+
+MAX_MESSAGE = 1024
+
+
+def problems_message(problems: list[str], limit: int = MAX_MESSAGE) -> str:
+    """The problems joined for a condition, cut to ``limit`` characters with a count of the rest."""
+    message = "; ".join(problems)
+    if len(message) <= limit:
+        return message
+    kept, used = [], 0
+    for problem in problems:
+        piece = problem if len(problem) <= limit // 2 else problem[: limit // 2 - 1] + "…"
+        if used + len(piece) + 2 > limit - 40:
+            break
+        kept.append(piece)
+        used += len(piece) + 2
+    rest = len(problems) - len(kept)
+    return "; ".join(kept) + (f"; … and {rest} more problem{'s' * (rest != 1)}" if rest else "")
+
+
+def decide_invalid(generation: int, status: Mapping[str, Any], problems: list[str], now: float) -> Decision:
+    """An invalid spec changes no child, except that a running candidate loses its traffic share.
+
+    The rollout keeps its step in status, so once the spec is fixed it resumes where it was.
+    """
+    message = problems_message(problems)
+    conditions = set_condition(list(status.get("conditions") or []), ConditionType.INVALID_SPEC, True,
+                               Reason.INVALID_SPEC, message, generation, now)  # fmt: skip
+    new_status = {**copy.deepcopy(dict(status)), "conditions": conditions, "phase": Phase.INVALID.value,
+                  "message": message, "observedGeneration": generation}  # fmt: skip
+    ro = dict(new_status.get("rollout") or {})
+    withdraw = None
+    if ro.get("state") == "running" and ro.get("candidate") and ro.get("stable"):
+        withdraw = str(ro["candidate"])
+        ro["weight"] = 0
+        new_status["rollout"] = ro
+        new_status["canaryWeight"] = 0
+    return Decision(apply_children=False, status=new_status, withdraw_candidate=withdraw,
+                    stable=ro.get("stable"), events=[Event("Warning", Reason.INVALID_SPEC, message)])  # fmt: skip
 
 
 class _Machine:
@@ -270,7 +306,8 @@ class _Machine:
             "stepStartedAt": rfc3339(self.now), "weight": 0, "failures": 0, "inconclusive": 0, "checks": [],
             "sequential": {},
         })  # fmt: skip
-        for key in ("lastCheckAt", "pausedReason", "podsReady", "waitingSince", "gate"):
+        for key in ("lastCheckAt", "pausedReason", "podsReady", "waitingSince", "gate", "metricsUnavailableSince",
+                    "metricsOutage"):  # fmt: skip
             self.ro.pop(key, None)
         self.event("Normal", Reason.REVISION_CREATED, f"rolling out revision {revision} (stable {self.ro.get('stable')})")
 
@@ -413,7 +450,8 @@ class _Machine:
             ro["failures"] = 0
             ro["inconclusive"] = 0
             ro["sequential"] = {}  # a new step measures a new window: its test starts afresh
-            ro.pop("lastCheckAt", None)
+            for key in ("lastCheckAt", "metricsUnavailableSince", "metricsOutage"):
+                ro.pop(key, None)
 
     def _run_step(self, step: Mapping[str, Any], index: int) -> bool:
         ro = self.ro
@@ -464,6 +502,9 @@ class _Machine:
             outcome = evaluate_check(metrics, self._unconfounded(metrics), float(config.get("alpha", DEFAULT_ALPHA)),
                                      ro.get("sequential") or {})  # fmt: skip
             self._record(outcome)
+            if not outcome.unreachable and ro.pop("metricsUnavailableSince", None) and ro.pop("metricsOutage", None):
+                self.event("Normal", Reason.METRICS_UNAVAILABLE, f"metrics are back: step {index + 1} resumes "
+                                                                 f"at weight {ro['weight']}%")  # fmt: skip
             if outcome.regression or (outcome.outcome == "fail" and
                                       ro["failures"] > int(config.get("failureLimit", DEFAULT_FAILURE_LIMIT))):  # fmt: skip
                 reason = Reason.DRIFT_DETECTED if _is_drift(metrics, outcome) else Reason.ANALYSIS_FAILED
@@ -471,9 +512,7 @@ class _Machine:
                 return False
             if outcome.outcome == "inconclusive":
                 if outcome.unreachable:
-                    self.phase = Phase.PAUSED
-                    self.message = "metrics unavailable, rollout waits: " + _describe(outcome)
-                    self.analysis_condition = (False, Reason.METRICS_UNAVAILABLE, self.message)
+                    self._metrics_outage(config, _describe(outcome))
                 else:
                     self.message = "analysis inconclusive, extending: " + _describe(outcome)
                     self.analysis_condition = (False, Reason.INCONCLUSIVE, self.message)
@@ -485,6 +524,14 @@ class _Machine:
                 self.analysis_condition = (outcome.outcome == "pass",
                                            Reason.ANALYSIS_PASSED if outcome.outcome == "pass" else Reason.ANALYSIS_FAILED,
                                            _describe(outcome))  # fmt: skip
+        if ro.get("metricsOutage"):
+            self.phase = Phase.PAUSED
+            self.mirror, self.match, self.preview = 0.0, None, None
+            ro["weight"] = 0
+            self.message = f"metrics unavailable for longer than the outage timeout: the candidate has no traffic until they return ({self.message})"
+            self.analysis_condition = (False, Reason.METRICS_UNAVAILABLE, self.message)
+            self.wake(interval)
+            return False
         last = (ro.get("checks") or [{}])[-1] if ro.get("checks") else None
         if elapsed >= duration and last and last.get("outcome") == "pass" and last.get("step") == index:
             rules = ", ".join(f"{m.get('name')} by {m.get('passedBy', 'threshold')}" for m in last.get("metrics") or ())
@@ -492,6 +539,20 @@ class _Machine:
             return True
         self.wake(interval)
         return False
+
+    def _metrics_outage(self, config: Mapping[str, Any], described: str) -> None:
+        """Wait while metrics are unreachable; past `outageTimeout`, the candidate's share goes to 0."""
+        ro = self.ro
+        since = parse_rfc3339(ro.get("metricsUnavailableSince")) or self.now
+        ro["metricsUnavailableSince"] = rfc3339(since)
+        self.phase = Phase.PAUSED
+        self.message = "metrics unavailable, rollout waits: " + described
+        self.analysis_condition = (False, Reason.METRICS_UNAVAILABLE, self.message)
+        timeout = parse_duration(config.get("outageTimeout"), defaults.OUTAGE_TIMEOUT_SECONDS)
+        if timeout is not None and self.now - since >= timeout and not ro.get("metricsOutage"):
+            ro["metricsOutage"] = True
+            self.event("Warning", Reason.METRICS_UNAVAILABLE, f"metrics unavailable for {self.now - since:.0f}s "
+                       f"(outageTimeout {timeout:g}s): the candidate's traffic share is 0 until they return")  # fmt: skip
 
     def _unconfounded(self, metrics: list[Mapping[str, Any]]) -> Mapping[str, MetricSample]:
         """Samples for this check; relative latency ones are withheld while the fallback relieves stable."""

@@ -122,3 +122,27 @@ def virtual_service(owner: Owner, spec: ModelDeploymentSpec, plan: TrafficPlan) 
         "metadata": _metadata(owner, owner.name, {**common_labels(owner), LABEL_COMPONENT: "routing"}),
         "spec": {"hosts": hosts, "gateways": list(spec.traffic.gateways), "http": http_routes(owner, spec, plan)},
     }
+
+
+def without_candidate(live_spec: Mapping[str, Any], stable: str, candidate: str) -> dict[str, Any]:
+    """The live VirtualService spec with every route to ``candidate`` sent to ``stable`` instead.
+
+    Used when the spec turned invalid mid-rollout: the operator cannot render new routes from
+    it, but the candidate must not keep its traffic share on a spec nobody can reason about.
+    """
+    routes = []
+    for route in live_spec.get("http") or ():
+        dests = list(route.get("route") or ())
+        if any((d.get("destination") or {}).get("subset") == candidate for d in dests) and route.get("match"):
+            continue  # a match-only route to the candidate (A/B, flag, revision header): withdrawn
+        kept = [dict(d) for d in dests if (d.get("destination") or {}).get("subset") != candidate]
+        moved = sum(int(d.get("weight", 0)) for d in dests if (d.get("destination") or {}).get("subset") == candidate)
+        for dest in kept:
+            if (dest.get("destination") or {}).get("subset") == stable and "weight" in dest:
+                dest["weight"] = int(dest["weight"]) + moved
+        new = {k: v for k, v in route.items() if k not in ("mirror", "mirrorPercentage", "route")}
+        if (route.get("mirror") or {}).get("subset") not in (None, candidate):
+            new["mirror"], new["mirrorPercentage"] = route["mirror"], route.get("mirrorPercentage")
+        new["route"] = kept
+        routes.append(new)
+    return {**live_spec, "http": routes}
