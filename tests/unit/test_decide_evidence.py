@@ -262,3 +262,26 @@ def test_an_invalid_spec_mid_rollout_takes_the_candidates_traffic_and_keeps_the_
     d = decide_invalid(1, w.status, ["spec.x: broken"], w.now)
     assert d.withdraw_candidate == w.rev and not d.apply_children
     assert d.status["phase"] == "InvalidSpec" and d.status["rollout"]["step"] == 1 and d.status["canaryWeight"] == 0
+
+
+class AgedMonitor(RecordingProvider):
+    def __init__(self, age: float) -> None:
+        super().__init__()
+        self.age = age
+
+    def evaluate(self, query, *, at=None):
+        from modelpilot.analysis.providers import MetricValue
+
+        self.queries.append(query)
+        return MetricValue.of(self.age if "timestamp(" in query else 0.1)
+
+
+def test_stale_monitor_gauges_are_inconclusive():
+    share = {"name": "share", "provider": "monitor", "metric": "dataDriftShare", "max": 0.5}
+    w = canary(share)
+    w.now += 30
+    request = analysis_request(parse_spec(w.spec), w.status, w.now)
+    fresh = PrometheusMeasure("http://unused", provider=AgedMonitor(10.0))(request, Owner("d", "ns", "uid"))
+    stale = PrometheusMeasure("http://unused", provider=AgedMonitor(31.0))(request, Owner("d", "ns", "uid"))
+    assert fresh["share"].candidate == 0.1
+    assert stale["share"].candidate is None and "stale" in stale["share"].reason

@@ -371,6 +371,17 @@ def monitor_label_outcomes(ref: RevisionRef, window: Window) -> str:
     return f"sum by (outcome) (increase({LABEL_OUTCOMES}{_monitor_selector(ref)}[{promql_duration(window)}]))"
 
 
+def monitor_evaluation_age(ref: RevisionRef) -> str:
+    """How old the monitor's last evaluation of the model was when Prometheus last scraped it (s).
+
+    Measured at the scrape, so the scrape interval does not count against the monitor.
+    """
+    series = f"{MONITOR_PREFIX}last_evaluation_timestamp_seconds" + label_selector(
+        {"namespace": ref.namespace, "model": ref.name}
+    )
+    return f"max(timestamp({series}) - {series})"
+
+
 def monitor_sample_query(metric: str, ref: RevisionRef) -> str:
     """How many rows stand behind a monitor value: stored outputs, window rows, or joined labels."""
     if metric == "predictionDrift":

@@ -16,6 +16,7 @@ from modelpilot.analysis.queries import (
     count_queries,
     monitor_class_counts,
     monitor_label_outcomes,
+    monitor_evaluation_age,
     monitor_query,
     monitor_sample_query,
     render_for_revision,
@@ -28,9 +29,24 @@ from modelpilot.rollout.observe import MetricSample
 from modelpilot.serving.manifests import Owner
 
 
+MONITOR_EVALUATION_INTERVAL_S = 15.0  # the monitor's default --evaluate-every (monitor/manifests.py)
+
+
 class PrometheusMeasure:
-    def __init__(self, url: str, provider: MetricProvider | None = None, headers: Mapping[str, str] | None = None) -> None:
+    def __init__(self, url: str, provider: MetricProvider | None = None, headers: Mapping[str, str] | None = None,
+                 monitor_interval_s: float = MONITOR_EVALUATION_INTERVAL_S) -> None:  # fmt: skip
         self.provider = provider or PrometheusProvider(url, timeout_s=5.0, headers=headers or None)
+        self.monitor_interval_s = monitor_interval_s
+
+    def _stale_monitor(self, ref: RevisionRef, at: float) -> str | None:
+        """Why the monitor's gauges cannot be trusted now, if they cannot: older than two evaluations."""
+        last = self._value(monitor_evaluation_age(ref), at)
+        if not last.ok or last.value is None:
+            return f"monitor has not evaluated yet ({last.reason})"
+        age = last.value
+        if age > 2 * self.monitor_interval_s:
+            return f"monitor values are stale: last evaluation {age:.0f}s ago (> 2 x {self.monitor_interval_s:g}s)"
+        return None
 
     def __call__(self, request: AnalysisRequest, owner: Owner, model: str | None = None) -> dict[str, MetricSample]:
         at = time.time()
@@ -102,6 +118,8 @@ class PrometheusMeasure:
                     else:
                         values[arm] = self._value(builtin_query(kind, provider, ref, window), at)
                 elif provider == "monitor" and not metric.get("query"):
+                    if (stale := self._stale_monitor(ref, at)) is not None:
+                        return MetricSample(name, None, reason=stale)
                     query = monitor_query(kind, ref, method=str(metric.get("method", "psi")), output=metric.get("output"))
                     values[arm] = self._value(query, at)
                     samples[arm] = self._value(monitor_sample_query(kind, ref), at)
