@@ -40,6 +40,7 @@ from .univariate import (
     ks_statistic,
     psi,
     reference_spread,
+    total_variation,
     wasserstein,
     wasserstein_distance,
 )
@@ -94,6 +95,7 @@ __all__ = [
     "reference_spread",
     "regression_metrics",
     "roc_auc",
+    "total_variation",
     "wasserstein",
     "wasserstein_distance",
     "windowed_metrics",

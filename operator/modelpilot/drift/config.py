@@ -40,14 +40,20 @@ class ProfileConfig:
 
 @dataclass(frozen=True, slots=True)
 class DriftConfig:
-    """Which test decides drift per feature and at which threshold."""
+    """Which test decides drift per feature and at which threshold.
+
+    ``auto`` decides every window size with a two-sample test (KS for numbers, chi-square for
+    categories), Benjamini-Hochberg across features at ``alpha``, and a minimum effect size:
+    a feature drifts only when its adjusted test rejects *and* its effect (KS D, or the total
+    variation distance for categories) is at least ``min_effect``.
+    """
 
     numeric_method: str = "auto"
     categorical_method: str = "auto"
     per_feature_method: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
-    large_sample_threshold: int = 1000
     alpha: float = 0.05
     fdr_correction: bool = True
+    min_effect: float = 0.025
     psi_threshold: float = 0.2
     psi_epsilon: float = 1e-4
     js_threshold: float = 0.1
@@ -69,5 +75,7 @@ class DriftConfig:
                 raise ValueError(f"unknown method {method!r} for feature {name!r}")
         if not 0.0 < self.alpha < 1.0 or not 0.0 < self.multivariate_alpha < 1.0:
             raise ValueError("alpha must be in (0, 1)")
+        if not 0.0 <= self.min_effect <= 1.0:
+            raise ValueError("min_effect must be in [0, 1]")
         if not 0.0 < self.drift_share_threshold <= 1.0:
             raise ValueError("drift_share_threshold must be in (0, 1]")

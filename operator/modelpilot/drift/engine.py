@@ -21,11 +21,16 @@ from .univariate import DriftTestResult, chi2, jensen_shannon, ks, psi, wasserst
 STABLE, DRIFTED, INCONCLUSIVE = "stable", "drifted", "inconclusive"
 NUMERIC_ONLY = frozenset({"ks", "wasserstein"})
 CATEGORICAL_ONLY = frozenset({"chi2"})
+TESTS = frozenset({"ks", "chi2"})
 
 
 @dataclass(frozen=True, slots=True)
 class FeatureDrift:
-    """Verdict for one feature: the deciding statistic plus every statistic computed."""
+    """Verdict for one feature: the deciding statistic plus every statistic computed.
+
+    When a test decides (``ks``, ``chi2``), ``effect`` is its effect size (KS D or the total
+    variation distance) and ``min_effect`` the size it had to reach; both are None for distances.
+    """
 
     name: str
     kind: str
@@ -41,6 +46,8 @@ class FeatureDrift:
     missing_share_reference: float
     missing_share_current: float
     metrics: Mapping[str, DriftTestResult]
+    effect: float | None = None
+    min_effect: float | None = None
     reason: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -52,6 +59,8 @@ class FeatureDrift:
             "statistic": _json_number(self.statistic),
             "p_value": _json_number(self.p_value),
             "p_value_adjusted": _json_number(self.p_value_adjusted),
+            "effect": _json_number(self.effect),
+            "min_effect": self.min_effect,
             "threshold": _json_number(self.threshold),
             "drifted": self.drifted,
             "n_reference": self.n_reference,
@@ -148,19 +157,18 @@ def detect_drift(
     )
 
 
-def decision_method(name: str, kind: str, n_current: int, config: DriftConfig) -> str:
-    """The configured method, with ``auto`` = tests for small windows, distances for large ones.
+def decision_method(name: str, kind: str, config: DriftConfig) -> str:
+    """The configured method, with ``auto`` = KS for numbers and chi-square for categories.
 
-    Tests on huge windows flag differences too small to matter; distances with fixed
-    thresholds measure the size of the change instead.
+    On every window size: BH across features keeps false alarms at alpha, and ``min_effect``
+    keeps huge windows from flagging differences too small to matter (docs/drift.md).
     """
     numeric = kind == NumericProfile.kind
     method = config.per_feature_method.get(name) or (
         config.numeric_method if numeric else config.categorical_method
     )
     if method == "auto":
-        small = n_current <= config.large_sample_threshold
-        return ("ks" if small else "wasserstein") if numeric else ("chi2" if small else "js")
+        return "ks" if numeric else "chi2"
     if (numeric and method in CATEGORICAL_ONLY) or (not numeric and method in NUMERIC_ONLY):
         raise ValueError(f"method {method!r} does not apply to {kind} feature {name!r}")
     return method
@@ -173,9 +181,9 @@ def _metrics(reference: FeatureProfile, current: FeatureProfile, config: DriftCo
     }
     if isinstance(reference, NumericProfile) and isinstance(current, NumericProfile):
         results["wasserstein"] = wasserstein(reference, current, threshold=config.wasserstein_threshold)
-        results["ks"] = ks(reference, current, alpha=config.alpha)
+        results["ks"] = ks(reference, current, alpha=config.alpha, min_effect=config.min_effect)
     elif isinstance(reference, CategoricalProfile) and isinstance(current, CategoricalProfile):
-        results["chi2"] = chi2(reference, current, alpha=config.alpha)
+        results["chi2"] = chi2(reference, current, alpha=config.alpha, min_effect=config.min_effect)
     return results
 
 
@@ -206,23 +214,38 @@ def _assess_feature(
     if n_current < config.min_samples:
         reason = f"{n_current} usable values in the window (min_samples={config.min_samples})"
         return dataclasses.replace(base, reason=reason)
-    method = decision_method(name, reference.kind, n_current, config)
+    method = decision_method(name, reference.kind, config)
     metrics = _metrics(reference, current, config)
     decision: DriftTestResult = metrics[method]
-    return dataclasses.replace(
+    assessed = dataclasses.replace(
         base,
-        status=DRIFTED if decision.drifted else STABLE,
         method=method,
         statistic=decision.statistic,
         p_value=decision.p_value,
         threshold=decision.threshold,
-        drifted=decision.drifted,
         metrics=metrics,
+    )
+    if method in TESTS:
+        assessed = dataclasses.replace(assessed, effect=decision.effect, min_effect=config.min_effect)
+        return _test_verdict(assessed, decision.p_value is not None and decision.p_value < config.alpha)
+    return dataclasses.replace(
+        assessed, status=DRIFTED if decision.drifted else STABLE, drifted=decision.drifted
     )
 
 
+def _test_verdict(feature: FeatureDrift, rejected: bool) -> FeatureDrift:
+    """Drifted = the test rejects and the effect reaches ``min_effect``; else stable, saying why."""
+    effect, minimum = feature.effect, feature.min_effect or 0.0
+    large = effect is not None and effect >= minimum
+    drifted = rejected and large
+    reason = None
+    if rejected and not large and effect is not None:
+        reason = f"significant, but effect {effect:.4g} < min_effect {minimum:g}"
+    return dataclasses.replace(feature, drifted=drifted, status=DRIFTED if drifted else STABLE, reason=reason)
+
+
 def _apply_fdr(features: list[FeatureDrift], config: DriftConfig) -> list[FeatureDrift]:
-    """Re-decide p-value features on BH-adjusted p-values across all tested features."""
+    """Re-decide test features on BH-adjusted p-values across all tested features."""
     tested = [i for i, f in enumerate(features) if f.status != INCONCLUSIVE and f.p_value is not None]
     if not tested or not config.fdr_correction:
         return features
@@ -230,13 +253,8 @@ def _apply_fdr(features: list[FeatureDrift], config: DriftConfig) -> list[Featur
     adjusted, rejected = benjamini_hochberg(p_values, config.alpha)
     result = list(features)
     for position, index in enumerate(tested):
-        drifted = bool(rejected[position])
-        result[index] = dataclasses.replace(
-            features[index],
-            p_value_adjusted=float(adjusted[position]),
-            drifted=drifted,
-            status=DRIFTED if drifted else STABLE,
-        )
+        feature = dataclasses.replace(features[index], p_value_adjusted=float(adjusted[position]))
+        result[index] = _test_verdict(feature, bool(rejected[position]))
     return result
 
 

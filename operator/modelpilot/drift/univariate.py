@@ -1,7 +1,10 @@
 """Per-feature drift statistics computed from profiles (histograms), not raw rows.
 
 Distances (PSI, Jensen-Shannon, normalised Wasserstein) flag drift at ``statistic >= threshold``;
-tests (KS, chi-square) at ``p_value < threshold`` where the threshold is alpha.
+tests (KS, chi-square) at ``p_value < threshold`` (the threshold is alpha) and
+``effect >= min_effect``. A test's effect is on one scale for both kinds: the largest change,
+reference to window, in the share of values falling in one region of the feature (below a cut
+for KS, i.e. D itself; in a set of categories for chi-square, i.e. the total variation distance).
 """
 
 from __future__ import annotations
@@ -21,13 +24,14 @@ from .profile import FeatureProfile
 
 @dataclass(frozen=True, slots=True)
 class DriftTestResult:
-    """One statistic for one feature; ``p_value`` is None for distances."""
+    """One statistic for one feature; ``p_value`` and ``effect`` are None for distances."""
 
     method: str
     statistic: float
     p_value: float | None
     threshold: float
     drifted: bool
+    effect: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -36,11 +40,13 @@ class DriftTestResult:
             "p_value": self.p_value if self.p_value is None or math.isfinite(self.p_value) else None,
             "threshold": self.threshold,
             "drifted": self.drifted,
+            "effect": self.effect if self.effect is None or math.isfinite(self.effect) else None,
         }
 
 
 def _inconclusive(method: str, threshold: float, with_p_value: bool) -> DriftTestResult:
-    return DriftTestResult(method, math.nan, math.nan if with_p_value else None, threshold, False)
+    test_value = math.nan if with_p_value else None
+    return DriftTestResult(method, math.nan, test_value, threshold, False, effect=test_value)
 
 
 def _bucket_counts(profile: FeatureProfile) -> np.ndarray:
@@ -136,17 +142,51 @@ def wasserstein(
     return DriftTestResult("wasserstein", value, None, threshold, value >= threshold)
 
 
+def _top_bin_excess(profile: NumericProfile) -> float:
+    """sum - count * e over the last bin [e, +inf), less the summation's worst-case rounding.
+
+    Positive only when some counted value lies strictly above the last edge e.
+    """
+    top, count, total = profile.edges[-1], profile.counts[-1], profile.sums[-1]
+    magnitude = max(abs(top), abs(profile.moments.max)) if profile.moments.count else abs(top)
+    rounding = count * np.finfo(np.float64).eps * count * magnitude
+    return float(total - count * top - rounding)
+
+
+def _share_above_top_edge(profile: NumericProfile) -> float:
+    """A lower bound on the share of values strictly above the last edge e.
+
+    The last bin mixes values equal to e with values beyond it; each of the latter exceeds e by
+    at most (max - e), so there are at least (sum - count * e) / (max - e) of them.
+    """
+    top, largest = profile.edges[-1], profile.moments.max
+    excess = _top_bin_excess(profile)
+    if profile.n == 0 or excess <= 0 or not largest > top:
+        return 0.0
+    return float(min(excess / (largest - top), profile.counts[-1]) / profile.n)
+
+
 def ks_statistic(reference: NumericProfile, current: NumericProfile) -> float:
-    """Largest CDF gap evaluated on the shared fine grid (a lower bound of the exact KS D)."""
+    """Largest CDF gap on the shared fine grid and just above its last edge (a lower bound of D).
+
+    The last edge is the reference maximum, so the reference CDF is 1 just above it; the point
+    there sees windows that move beyond the reference's range (say a constant feature whose value
+    changes), which no edge separates.
+    """
     reference.check_compatible(current)
     if reference.edges.size == 0:
         return 0.0
     gap = reference.cumulative_below_edges() / reference.n - current.cumulative_below_edges() / current.n
-    return float(np.max(np.abs(gap)))
+    statistic = float(np.max(np.abs(gap)))
+    if _top_bin_excess(reference) <= 0:
+        statistic = max(statistic, _share_above_top_edge(current))
+    return statistic
 
 
-def ks(reference: NumericProfile, current: NumericProfile, *, alpha: float = 0.05) -> DriftTestResult:
-    """Two-sample Kolmogorov-Smirnov test.
+def ks(
+    reference: NumericProfile, current: NumericProfile, *, alpha: float = 0.05, min_effect: float = 0.0
+) -> DriftTestResult:
+    """Two-sample Kolmogorov-Smirnov test; the effect is D, drift is ``p < alpha and D >= min_effect``.
 
     Exact ``scipy.stats.ks_2samp`` when both profiles still hold their raw values (small
     samples); otherwise the grid statistic with the asymptotic two-sample distribution
@@ -162,13 +202,32 @@ def ks(reference: NumericProfile, current: NumericProfile, *, alpha: float = 0.0
         statistic = ks_statistic(reference, current)
         effective_n = reference.n * current.n / (reference.n + current.n)
         p_value = float(stats.kstwo.sf(statistic, max(1, round(effective_n))))
-    return DriftTestResult("ks", statistic, p_value, alpha, p_value < alpha)
+    drifted = p_value < alpha and statistic >= min_effect
+    return DriftTestResult("ks", statistic, p_value, alpha, drifted, effect=statistic)
+
+
+def total_variation(reference: CategoricalProfile, current: CategoricalProfile) -> float:
+    """Total variation distance 0.5 * sum |p - q| over the categories (+ other), in [0, 1].
+
+    The largest difference between the two samples in the share of values in any set of
+    categories: the categorical counterpart of KS D (which takes the sets below a cut).
+    """
+    reference.check_compatible(current)
+    if reference.n == 0 or current.n == 0:
+        return math.nan
+    return float(0.5 * np.abs(reference.counts / reference.n - current.counts / current.n).sum())
 
 
 def chi2(
-    reference: CategoricalProfile, current: CategoricalProfile, *, alpha: float = 0.05
+    reference: CategoricalProfile,
+    current: CategoricalProfile,
+    *,
+    alpha: float = 0.05,
+    min_effect: float = 0.0,
 ) -> DriftTestResult:
     """Chi-square test of homogeneity on the 2 x categories table (reference row, current row).
+
+    The effect is the total variation distance; drift is ``p < alpha and effect >= min_effect``.
 
     Unseen categories are already pooled in the other bucket and all-zero columns are
     dropped, so every expected count is positive and the statistic is finite.
@@ -179,7 +238,9 @@ def chi2(
     table = np.vstack([reference.counts, current.counts])
     table = table[:, table.sum(axis=0) > 0]
     if table.shape[1] < 2:
-        return DriftTestResult("chi2", 0.0, 1.0, alpha, False)
+        return DriftTestResult("chi2", 0.0, 1.0, alpha, False, effect=0.0)
     result = stats.chi2_contingency(table, correction=False)
     p_value = float(result.pvalue)
-    return DriftTestResult("chi2", float(result.statistic), p_value, alpha, p_value < alpha)
+    effect = total_variation(reference, current)
+    drifted = p_value < alpha and effect >= min_effect
+    return DriftTestResult("chi2", float(result.statistic), p_value, alpha, drifted, effect=effect)

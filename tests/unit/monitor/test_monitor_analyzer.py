@@ -69,6 +69,19 @@ def test_shifted_revision_is_flagged_and_unshifted_is_not(store):
     assert _series(
         text, "modelpilot_monitor_feature_drift_pvalue", revision="v2", feature="c", method="chi2", **rev
     )
+    # The effect size sits beside every p-value: KS D for numbers, total variation for categories.
+    for method in ("ks", "chi2"):
+        pvalues = _series(text, "modelpilot_monitor_feature_drift_pvalue", method=method, **rev)
+        effects = _series(text, "modelpilot_monitor_feature_drift_effect", method=method, **rev)
+        assert pvalues and effects.keys() == pvalues.keys()
+        assert all(0.0 <= value <= 1.0 for value in effects.values())
+    x_v2 = evaluation.revision("v2").data_drift.feature("x")
+    assert _value(
+        text, "modelpilot_monitor_feature_drift_effect", revision="v2", feature="x", method="ks", **rev
+    ) == pytest.approx(x_v2.effect)
+    summary = evaluation.to_dict()["revisions"][1]["data_drift"]["features"]
+    assert {f["name"]: f["effect"] for f in summary}["x"] == pytest.approx(x_v2.effect)
+    assert all(f["min_effect"] == 0.025 for f in summary)
     assert _value(text, "modelpilot_monitor_window_rows", revision="v2", **rev) == 1500
 
 

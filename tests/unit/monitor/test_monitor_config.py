@@ -23,7 +23,7 @@ SPEC = {
     "labelJoinWindow": "36h",
     "reference": {"uri": "/data/reference.npz"},
     "features": [{"name": "amount"}, {"name": "country", "type": "categorical"}],
-    "thresholds": {"psi": 0.25, "jensenShannon": 0.15, "alpha": 0.01, "driftShare": 0.3},
+    "thresholds": {"psi": 0.25, "jensenShannon": 0.15, "alpha": 0.01, "driftShare": 0.3, "minEffect": 0.05},
     "heuristics": [{"name": "sure", "when": {"output": "score", "op": ">=", "value": 0.99}, "label": 1}],
 }
 
@@ -38,7 +38,13 @@ def test_config_from_spec_converts_every_monitoring_key():
         "labelJoinWindow": "36h",
         "reference": {"uri": "/data/reference.npz"},
         "features": [{"name": "amount", "type": "numeric"}, {"name": "country", "type": "categorical"}],
-        "thresholds": {"psi": 0.25, "jensenShannon": 0.15, "alpha": 0.01, "driftShare": 0.3},
+        "thresholds": {
+            "psi": 0.25,
+            "jensenShannon": 0.15,
+            "alpha": 0.01,
+            "driftShare": 0.3,
+            "minEffect": 0.05,
+        },
         "heuristics": SPEC["heuristics"],
     }
     model = parse_model(entry)
@@ -46,6 +52,7 @@ def test_config_from_spec_converts_every_monitoring_key():
     assert model.categorical == ("country",)
     assert model.thresholds.drift_config().js_threshold == 0.15
     assert model.thresholds.drift_config().drift_share_threshold == 0.3
+    assert model.thresholds.drift_config().min_effect == 0.05
     assert model.heuristics[0].name == "sure"
     json.dumps(entry)  # JSON-able, so it can go into a ConfigMap
 
@@ -57,6 +64,7 @@ def test_config_from_spec_leaves_unset_keys_to_the_monitor_defaults():
     assert model.reference.mode == "stable_window"
     assert model.reference.stable_window == 7200
     assert (model.label_join_window, model.window, model.task) == (86_400, 3600, "classification")
+    assert model.thresholds.drift_config().min_effect == 0.025  # the drift engine's default
     assert config_from_spec("m", "ns", {}) == {"name": "m", "namespace": "ns"}
 
 
@@ -72,6 +80,8 @@ def test_config_from_spec_is_a_pure_copy():
     [
         ({"thresholds": {"alpha": 0.9}}, "alpha"),
         ({"thresholds": {"jensenShannon": 2}}, "jensenShannon"),
+        ({"thresholds": {"minEffect": 1.5}}, "minEffect"),
+        ({"thresholds": {"minEffect": -0.1}}, "minEffect"),
         ({"labelJoinWindow": "1 day"}, "labelJoinWindow"),
         ({"sampleRate": 1.5}, "sampleRate"),
         ({"features": [{"name": "a", "type": "text"}]}, "type"),
