@@ -34,9 +34,11 @@ POWER = 0.98
 """... with this probability. So a 2x regression is promoted at most 2 % of the time."""
 
 # Prediction drift: the candidate's predicted-class shares against the stable revision's.
-DRIFT_TOLERANCE = 0.05
-"""A class's share may move by up to 5 points between equally good models (retrains differ)."""
-DRIFT_DETECTABLE_SHIFT = 0.10
-"""The drift horizon: a share moved by 10 points must be caught with probability POWER."""
+DRIFT_TOLERANCE = 0.10
+"""A class's share may move by up to 10 points between good models: two good retrains of the demo's
+breast-cancer classifier (accuracy 0.90 and 0.97) predict the positive class 30 % and 39 % of the time."""
+DRIFT_DETECTABLE_SHIFT = 0.20
+"""The drift horizon: a share moved by 20 points must be caught with probability POWER (the demo's
+biased build moves it by about 40)."""
 DRIFT_TAU = 0.05
 """Mixing scale for class shares: shifts that matter are several points, not fractions of one."""
