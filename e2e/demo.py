@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import signal
 import sys
 import tempfile
 import time
@@ -158,6 +159,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=150.0, help="user requests per second")
     parser.add_argument("--stage-timeout", type=float, default=600.0)
     args = parser.parse_args(argv)
+    # A terminated demo unwinds its ExitStack: Triton servers, Prometheus, the monitor and the operator stop too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     from e2e.cluster.localcluster import LocalCluster
     from tests.support.operator import OperatorProcess, install_operator_rbac

@@ -193,7 +193,7 @@ def _proportion(metric: Mapping[str, Any], sample: MetricSample, alpha: float, p
         return MetricVerdict(name, "fail", value, stable, f"regressed (always-valid p={p:.3g} <= alpha={alpha:g}; {look.reason})",
                              p_value=p, conclusive_regression=True, p_values=keep)  # fmt: skip
     if look.decision in ("inconclusive", "continue"):
-        prefix = "collecting evidence, no decision yet: " if look.decision == "continue" else ""
+        prefix = "collecting evidence: " if look.decision == "continue" else ""
         return MetricVerdict(name, "inconclusive", value, stable, prefix + look.reason, p_value=p, progress=progress,
                              p_values=keep)  # fmt: skip
     # The max/min thresholds still apply beside the sequential test.
