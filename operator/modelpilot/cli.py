@@ -101,7 +101,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     import kopf
 
     import modelpilot.controller.handlers  # noqa: F401 - registers the handlers
+    from modelpilot.api.policy import PolicyError, load_policy
     from modelpilot.controller import metrics as opmetrics
+
+    try:
+        load_policy(os.environ)  # a bad policy stops the operator here, not in a retried start-up handler
+    except PolicyError as exc:
+        print(f"modelpilot: invalid policy: {exc}", file=sys.stderr)
+        return 2
 
     if args.kubeconfig:
         os.environ["KUBECONFIG"] = args.kubeconfig

@@ -70,8 +70,12 @@ def cluster_scoped_cleanup(kubeconfig: Path, objs: list[dict[str, Any]]) -> Iter
 
 
 def can(api_client, sa: str, sa_ns: str, verb: str, resource: str, namespace: str | None, group: str = "") -> bool:
+    """resource may name a subresource: "modeldeployments/status"."""
     api = kubernetes.client.AuthorizationV1Api(api_client)
+    resource, _, subresource = resource.partition("/")
     attrs: dict[str, Any] = {"verb": verb, "resource": resource, "group": group}
+    if subresource:
+        attrs["subresource"] = subresource
     if namespace:
         attrs["namespace"] = namespace
     user = f"system:serviceaccount:{sa_ns}:{sa}"
@@ -141,13 +145,15 @@ def test_namespace_mode_chart_runs_the_operator_to_ready(api_client, kubeconfig,
         assert refused.value.status == 403 and "PodSecurity" in refused.value.body
 
         # Least privilege: writes only in the watched namespace, nothing it does not need.
-        assert can(api_client, sa, ns, "patch", "modeldeployments", models, "modelpilot.io")
+        assert can(api_client, sa, ns, "patch", "modeldeployments/status", models, "modelpilot.io")
+        assert not can(api_client, sa, ns, "patch", "modeldeployments", models, "modelpilot.io"), "spec is the user's"
         assert can(api_client, sa, ns, "create", "deployments", models, "apps")
         assert not can(api_client, sa, ns, "create", "deployments", ns, "apps")
         assert not can(api_client, sa, ns, "create", "deployments", "default", "apps")
-        assert not can(api_client, sa, ns, "patch", "modeldeployments", "default", "modelpilot.io")
+        assert not can(api_client, sa, ns, "patch", "modeldeployments/status", "default", "modelpilot.io")
         assert not can(api_client, sa, ns, "get", "secrets", models)
-        assert can(api_client, sa, ns, "list", "nodes", None)
+        assert not can(api_client, sa, ns, "list", "nodes", None), "nodes are not used"
+        assert can(api_client, sa, ns, "list", "namespaces", None)
 
         # The operator, as a local process with only the ServiceAccount's token.
         sa_kubeconfig = service_account_kubeconfig(api_client, kubeconfig, sa, ns, tmp_path / "sa.kubeconfig")
@@ -203,7 +209,7 @@ def test_cluster_mode_grants_every_namespace_but_no_secrets(api_client, kubeconf
     objs = install(kubeconfig, {"rbac": {"scope": "cluster"}, "replicaCount": 0}, release, namespace)
     with cluster_scoped_cleanup(kubeconfig, objs):
         (sa,) = [o["metadata"]["name"] for o in objs if o["kind"] == "ServiceAccount"]
-        wait_for(lambda: can(api_client, sa, namespace, "patch", "modeldeployments", "any-namespace", "modelpilot.io"),
+        wait_for(lambda: can(api_client, sa, namespace, "patch", "modeldeployments/status", "any-namespace", "modelpilot.io"),
                  timeout=20, what="ClusterRoleBinding in effect")  # fmt: skip
         assert can(api_client, sa, namespace, "patch", "virtualservices", "other", "networking.istio.io")
         assert can(api_client, sa, namespace, "patch", "clusterkopfpeerings", None, "kopf.dev")

@@ -122,10 +122,48 @@ def test_namespace_scope_defaults_to_the_release_namespace():
     assert f"--namespace={NS}" in container(operator_deployment(objs))["args"]
 
 
+def test_default_is_namespace_scope_with_no_cluster_wide_write():
+    """Least privilege by default: cluster scope is an explicit choice."""
+    objs = helm.render(namespace=NS)
+    assert [(r["metadata"]["namespace"], r["rules"]) for r in helm.find(objs, "Role")] == [(NS, rbac.NAMESPACED_RULES)]
+    (cluster_role,) = helm.find(objs, "ClusterRole")
+    assert cluster_role["rules"] == rbac.CLUSTER_RULES
+    assert {v for r in cluster_role["rules"] for v in r["verbs"]} <= {"get", "list", "watch"}
+    assert [a for a in container(operator_deployment(objs))["args"] if a.startswith("--namespace")] == [f"--namespace={NS}"]
+
+
+@pytest.mark.parametrize("scope", ["cluster", "namespace"])
+def test_no_rule_grants_nodes_secrets_rbac_or_wildcards(scope):
+    objs = helm.render({"rbac": {"scope": scope}, "watchNamespaces": ["team-a"]})
+    rules = [rule for o in objs if o["kind"] in ("Role", "ClusterRole") for rule in o["rules"]]
+    resources = {res for r in rules for res in r["resources"]}
+    assert not resources & {"nodes", "secrets", "roles", "rolebindings", "clusterroles", "clusterrolebindings", "serviceaccounts"}
+    assert "*" not in resources and not any("*" in r["verbs"] or "*" in r["apiGroups"] for r in rules)
+
+
+def test_policy_values_reach_the_operator_as_the_policy_it_loads():
+    from modelpilot.api.policy import Policy, check, load_policy
+    from modelpilot.api.spec import parse_spec
+
+    env = env_of(container(operator_deployment(helm.render())))
+    assert load_policy({"MODELPILOT_POLICY": env["MODELPILOT_POLICY"]}) == Policy(), "the default allows anything"
+    values = {"policy": {"images": ["registry.example.com/", "nvcr.io/nvidia/tritonserver"], "serviceAccounts": [], "secrets": ["s3-*"]}}
+    env = env_of(container(operator_deployment(helm.render(values))))
+    policy = load_policy({"MODELPILOT_POLICY": env["MODELPILOT_POLICY"]})
+    assert policy == Policy(images=("registry.example.com/", "nvcr.io/nvidia/tritonserver"), service_accounts=(), secrets=("s3-*",))
+    spec = parse_spec({"model": {"name": "m", "repository": "s3://b/m"},
+                       "serving": {"image": "docker.io/evil/triton:1", "serviceAccountName": "admin", "modelStoreSecret": "s3-creds"}})  # fmt: skip
+    problems = check(spec, policy)
+    assert [p.split(":")[0] for p in problems] == ["spec.serving.image", "spec.serving.serviceAccountName"]
+
+
 @pytest.mark.parametrize(
     "values",
     [
         {"rbac": {"scope": "everywhere"}},
+        {"policy": {"images": "nvcr.io/"}},  # a string, not a list
+        {"policy": {"image": ["nvcr.io/"]}},  # a typo must not mean "anything goes"
+        {"policy": {"secrets": ["a b"]}},
         {"logFormat": "xml"},
         {"prometheus": {"url": "prometheus:9090"}},
         {"replicas": 2},  # a typo of replicaCount: the schema refuses unknown keys
@@ -197,7 +235,7 @@ def test_single_replica_runs_standalone_and_never_twice():
 
 
 def test_replicas_peer_cluster_wide():
-    objs = helm.render({"replicaCount": 3, "peering": {"name": "mp-peers"}})
+    objs = helm.render({"replicaCount": 3, "peering": {"name": "mp-peers"}, "rbac": {"scope": "cluster"}})
     dep = operator_deployment(objs)
     args = container(dep)["args"]
     assert "--peering=mp-peers" in args and "--standalone" not in args
@@ -281,7 +319,8 @@ def test_monitor_component_with_its_pvc():
     objs = helm.render({"monitor": {"enabled": True, "config": {"windows": {"size": 1000}}, "persistence": {"size": "5Gi"}}})
     (dep,) = [d for d in helm.find(objs, "Deployment") if d["metadata"]["name"].endswith("-monitor")]
     c = container(dep)
-    assert [c["command"][0], *c["args"]] == ["modelpilot", "monitor", "--config=/etc/modelpilot/monitor.yaml", "--db=/data/monitor.db", "--port=8090"]
+    assert [c["command"][0], *c["args"]] == ["modelpilot", "monitor", "--config=/etc/modelpilot/monitor.yaml", "--db=/data/monitor.db",
+                                             "--host=0.0.0.0", "--port=8090"]  # fmt: skip
     assert dep["spec"]["replicas"] == 1 and dep["spec"]["strategy"]["type"] == "Recreate", "SQLite: one writer"
     pod = dep["spec"]["template"]["spec"]
     vols = {v["name"]: v for v in pod["volumes"]}
@@ -294,6 +333,20 @@ def test_monitor_component_with_its_pvc():
     assert pod["automountServiceAccountToken"] is False, "the monitor needs no API access"
     (svc,) = [s for s in helm.find(objs, "Service") if s["metadata"]["name"] == dep["metadata"]["name"]]
     assert svc["spec"]["ports"][0]["port"] == 8090
+
+
+def test_monitor_listens_on_the_pod_ip_where_its_probes_and_service_reach_it():
+    """The monitor binds 127.0.0.1 by default: without --host the probes and the Service fail."""
+    from modelpilot.monitor.server import build_parser
+
+    objs = helm.render({"monitor": {"enabled": True, "port": 9100}})
+    (dep,) = [d for d in helm.find(objs, "Deployment") if d["metadata"]["name"].endswith("-monitor")]
+    c = container(dep)
+    args = build_parser().parse_args(c["args"][1:])
+    assert args.host == "0.0.0.0" and args.port == 9100
+    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"http": 9100}
+    for probe in (c["readinessProbe"], c["livenessProbe"]):
+        assert probe["httpGet"] == {"path": "/healthz", "port": "http"}
 
 
 def test_monitor_is_off_by_default():

@@ -141,3 +141,13 @@ def test_without_candidate_sends_every_route_to_stable():
     primary = out["http"][-1]
     assert primary["route"] == [{"destination": {"host": "m", "subset": "a"}, "weight": 100}]
     assert "mirror" not in primary
+
+
+def test_a_policy_violation_is_invalid_spec_and_builds_nothing():
+    from modelpilot.api.policy import Policy
+
+    kube = MemoryKube()
+    mdep(kube, {**SPEC, "serving": {"replicas": 1, "image": "evil.example.com/miner:1"}})
+    Reconciler(kube, policy=Policy(images=("nvcr.io/nvidia/",))).reconcile("ns", "m")  # type: ignore[arg-type]
+    assert status(kube)["phase"] == "InvalidSpec" and "spec.serving.image" in status(kube)["message"]
+    assert not [k for k in kube.objects if k[0] == "Deployment"]

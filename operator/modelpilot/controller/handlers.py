@@ -16,6 +16,7 @@ from typing import Any
 
 import kopf
 
+from modelpilot.api.policy import load_policy
 from modelpilot.api.reasons import GROUP, LABEL_DEPLOYMENT, PLURAL, VERSION
 from modelpilot.controller import metrics as opmetrics
 from modelpilot.controller.kube import KubeClient
@@ -54,8 +55,10 @@ def build_reconciler(kube: KubeClient) -> Reconciler:
     measure = PrometheusMeasure(prometheus_url, headers=prometheus_auth_headers(os.environ)) if prometheus_url else None
     init_image = os.environ.get("MODELPILOT_IMAGE", "ghcr.io/modelpilot/modelpilot:0.1.0")
     load = PrometheusLoad(measure.provider) if measure else None
+    policy = load_policy(os.environ)
+    log.info("ModelDeployment policy: %s", policy.to_dict())
     return Reconciler(kube=kube, measure=measure, measure_load=load, run_gate=GateRunner(), init_image=init_image,
-                      prometheus_url=prometheus_url or None)  # fmt: skip
+                      prometheus_url=prometheus_url or None, policy=policy)  # fmt: skip
 
 
 @kopf.on.login()

@@ -17,6 +17,8 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
+from modelpilot.api.policy import Policy
+from modelpilot.api.policy import check as policy_check
 from modelpilot.api.reasons import API_VERSION, KIND, LABEL_DEPLOYMENT, LABEL_REVISION, ConditionType, Reason
 from modelpilot.api.spec import parse_spec
 from modelpilot.api.validation import validate
@@ -60,6 +62,7 @@ class Reconciler:
     init_image: str = manifests.DEFAULT_INIT_IMAGE
     clock: Callable[[], float] = time.time
     prometheus_url: str | None = None  # for KEDA's Prometheus trigger
+    policy: Policy = field(default_factory=Policy)  # images, ServiceAccounts and Secrets a spec may use
     monitors: NamespaceMonitors = field(init=False)
     autoscalers: Autoscalers = field(init=False)
     optimizer: Optimizer = field(init=False)
@@ -126,7 +129,7 @@ class Reconciler:
         invalid: list[str] = []
         try:
             spec = parse_spec(raw_spec)
-            invalid = validate(spec)
+            invalid = validate(spec) + policy_check(spec, self.policy)
             render_config_pbtxt(spec.model)
         except (TritonConfigError, ValueError, TypeError, KeyError) as exc:
             invalid.append(str(exc))

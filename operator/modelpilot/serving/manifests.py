@@ -25,7 +25,7 @@ from modelpilot.api.reasons import (
     POOL_LABEL,
 )
 from modelpilot.api.spec import ModelDeploymentSpec
-from modelpilot.capture.manifests import CAPTURE_PORT_NAME, sidecar_container
+from modelpilot.capture.manifests import CAPTURE_PORT_NAME, restricted_key, sidecar_container, spool_volume
 from modelpilot.monitor.manifests import monitor_url
 from modelpilot.serving.triton import (
     model_repository_path,
@@ -38,6 +38,7 @@ HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002
 LOCAL_REPOSITORY = "/models"
 CONFIG_MOUNT = "/etc/modelpilot/model-config"
 PVC_MOUNT = "/mnt/model-store"
+SCRATCH = "/tmp"  # scratch and $HOME on an emptyDir: the root filesystem is read-only
 DEFAULT_INIT_IMAGE = "ghcr.io/modelpilot/modelpilot:0.1.0"
 
 
@@ -139,9 +140,9 @@ def _resources(spec: ModelDeploymentSpec) -> dict[str, Any]:
     return {"requests": requests, "limits": limits}
 
 
-def _probe(path: str, period: int, failure_threshold: int) -> dict[str, Any]:
+def _probe(path: str, period: int, failure_threshold: int, port: str = "http") -> dict[str, Any]:
     return {
-        "httpGet": {"path": path, "port": "http"},
+        "httpGet": {"path": path, "port": port},
         "periodSeconds": period,
         "timeoutSeconds": 2,
         "failureThreshold": failure_threshold,
@@ -179,7 +180,7 @@ def _init_containers(spec: ModelDeploymentSpec, init_image: str, env_from: list)
         "args": args,
         "volumeMounts": _volume_mounts(spec, init=True),
         "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
-        "securityContext": container_security(OPERATOR_UID),
+        "securityContext": {**container_security(OPERATOR_UID), "readOnlyRootFilesystem": True},
     }
     if env_from:
         container["envFrom"] = env_from
@@ -187,7 +188,10 @@ def _init_containers(spec: ModelDeploymentSpec, init_image: str, env_from: list)
 
 
 def _volumes(spec: ModelDeploymentSpec, owner: Owner, revision: str) -> list[dict[str, Any]]:
-    volumes: list[dict[str, Any]] = [{"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}}]
+    # tmp: scratch for a read-only root. No size limit: Triton copies an s3:// or gs:// model repository
+    # into a temporary directory before loading it (it counts as the pod's ephemeral storage).
+    volumes: list[dict[str, Any]] = [{"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}},
+                                     {"name": "tmp", "emptyDir": {}}]  # fmt: skip
     repo = str(spec.model["repository"])
     if repo.startswith("pvc://"):
         claim = repo.removeprefix("pvc://").split("/", 1)[0]
@@ -199,7 +203,9 @@ def _volumes(spec: ModelDeploymentSpec, owner: Owner, revision: str) -> list[dic
 
 
 def _volume_mounts(spec: ModelDeploymentSpec, init: bool = False) -> list[dict[str, Any]]:
-    mounts: list[dict[str, Any]] = [] if init else [{"name": "shm", "mountPath": "/dev/shm"}]
+    mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": SCRATCH}]
+    if not init:
+        mounts.append({"name": "shm", "mountPath": "/dev/shm"})
     if str(spec.model["repository"]).startswith("pvc://"):
         mounts.append({"name": "model-store", "mountPath": PVC_MOUNT, "readOnly": True})
     if needs_generated_config(spec.model):
@@ -232,6 +238,10 @@ def pod_template(owner: Owner, spec: ModelDeploymentSpec, revision: str, init_im
     env_from = [{"secretRef": {"name": serving.model_store_secret}}] if serving.model_store_secret else []
     period = serving.readiness_period_seconds
     startup_period = 10
+    capture = capture_enabled(spec)
+    # With capture on, Triton listens on loopback only (the sidecar is the only way in), so the kubelet
+    # probes it through the sidecar, which forwards /v2/health/* unchanged.
+    probe_port = CAPTURE_PORT_NAME if capture else "http"
     container: dict[str, Any] = {
         "name": "triton",
         "image": serving.image,
@@ -239,11 +249,13 @@ def pod_template(owner: Owner, spec: ModelDeploymentSpec, revision: str, init_im
         "args": triton_args(
             spec.model,
             repository_path=_repository(spec),
-            control_mode=serving.model_control_mode,
+            control_mode=_control_mode(spec, capture),
             http_port=HTTP_PORT,
             grpc_port=GRPC_PORT,
             metrics_port=METRICS_PORT,
             extra_args=serving.args,
+            behind_proxy=capture,
+            restricted_key=restricted_key(owner.uid, revision) if capture else "",
         ),
         "ports": [
             {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
@@ -252,15 +264,20 @@ def pod_template(owner: Owner, spec: ModelDeploymentSpec, revision: str, init_im
         ],
         "resources": _resources(spec),
         "startupProbe": _probe(
-            "/v2/health/ready", startup_period, max(1, -(-serving.startup_timeout_seconds // startup_period))
+            "/v2/health/ready", startup_period, max(1, -(-serving.startup_timeout_seconds // startup_period)), probe_port
         ),
-        "readinessProbe": _probe("/v2/health/ready", period, 3),
-        "livenessProbe": _probe("/v2/health/live", 10, 6),
+        "readinessProbe": _probe("/v2/health/ready", period, 3, probe_port),
+        "livenessProbe": _probe("/v2/health/live", 10, 6, probe_port),
         "volumeMounts": _volume_mounts(spec),
-        "securityContext": container_security(TRITON_UID),
+        # Read-only root: model code (Triton's Python backend runs it) cannot change the image's files.
+        "securityContext": {**container_security(TRITON_UID), "readOnlyRootFilesystem": True},
     }
-    if serving.env:
-        container["env"] = [dict(e) for e in serving.env]
+    env = [dict(e) for e in serving.env]
+    if not any(e.get("name") == "HOME" for e in env):
+        # Libraries that cache under $HOME (~/.cache) write to the scratch volume instead; a HOME in
+        # spec.serving.env wins (and must not be listed twice: env is a keyed list for server-side apply).
+        env.insert(0, {"name": "HOME", "value": SCRATCH})
+    container["env"] = env
     if env_from:
         container["envFrom"] = env_from
     pod_spec: dict[str, Any] = {
@@ -268,16 +285,20 @@ def pod_template(owner: Owner, spec: ModelDeploymentSpec, revision: str, init_im
         "volumes": _volumes(spec, owner, revision),
         "terminationGracePeriodSeconds": 30,
         "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+        # Nothing in a Triton pod calls the Kubernetes API: no token for model code to steal. (Istio's
+        # sidecar brings its own projected token; workload identity webhooks add theirs.)
+        "automountServiceAccountToken": False,
     }
     init = _init_containers(spec, init_image, env_from)
     if init:
         pod_spec["initContainers"] = init
-    if capture_enabled(spec):
+    if capture:
         # Payload capture: a sidecar proxies the http port to Triton and ships samples to the monitor.
         pod_spec["containers"].append(sidecar_container(
             owner.name, revision, monitor_url(owner.namespace),
             float(spec.monitoring.get("sampleRate", 0.1)), init_image, upstream_port=HTTP_PORT,
         ))  # fmt: skip
+        pod_spec["volumes"].append(spool_volume())
     node_selector = dict(serving.placement.node_selector)
     if serving.placement.node_pool:
         node_selector[POOL_LABEL] = serving.placement.node_pool
@@ -331,14 +352,29 @@ def capture_enabled(spec: ModelDeploymentSpec) -> bool:
     return bool(spec.monitoring.get("enabled"))
 
 
+def _control_mode(spec: ModelDeploymentSpec, capture: bool) -> str:
+    """With capture on, a repository that holds only this model is served with model control off.
+
+    The local repository (a generated config) holds just this model, so "none" loads the same thing
+    as "explicit" + --load-model, and leaves no load/unload API at all. A remote repository may
+    hold other models: it keeps "explicit", and its load/unload API is restricted instead.
+    """
+    mode = spec.serving.model_control_mode
+    if capture and mode == "explicit" and needs_generated_config(spec.model):
+        return "none"
+    return mode
+
+
 def _service_ports(capture: bool = False) -> list[dict[str, Any]]:
-    # With capture on, inference enters through the sidecar, which forwards to Triton unchanged.
+    # With capture on, inference enters through the sidecar, which forwards to Triton unchanged, and
+    # there is no gRPC port: Triton's gRPC listens on loopback only (it would bypass capture).
     http_target = CAPTURE_PORT_NAME if capture else "http"
-    return [
+    ports = [
         {"name": "http", "port": HTTP_PORT, "targetPort": http_target, "protocol": "TCP", "appProtocol": "http"},
         {"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc", "protocol": "TCP", "appProtocol": "grpc"},
         {"name": "http-metrics", "port": METRICS_PORT, "targetPort": "metrics", "protocol": "TCP"},
     ]
+    return [p for p in ports if not (capture and p["name"] == "grpc")]
 
 
 def revision_service(owner: Owner, revision: str, capture: bool = False) -> dict[str, Any]:
