@@ -15,8 +15,8 @@ from modelpilot.analysis.queries import (
     builtin_query,
     count_queries,
     monitor_class_counts,
-    monitor_label_outcomes,
     monitor_evaluation_age,
+    monitor_label_outcomes,
     monitor_query,
     monitor_sample_query,
     render_for_revision,
@@ -27,7 +27,6 @@ from modelpilot.rollout.decide import AnalysisRequest
 from modelpilot.rollout.fallback import LoadObservation
 from modelpilot.rollout.observe import MetricSample
 from modelpilot.serving.manifests import Owner
-
 
 MONITOR_EVALUATION_INTERVAL_S = 15.0  # the monitor's default --evaluate-every (monitor/manifests.py)
 
