@@ -6,6 +6,11 @@ held-out set at a steady rate according to the weights, header/cookie matches an
 routes. Every request a revision serves, mirrored copies included, is counted the way a
 destination sidecar reports it, on the driver's own ``/metrics``; user-visible answers are posted
 to the monitor, and their ground truth follows a few seconds later for a share of them.
+
+A mirrored copy is sent exactly as Envoy sends it: the same ``x-request-id`` as the user's request,
+and ``-shadow`` appended to the authority (Host). Its answer reaches the monitor under that same
+request id, as the candidate's capture sidecar would record it, so the monitor holds both arms of
+the request and pairs them; one label per request applies to both.
 """
 
 from __future__ import annotations
@@ -57,7 +62,7 @@ class DriverConfig:
     monitor_url: str | None = None
     label_share: float = 0.5  # share of answered requests whose ground truth is posted later
     label_delay_s: tuple[float, float] = (2.0, 5.0)
-    post_mirrors: bool = True  # shadow answers go to the monitor too, as `<id>.shadow`
+    post_mirrors: bool = True  # shadow answers go to the monitor too, under the same request id
     workers: int = 4
     timeout_s: float = 5.0
     seed: int = 0
@@ -78,6 +83,7 @@ class Answer:
     label: int | None = None  # the model's predicted class
     model_version: str | None = None
     mirror: bool = False
+    authority: str | None = None  # the Host header sent (a mirror's ends in -shadow)
 
 
 @dataclass
@@ -336,7 +342,7 @@ class TrafficDriver:
             self.stats.sent += 1
             self.stats.by_route[decision.route] += 1
         if decision.mirror_revision is not None:
-            self._mirror(decision.mirror_revision, row, request_id, decision.route)
+            self._mirror(decision.mirror_revision, row, request_id, decision.route, decision.mirror_authority)
         endpoint = self.endpoints(decision.revision) if decision.revision else None
         if endpoint is None:
             with self._lock:
@@ -345,7 +351,9 @@ class TrafficDriver:
                 Answer(request_id, row, client_name, decision.route, decision.revision, UNAVAILABLE, 0.0)
             )
             return
-        answer = self._call(endpoint, row, request_id, client_name, decision.route, mirror=False)
+        answer = self._call(
+            endpoint, row, request_id, client_name, decision.route, mirror=False, authority=decision.authority
+        )
         truth = int(self.holdout.labels[row])
         with self._lock:
             counts = self.stats.revision(endpoint.revision)
@@ -356,11 +364,9 @@ class TrafficDriver:
         if answer.code == 200 and self.monitor is not None and self.rng.random() < self.config.label_share:
             low, high = self.config.label_delay_s
             delay = self.rng.uniform(low, high)
-            self.monitor.label_later(request_id, truth, delay)
-            if decision.mirror_revision is not None and self.config.post_mirrors:
-                self.monitor.label_later(f"{request_id}.shadow", truth, delay)
+            self.monitor.label_later(request_id, truth, delay)  # the request's truth: every arm joins it
 
-    def _mirror(self, revision: str, row: int, request_id: str, route: str) -> None:
+    def _mirror(self, revision: str, row: int, request_id: str, route: str, authority: str | None) -> None:
         """Fire and forget, as Envoy's shadowing is: a full queue drops the copy, never the user."""
         endpoint = self.endpoints(revision)
         if endpoint is None or not self._mirror_slots.acquire(blocking=False):
@@ -370,7 +376,9 @@ class TrafficDriver:
 
         def shadow() -> None:
             try:
-                answer = self._call(endpoint, row, f"{request_id}.shadow", "mirror", route, mirror=True)
+                answer = self._call(
+                    endpoint, row, request_id, "mirror", route, mirror=True, authority=authority
+                )
                 with self._lock:
                     counts = self.stats.revision(revision)
                     counts.mirrored += 1
@@ -401,8 +409,10 @@ class TrafficDriver:
                 self._all_conns.append(conn)
         return conn
 
-    def _post(self, endpoint: Endpoint, body: bytes) -> tuple[int, bytes]:
-        headers = {"Content-Type": "application/json"}
+    def _post(
+        self, endpoint: Endpoint, body: bytes, extra: Mapping[str, str] | None = None
+    ) -> tuple[int, bytes]:
+        headers = {"Content-Type": "application/json", **(extra or {})}
         for attempt in range(2):  # a kept-alive connection the server closed is retried once
             conn = self._connection(endpoint, fresh=attempt > 0)
             try:
@@ -414,16 +424,29 @@ class TrafficDriver:
         return UNAVAILABLE, b""
 
     def _call(
-        self, endpoint: Endpoint, row: int, request_id: str, client: str, route: str, *, mirror: bool
-    ) -> Answer:
+        self, endpoint: Endpoint, row: int, request_id: str, client: str, route: str, *, mirror: bool,
+        authority: str | None = None,
+    ) -> Answer:  # fmt: skip
         started = time.perf_counter()
         wall = time.time()
-        code, data = self._post(endpoint, self._bodies[row])
+        # What the mesh forwards: Envoy's x-request-id (a mirror keeps it) and the authority.
+        headers = {"x-request-id": request_id, **({"Host": authority} if authority else {})}
+        code, data = self._post(endpoint, self._bodies[row], headers)
         latency_ms = (time.perf_counter() - started) * 1000.0
         self.metrics.observe(endpoint.revision, code, latency_ms)
         label, probabilities, version = parse_answer(data) if code == 200 else (None, None, None)
         answer = Answer(
-            request_id, row, client, route, endpoint.revision, code, latency_ms, label, version, mirror
+            request_id,
+            row,
+            client,
+            route,
+            endpoint.revision,
+            code,
+            latency_ms,
+            label,
+            version,
+            mirror,
+            authority,
         )
         self.answers.append(answer)
         if code == 200 and self.monitor is not None and (not mirror or self.config.post_mirrors):

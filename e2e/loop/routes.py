@@ -5,7 +5,9 @@ are tried in order and the first whose ``match`` holds wins (a route without ``m
 everything); a match block is an AND of its header conditions and the blocks of one route are
 ORed; ``exact``/``prefix``/``regex`` compare the header value (regex is a full match, as with
 Envoy's RE2); weights pick a destination; ``mirror`` copies ``mirrorPercentage`` percent of the
-route's requests (all of them when the percentage is absent) to another subset.
+route's requests (all of them when the percentage is absent) to another subset. A mirrored copy
+is the same request, headers included (so the same ``x-request-id``), except that Envoy appends
+``-shadow`` to its authority (the Host header): :func:`shadow_authority`.
 """
 
 from __future__ import annotations
@@ -56,20 +58,41 @@ class Route:
         return any(all(m.matches(lowered.get(name)) for name, m in block) for block in self.matches)
 
 
+def shadow_authority(authority: str) -> str:
+    """The authority Envoy gives a mirrored copy: ``-shadow`` appended to the host, before any port
+    (``model`` → ``model-shadow``, ``model.ns:8000`` → ``model.ns-shadow:8000``)."""
+    host, colon, port = authority.rpartition(":")
+    if colon and port.isdigit() and not host.endswith(":"):  # host:port (not a bare IPv6 address)
+        return f"{host}-shadow:{port}"
+    return f"{authority}-shadow"
+
+
 @dataclass(frozen=True)
 class Decision:
-    """Where one request goes: the route taken, the serving revision and an optional mirror copy."""
+    """Where one request goes: the route taken, the serving revision and an optional mirror copy.
+
+    ``authority`` is the Host the client addressed (the VirtualService's first host);
+    ``mirror_authority`` is the copy's, as Envoy rewrites it.
+    """
 
     route: str
     subset: str | None
     revision: str | None
     mirror_revision: str | None = None
+    authority: str | None = None
+
+    @property
+    def mirror_authority(self) -> str | None:
+        if self.mirror_revision is None or self.authority is None:
+            return None
+        return shadow_authority(self.authority)
 
 
 @dataclass(frozen=True)
 class RouteTable:
     routes: tuple[Route, ...]
     subsets: Mapping[str, str] = field(default_factory=dict)  # subset name -> revision
+    hosts: tuple[str, ...] = ()  # the VirtualService's hosts: what clients address
 
     @classmethod
     def from_manifests(
@@ -79,11 +102,13 @@ class RouteTable:
         for subset in ((destination_rule or {}).get("spec") or {}).get("subsets") or []:
             labels = subset.get("labels") or {}
             subsets[subset["name"]] = labels.get(LABEL_REVISION, subset["name"])
-        routes = tuple(
-            _route(i, http, subsets)
-            for i, http in enumerate((virtual_service.get("spec") or {}).get("http") or [])
-        )
-        return cls(routes, subsets)
+        spec = virtual_service.get("spec") or {}
+        routes = tuple(_route(i, http, subsets) for i, http in enumerate(spec.get("http") or []))
+        return cls(routes, subsets, tuple(str(host) for host in spec.get("hosts") or ()))
+
+    @property
+    def authority(self) -> str | None:
+        return self.hosts[0] if self.hosts else None
 
     def decide(self, headers: Mapping[str, str], rng: random.Random) -> Decision:
         for route in self.routes:
@@ -94,9 +119,10 @@ class RouteTable:
             if route.mirror is not None and rng.random() * 100.0 < route.mirror_percent:
                 mirror = route.mirror.revision
             return Decision(
-                route.name, dest.subset if dest else None, dest.revision if dest else None, mirror
-            )
-        return Decision("<no route>", None, None)
+                route.name, dest.subset if dest else None, dest.revision if dest else None, mirror,
+                self.authority,
+            )  # fmt: skip
+        return Decision("<no route>", None, None, authority=self.authority)
 
     def weights(self) -> dict[str, int]:
         """Revision -> weight of the last (default) route, the way status views show a canary."""

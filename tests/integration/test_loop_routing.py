@@ -168,7 +168,9 @@ def test_loop_mirror_copies_half_to_the_candidate(kube, namespace, fleet, zoo):
     assert stats.revisions[STABLE].served == 1000 and stats.revisions[CANDIDATE].served == 0
     shadows = [a for a in answers if a.mirror]
     assert {a.revision for a in shadows} == {CANDIDATE} and {a.model_version for a in shadows} == {"2"}
-    assert all(a.request_id.endswith(".shadow") for a in shadows)
+    # As Envoy mirrors: the user's x-request-id, and the authority with -shadow appended.
+    assert {a.request_id for a in shadows} <= {a.request_id for a in user}
+    assert {a.authority for a in user} == {NAME} and {a.authority for a in shadows} == {f"{NAME}-shadow"}
     got = delta(served(fleet), before)
     assert got == {STABLE: 1000.0, CANDIDATE: float(stats.revisions[CANDIDATE].mirrored)}
 
@@ -251,14 +253,17 @@ def test_loop_predictions_then_delayed_labels_reach_the_monitor(kube, namespace,
     with TrafficDriver(kube, fleet.endpoint, zoo.holdout, config) as driver:
         assert driver.wait_done(30)
         wait_for(lambda: driver.monitor.pending() == (0, 0), 15, 0.1, what="every label posted")  # type: ignore[union-attr]
-        answers = {a.request_id: a for a in driver.answers}
+        answers = {a.request_id: a for a in driver.answers if not a.mirror}  # a mirror shares the id
         dropped = driver.stats.mirror_dropped
 
-    predictions = {r["request_id"]: (t, r) for t, path, body in received if path == "/v1/predictions"
-                   for r in body["records"]}  # fmt: skip
     labels = [(t, lab) for t, path, body in received if path == "/v1/labels" for lab in body["labels"]]
-    user = [p for _, p in predictions.values() if not p["request_id"].endswith(".shadow")]
-    shadow = [p for _, p in predictions.values() if p["request_id"].endswith(".shadow")]
+    # A mirrored request's two arms are posted under the same request id, one per revision.
+    records = [(t, r) for t, path, body in received if path == "/v1/predictions" for r in body["records"]]
+    predictions = {r["request_id"]: (t, r) for t, r in records if r["revision"] == STABLE}
+    user = [p for _, p in predictions.values()]
+    shadow = [r for _, r in records if r["revision"] != STABLE]
+    assert not any(r["request_id"].endswith(".shadow") for _, r in records)
+    assert {r["request_id"] for r in shadow} <= set(predictions)
     assert len(user) == 300 and {p["revision"] for p in user} == {STABLE}
     # Shadow copies are fire-and-forget, as Envoy's are: under load some are dropped, and counted.
     assert len(shadow) + dropped == 300 and dropped <= 30 and {p["revision"] for p in shadow} == {CANDIDATE}
@@ -267,15 +272,12 @@ def test_loop_predictions_then_delayed_labels_reach_the_monitor(kube, namespace,
     assert record["outputs"]["LABEL"] == answers[record["request_id"]].label
     assert len(record["outputs"]["PROBABILITIES"]) == 2
 
-    user_labels = [(t, lab) for t, lab in labels if not lab["request_id"].endswith(".shadow")]
-    assert 100 <= len(user_labels) <= 200  # a binomial half of 300
-    for t, lab in user_labels:
+    assert 100 <= len(labels) <= 200  # a binomial half of 300
+    for t, lab in labels:
         _, prediction = predictions[lab["request_id"]]
         assert lab["source"] == "delayed_label"
         assert lab["label"] == int(zoo.holdout.labels[answers[lab["request_id"]].row])
         assert t - prediction["timestamp"] >= 1.0, "labels come after the configured delay"
         assert lab["timestamp"] >= prediction["timestamp"]
-    # A shadow prediction gets the same ground truth as the request it copied.
-    assert {lab["request_id"] for _, lab in labels if lab["request_id"].endswith(".shadow")} == {
-        f"{lab['request_id']}.shadow" for _, lab in user_labels
-    }
+    # One label per request: the monitor joins it to both arms, so the shadow gets the same truth.
+    assert len({lab["request_id"] for _, lab in labels}) == len(labels)

@@ -1,4 +1,5 @@
-"""The monitor as a real process: acknowledged records survive SIGKILL; delayed labels join after a restart.
+"""The monitor as a real process: acknowledged records survive SIGKILL; delayed labels join after a restart;
+mirrored arms are paired; a bad model entry, hostile clients and a promotion do not stop or restart it.
 
 Needs no cluster: the server runs on a free loopback port with a temporary database.
 """
@@ -50,13 +51,13 @@ def _request(url: str, body: dict | None = None, timeout: float = 10.0) -> tuple
 class Monitor:
     """One ``python -m modelpilot.monitor.server`` process."""
 
-    def __init__(self, tmp: Path, config: Path, db: Path) -> None:
+    def __init__(self, tmp: Path, config: Path, db: Path, *extra: str) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = open(tmp / f"monitor-{self.port}.log", "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "modelpilot.monitor.server", "--config", str(config), "--db", str(db),
-             "--host", "127.0.0.1", "--port", str(self.port), "--evaluate-every", "500ms"],
+             "--host", "127.0.0.1", "--port", str(self.port), "--evaluate-every", "500ms", *extra],
             stdout=self.log, stderr=subprocess.STDOUT, cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )  # fmt: skip
         deadline = time.monotonic() + 30
@@ -209,3 +210,151 @@ def test_acknowledged_records_survive_sigkill_and_labels_join_after_restart(work
         assert restarted.terminate() == 0  # SIGTERM: graceful shutdown
     finally:
         restarted.kill()
+
+
+def _wait(predicate, what: str, monitor: Monitor, timeout: float = 20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}: {monitor.logs()}")
+
+
+def _arms(revision: str, count: int, ts: float, flip: set[int] = frozenset()) -> list[dict]:
+    """Arm ``revision`` of requests mirror-0..count-1 (the same ids for every revision)."""
+    return [
+        {"request_id": f"mirror-{i}", "model": MODEL, "revision": revision, "timestamp": ts + (revision == "v2"),
+         "inputs": {"x": float(i % 7), "c": "ab"[i % 2]},
+         "outputs": {"label": (1 - i % 2) if i in flip else i % 2, "score": 0.5}}
+        for i in range(count)
+    ]  # fmt: skip
+
+
+def test_both_arms_of_mirrored_requests_are_kept_paired_and_labelled(workspace, tmp_path):
+    config, db = workspace
+    ts = time.time() - 120
+    monitor = Monitor(tmp_path, config, db)
+    try:
+        for revision, flip in (("v1", set()), ("v2", {3, 4, 10})):
+            status, body = _request(
+                monitor.url + "/v1/predictions", {"records": _arms(revision, 60, ts, flip)}
+            )
+            assert status == 200 and json.loads(body)["inserted"] == 60, body
+        status, body = _request(monitor.url + "/v1/predictions", {"records": _arms("v2", 60, ts, {3, 4, 10})})
+        assert json.loads(body)["duplicates"] == 60  # a retried mirror batch
+        labels = [{"request_id": f"mirror-{i}", "label": i % 2, "timestamp": ts + 60} for i in range(60)]
+        status, body = _request(monitor.url + "/v1/labels", {"labels": labels})
+        assert status == 200 and json.loads(body)["joined_predictions"] == 120, body
+        status, body = _request(f"{monitor.url}/v1/predictions/mirror-3")
+        assert [arm["revision"] for arm in json.loads(body)["arms"]] == ["v1", "v2"]
+        labels_of = {"namespace": NAMESPACE, "model": MODEL, "revision": "v2", "baseline": "v1"}
+
+        def counted(url: str = monitor.url):
+            text = _request(url + "/metrics")[1].decode()
+            return (
+                text
+                if _metric(text, "modelpilot_monitor_shadow_pairs_total", outcome="agree", **labels_of)
+                else None
+            )
+
+        text = _wait(counted, "the pairs to be counted", monitor)
+        assert _metric(text, "modelpilot_monitor_shadow_pairs_total", outcome="agree", **labels_of) == 57
+        assert _metric(text, "modelpilot_monitor_shadow_pairs_total", outcome="disagree", **labels_of) == 3
+        assert _metric(text, "modelpilot_monitor_shadow_agreement", **labels_of) == pytest.approx(57 / 60)
+        assert _metric(text, "modelpilot_monitor_labeled_predictions", namespace=NAMESPACE, model=MODEL,
+                       revision="v2") == 60  # fmt: skip
+        shadow = json.loads(_request(f"{monitor.url}/v1/shadow?model={MODEL}")[1])["models"][0]
+        (candidate,) = shadow["revisions"]
+        assert candidate["shadow"]["agreement"] == pytest.approx(57 / 60)
+        assert candidate["shadow_pairs_total"] == {"v1": {"agree": 57, "disagree": 3}}
+        assert {f["name"] for f in candidate["shadow"]["features"]} == {"x", "c"}
+        assert monitor.terminate() == 0
+    finally:
+        monitor.kill()
+    restarted = Monitor(tmp_path, config, db)  # the counters are persisted: exact after a restart
+    try:
+        text = _wait(lambda: counted(restarted.url), "the restarted monitor's evaluation", restarted)
+        assert _metric(text, "modelpilot_monitor_shadow_pairs_total", outcome="agree", **labels_of) == 57
+    finally:
+        restarted.kill()
+
+
+def test_a_bad_model_entry_degrades_only_itself(tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({
+        "models": [
+            {"name": "long", "namespace": NAMESPACE, "labelJoinWindow": "200h"},  # CRD-valid, beyond retention
+            {"name": "broken", "namespace": NAMESPACE, "sampleRate": 7},
+            {"name": MODEL, "namespace": NAMESPACE},
+        ],
+        "ingest": {"idleTimeout": "1s"},
+    }))  # fmt: skip
+    monitor = Monitor(tmp_path, config, tmp_path / "bad.db")  # starts: no exit 2, no crash loop
+    try:
+        status = json.loads(_request(monitor.url + "/v1/status")[1])
+        assert {s["model"] for s in status["skipped"]} == {"long", "broken"}
+        assert "retention.maxAge" in next(s["reason"] for s in status["skipped"] if s["model"] == "long")
+        assert _request(monitor.url + "/v1/predictions", {"records": _records(0, 5, time.time())})[0] == 200
+        refused = _request(monitor.url + "/v1/predictions",
+                           {"records": [{"request_id": "x", "model": "long", "revision": "v1"}]})  # fmt: skip
+        assert refused[0] == 400 and b"refused" in refused[1]
+        # Hostile clients get answers, not a 500 or a held connection.
+        nested = urllib.request.Request(monitor.url + "/v1/predictions", data=b"[" * 200_000,
+                                        headers={"Content-Type": "application/json"})  # fmt: skip
+        with pytest.raises(urllib.error.HTTPError) as error:
+            urllib.request.urlopen(nested, timeout=10)
+        assert error.value.code == 400
+        with socket.create_connection(("127.0.0.1", monitor.port), timeout=10) as sock:
+            sock.sendall(b"POST /v1/predictions HTTP/1.1\r\nHost: x\r\n")  # and never the rest
+            started = time.monotonic()
+            assert sock.recv(1024) == b""  # closed by the server's idle timeout
+            assert time.monotonic() - started < 5
+        assert monitor.process.poll() is None
+    finally:
+        monitor.kill()
+
+
+def test_a_promotion_is_picked_up_from_the_rewritten_revisions_file_without_a_restart(workspace, tmp_path):
+    config, db = workspace
+    mounted = tmp_path / "mounted"
+    mounted.mkdir()
+    revisions = mounted / "revisions.yaml"
+
+    def publish(document: dict) -> None:  # as kubelet does: a new file swapped in atomically
+        staged = mounted / ".staged"
+        staged.write_text(yaml.safe_dump(document))
+        os.replace(staged, revisions)
+
+    publish({"models": {MODEL: {"stable": "v1", "candidate": "v2"}}})
+    ts = time.time() - 60
+    monitor = Monitor(tmp_path, config, db, "--revisions", str(revisions))
+    pid = monitor.process.pid
+    try:
+        for revision in ("v1", "v2"):
+            records = [{**r, "request_id": f"{revision}-{r['request_id']}", "revision": revision}
+                       for r in _records(0, 40, ts)]  # fmt: skip
+            assert _request(monitor.url + "/v1/predictions", {"records": records})[0] == 200
+
+        def evaluated_with(stable: str):
+            def check():
+                models = json.loads(_request(monitor.url + "/v1/status")[1])["models"]
+                return models and models[0]["stable"] == stable and models[0]
+
+            return check
+
+        model = _wait(evaluated_with("v1"), "stable v1", monitor)
+        assert model["candidate"] == "v2"
+        assert {r["revision"]: r["role"] for r in model["revisions"]} == {"v1": "stable", "v2": "candidate"}
+        publish({"models": {MODEL: {"stable": "v2"}}})  # the operator promoted v2
+        model = _wait(evaluated_with("v2"), "stable v2 after the rewrite", monitor)
+        assert {r["revision"]: r["role"] for r in model["revisions"]} == {"v1": "candidate", "v2": "stable"}
+        assert monitor.process.pid == pid and monitor.process.poll() is None  # no restart
+        publish({"models": "not a mapping"})  # a bad rewrite keeps the last good revisions
+        status = _wait(lambda: (s := json.loads(_request(monitor.url + "/v1/status")[1]))["revisions"]["error"] and s,
+                       "the bad rewrite to be reported", monitor)  # fmt: skip
+        assert status["revisions"]["models"][MODEL]["stable"] == "v2"
+        assert monitor.terminate() == 0
+    finally:
+        monitor.kill()

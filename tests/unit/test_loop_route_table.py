@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 
-from e2e.loop.routes import RouteTable
+from e2e.loop.routes import RouteTable, shadow_authority
 
 from modelpilot.api.spec import parse_spec
 from modelpilot.routing.istio import TrafficPlan, destination_rule, virtual_service
@@ -77,3 +77,16 @@ def test_loop_route_table_unknown_subset_is_unroutable():
     d = RouteTable.from_manifests(vs, dr).decide({}, random.Random(0))
     assert (d.route, d.subset, d.revision) == ("primary", "gone", None)
     assert RouteTable.from_manifests({"spec": {"http": []}}, dr).decide({}, random.Random(0)).revision is None
+
+
+def test_loop_mirror_copies_keep_the_request_and_get_envoys_shadow_authority():
+    t = table(TrafficPlan(stable="a", revisions=("a", "b"), candidate="b", mirror_percent=100))
+    assert t.hosts and t.authority == t.hosts[0]
+    d = t.decide({}, random.Random(0))
+    assert (d.revision, d.mirror_revision) == ("a", "b")
+    assert d.authority == t.authority and d.mirror_authority == f"{t.authority}-shadow"
+    assert (
+        table(TrafficPlan(stable="a", revisions=("a",))).decide({}, random.Random(0)).mirror_authority is None
+    )
+    assert shadow_authority("model") == "model-shadow"
+    assert shadow_authority("model.ns.svc.cluster.local:8000") == "model.ns.svc.cluster.local-shadow:8000"

@@ -20,16 +20,23 @@ class NamespaceMonitors:
         self.kube, self.settings, self.same = kube, settings, same
 
     def models(self, namespace: str, stable_revisions: Mapping[str, str | None]) -> list[MonitoredModel]:
+        """The monitored ModelDeployments, with their stable and candidate revisions.
+
+        The revisions go to the ConfigMap's ``revisions.yaml``, which the monitor re-reads at
+        run time, never into ``spec.monitoring`` (``config.yaml`` is hashed into the pod
+        template: a promotion would restart the monitor mid-rollout).
+        """
         out = []
         for body in self.kube.list("ModelDeployment", namespace):
             monitoring = dict((body.get("spec") or {}).get("monitoring") or {})
             if not monitoring.get("enabled") or body["metadata"].get("deletionTimestamp"):
                 continue
             name = body["metadata"]["name"]
-            stable = stable_revisions.get(name) or (body.get("status") or {}).get("stableRevision")
-            if stable:
-                monitoring["stableRevision"] = stable  # prediction drift compares the candidate with it
-            out.append(MonitoredModel(name=name, monitoring=monitoring, uid=body["metadata"]["uid"]))
+            status = body.get("status") or {}
+            stable = stable_revisions.get(name) or status.get("stableRevision")
+            candidate = status.get("canaryRevision")
+            out.append(MonitoredModel(name=name, monitoring=monitoring, uid=body["metadata"]["uid"],
+                                      stable=stable or None, candidate=candidate if candidate != stable else None))  # fmt: skip
         return out
 
     def reconcile(self, namespace: str, stable_revisions: Mapping[str, str | None]) -> None:
@@ -39,9 +46,10 @@ class NamespaceMonitors:
         if not models and not live:
             return
         try:
+            # An invalid spec.monitoring leaves only its own model out (it reports InvalidSpec itself).
             desired = monitor_manifests(namespace, models, self.settings)
-        except ConfigError:
-            return  # the offending ModelDeployment reports InvalidSpec itself; keep what runs
+        except ConfigError:  # a namespace-wide setting the monitor would refuse: keep what runs
+            return
         wanted = set()
         for manifest in desired:
             kind, name = manifest["kind"], manifest["metadata"]["name"]

@@ -9,8 +9,14 @@ All state is derived from the store and rebuilt on start-up, so a restart loses 
 * performance and label coverage: the newest joined labels over ``window + labelJoinWindow``,
   because labels arrive late (bounded by ``labeled_limit``);
 * concept drift: a detector per revision fed by a cursor over ``joins.seq``;
-* predicted-class and label-outcome counters: :class:`Counters`, persisted in the store with
-  cursors of their own (they never skip rows and survive restarts unchanged).
+* predicted-class, label-outcome and shadow-pair counters: :class:`Counters`, persisted in the
+  store with cursors of their own (they never skip rows and survive restarts unchanged);
+* shadow agreement: the candidate's and the stable's answers to the same mirrored requests
+  (:mod:`.shadow`), over the newest pairs of the last ``window``.
+
+The stable and candidate revisions come from the runtime revisions file when the service has
+one (:meth:`Analyzer.set_revisions`, re-read every evaluation), else from ``stableRevision`` in
+the config, else the stable is the active revision seen first.
 
 Not thread-safe: the server calls it from one worker thread only.
 """
@@ -45,10 +51,11 @@ from modelpilot.drift import (
 )
 
 from .concept import ConceptDetector, error_of
-from .config import ModelConfig, MonitorConfig
+from .config import ModelConfig, MonitorConfig, RuntimeRevisions
 from .records import label_key
 from .references import DEFAULT_REFERENCE_DIR, ReferenceError, load_static_reference
-from .store import CounterKey, JoinRow, RevisionInfo, Store
+from .shadow import ShadowComparison, compare, pair_outcome
+from .store import ArmKey, CounterKey, JoinRow, RevisionInfo, Store
 from .tabular import CATEGORICAL, infer_kinds, input_columns, outcome, output_columns, predicted_classes
 from .windows import HoppingWindow, oldest_start
 
@@ -69,7 +76,9 @@ MAX_CLASSES = 50
 OTHER_CLASS = "__other__"
 PREDICTED_CLASS_COUNTER = "predicted_class"
 LABEL_OUTCOMES_COUNTER = "label_outcomes"
+SHADOW_PAIRS_COUNTER = "shadow_pairs"
 OUTCOMES = ("correct", "incorrect")
+PAIR_OUTCOMES = ("agree", "disagree")
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +101,10 @@ class RevisionEvaluation:
     """Cumulative predictions per (output, class); see :class:`Counters`."""
     label_outcomes: Mapping[str, int] = field(default_factory=dict)
     """Cumulative joined labels per outcome (``correct``, ``incorrect``); classification only."""
+    shadow: ShadowComparison | None = None
+    """The candidate's answers vs the stable's on the same requests (last ``window``)."""
+    shadow_pairs: Mapping[tuple[str, str], int] = field(default_factory=dict)
+    """Cumulative pairs per (baseline, ``agree``/``disagree``); a classifier's candidates only."""
 
     @property
     def label_coverage(self) -> float | None:
@@ -118,7 +131,16 @@ class RevisionEvaluation:
             "diagnosis": None if self.diagnosis is None else {
                 "kind": str(self.diagnosis.kind), "explanation": self.diagnosis.explanation
             },
+            "shadow": None if self.shadow is None else self.shadow.to_dict(),
+            "shadow_pairs_total": _pairs_dict(self.shadow_pairs),
         }  # fmt: skip
+
+
+def _pairs_dict(pairs: Mapping[tuple[str, str], int]) -> dict[str, dict[str, int]]:
+    result: dict[str, dict[str, int]] = {}
+    for (baseline, outcome_name), count in sorted(pairs.items()):
+        result.setdefault(baseline, {})[outcome_name] = count
+    return result
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +154,8 @@ class ModelEvaluation:
     reference_error: str | None
     revisions: tuple[RevisionEvaluation, ...]
     review_pending: int = 0
+    candidate: str | None = None
+    """The candidate named by the runtime revisions file, if any."""
 
     def revision(self, name: str) -> RevisionEvaluation:
         for revision in self.revisions:
@@ -145,6 +169,7 @@ class ModelEvaluation:
             "model": self.model,
             "evaluated_at": self.evaluated_at,
             "stable": self.stable,
+            "candidate": self.candidate,
             "reference": {"source": self.reference_source, "revision": self.reference_revision,
                           "error": self.reference_error},
             "revisions": [revision.to_dict() for revision in self.revisions],
@@ -182,7 +207,8 @@ OnJoin = Callable[[ModelConfig, JoinRow], None]
 
 
 class Counters:
-    """Cumulative per-revision counts of predicted classes and of label outcomes (classification).
+    """Cumulative per-revision counts of predicted classes, label outcomes and shadow pairs
+    (classification).
 
     For every stored prediction of a classification model, each class-label output
     (:func:`~.tabular.predicted_classes`) counts one for its class; the first
@@ -203,6 +229,14 @@ class Counters:
     counted values: the counters never go down, so Prometheus's ``increase()`` sees no reset
     (a reset rebuilt from fewer rows after retention would count the whole history again).
     Rows of models that are not configured, or regression models, are passed over for good.
+
+    Shadow pairs are counted in the same pass over ``predictions.seq``: when the cursor reads an
+    arm of a request whose other arm (stable vs candidate) has a smaller seq, the pair is
+    complete and counts one ``agree`` or ``disagree`` for the candidate revision with the stable
+    as ``baseline``, so each pair counts exactly once, when its later arm is read, and is stored
+    with the cursor in the same transaction. The stable is the one in force when the pair is
+    counted (usually within one evaluation of its later arm); a pair where neither arm is the
+    stable, or while no stable is known, is not counted.
     """
 
     def __init__(self, config: MonitorConfig, store: Store, *, chunk: int = CHUNK,
@@ -243,10 +277,14 @@ class Counters:
         config = self.config.models.get(model)
         return config if config is not None and config.task == "classification" else None
 
-    def poll(self) -> int:
-        """Count every prediction and join committed since the cursors; returns rows read."""
+    def poll(self, stable: Mapping[str, str | None] | None = None) -> int:
+        """Count every prediction and join committed since the cursors; returns rows read.
+
+        ``stable`` is each model's stable revision now, the baseline of the shadow pairs.
+        """
         if not self.loaded:
             self.load()
+        stable = stable or {}
         read = 0
         while True:
             rows = self.store.outputs_after(self.prediction_cursor, self.chunk)
@@ -254,7 +292,7 @@ class Counters:
                 break
             pending: dict[CounterKey, int] = {}
             new_classes: dict[tuple[str, str, str], set[str]] = {}
-            for _, model, revision, outputs in rows:
+            for _, model, revision, _, outputs in rows:
                 if self._classifier(model) is None:
                     continue
                 for output, value in predicted_classes(json.loads(outputs)).items():
@@ -267,6 +305,7 @@ class Counters:
                             new.add(value)
                     key = (PREDICTED_CLASS_COUNTER, model, revision, (output, value))
                     pending[key] = self._current(key, pending) + 1
+            self._count_pairs(rows, stable, pending)
             self.store.save_counters(pending, {PREDICTED_CLASS_COUNTER: rows[-1][0]})
             self._apply(pending)
             self.prediction_cursor = rows[-1][0]
@@ -275,12 +314,13 @@ class Counters:
             joins = self.store.joins_after(self.join_cursor, self.chunk)
             if not joins:
                 break
-            counted = self.store.counted_among([row.request_id for row in joins])
+            counted = self.store.counted_among([(row.model, row.request_id, row.revision) for row in joins])
             pending = {}
-            marks: list[str] = []
+            marks: list[ArmKey] = []
             for row in joins:
                 model = self._classifier(row.model)
-                if model is None or row.request_id in counted:
+                arm = (row.model, row.request_id, row.revision)
+                if model is None or arm in counted:
                     continue
                 predicted, _ = outcome(row.outputs, model.outputs, model.task)
                 error = error_of(predicted, row.label, model.task)
@@ -289,13 +329,58 @@ class Counters:
                 result = "incorrect" if error else "correct"
                 key = (LABEL_OUTCOMES_COUNTER, row.model, row.revision, (result,))
                 pending[key] = self._current(key, pending) + 1
-                counted.add(row.request_id)
-                marks.append(row.request_id)
+                counted.add(arm)
+                marks.append(arm)
             self.store.save_counters(pending, {LABEL_OUTCOMES_COUNTER: joins[-1].seq}, marks)
             self._apply(pending)
             self.join_cursor = joins[-1].seq
             read += len(joins)
         return read
+
+    def _count_pairs(
+        self,
+        rows: Sequence[tuple[int, str, str, str, str]],
+        stable: Mapping[str, str | None],
+        pending: dict[CounterKey, int],
+    ) -> None:
+        """Count the pairs these arms complete (the other arm has a smaller seq) into ``pending``."""
+        by_model: dict[str, list[tuple[int, str, str, str]]] = {}
+        for seq, model, revision, request_id, outputs in rows:
+            if self._classifier(model) is not None and stable.get(model):
+                by_model.setdefault(model, []).append((seq, revision, request_id, outputs))
+        for model, arms in by_model.items():
+            config, baseline = self.config.models[model], stable[model]
+            stored: dict[str, list[tuple[int, str, str]]] = {}
+            for seq, request_id, revision, outputs in self.store.arms_of(model, [a[2] for a in arms]):
+                stored.setdefault(request_id, []).append((seq, revision, outputs))
+            for seq, revision, request_id, outputs in arms:
+                earlier = [arm for arm in stored.get(request_id, ()) if arm[0] < seq]
+                if revision == baseline:
+                    pairs = [
+                        (other, other_outputs, outputs)
+                        for _, other, other_outputs in earlier
+                        if other != baseline
+                    ]
+                else:
+                    pairs = [(revision, outputs, base) for _, other, base in earlier if other == baseline][:1]
+                for candidate, candidate_outputs, baseline_outputs in pairs:
+                    result = pair_outcome(json.loads(candidate_outputs), json.loads(baseline_outputs), config)
+                    if result is None:
+                        continue
+                    key = (SHADOW_PAIRS_COUNTER, model, candidate, (str(baseline), result))
+                    pending[key] = self._current(key, pending) + 1
+
+    def pairs(self, model: str, revision: str, baseline: str | None) -> dict[tuple[str, str], int]:
+        """(baseline, ``agree``/``disagree``) → pairs counted for a classifier's candidate; both
+        outcomes of the current ``baseline`` are present (from 0), so ``increase()`` sees the start."""
+        if self._classifier(model) is None:
+            return {}
+        values = self.values.get((SHADOW_PAIRS_COUNTER, model, revision), {})
+        result = {(labels[0], labels[1]): count for labels, count in values.items()}
+        if baseline is not None and baseline != revision:
+            for name in PAIR_OUTCOMES:
+                result.setdefault((baseline, name), 0)
+        return result
 
     def predicted(self, model: str, revision: str) -> dict[tuple[str, str], int]:
         """(output, class) → predictions counted, for one revision (a copy)."""
@@ -340,6 +425,11 @@ class Analyzer:
         self.counters = Counters(config, store, chunk=chunk)
         self.snapshot: Mapping[str, ModelEvaluation] = {}
         self.started = False
+        self.runtime: Mapping[str, RuntimeRevisions] = {}
+
+    def set_revisions(self, revisions: Mapping[str, RuntimeRevisions]) -> None:
+        """The stable/candidate revisions in force now (from the runtime file); used from the next poll."""
+        self.runtime = dict(revisions)
 
     # ------------------------------------------------------------- lifecycle
 
@@ -409,7 +499,9 @@ class Analyzer:
         costs them a row.
         """
         now = self.clock() if now is None else now
-        self.counters.poll()
+        self.counters.poll(
+            {name: self._stable(state.config, self._active(name, now)) for name, state in self.models.items()}
+        )
         for state in self.models.values():
             for window in state.windows.values():
                 window.rotate(now)
@@ -488,16 +580,23 @@ class Analyzer:
         self.snapshot = snapshot
         return snapshot
 
+    def _active(self, model: str, now: float) -> list[RevisionInfo]:
+        window = self.config.models[model].window
+        return [info for info in self.store.revisions(model) if info.last_seen >= now - window]
+
     def _stable(self, model: ModelConfig, active: Sequence[RevisionInfo]) -> str | None:
-        """The configured stable revision, else the active revision seen first (it predates any canary)."""
+        """The runtime or configured stable revision, else the active revision seen first (it
+        predates any canary); None when that revision is not active."""
         names = [info.revision for info in active]
-        if model.stable_revision is not None:
-            return model.stable_revision if model.stable_revision in names else None
+        runtime = self.runtime.get(model.name)
+        declared = runtime.stable if runtime is not None and runtime.stable else model.stable_revision
+        if declared is not None:
+            return declared if declared in names else None
         return min(active, key=lambda info: (info.first_seen, info.revision)).revision if active else None
 
     def _evaluate_model(self, state: _ModelState, now: float) -> ModelEvaluation:
         model = state.config
-        active = [info for info in self.store.revisions(model.name) if info.last_seen >= now - model.window]
+        active = self._active(model.name, now)
         stable = self._stable(model, active)
         if model.reference.stable_window is not None and stable is not None:
             info = next(info for info in active if info.revision == stable)
@@ -532,6 +631,12 @@ class Analyzer:
             total, labeled = self.store.coverage(
                 model.name, revision, now - model.window - model.label_join_window
             )
+            shadow = None
+            if stable is not None and revision != stable:
+                rows = self.store.shadow_pairs(
+                    model.name, stable, revision, now - model.window, self.output_sample
+                )
+                shadow = compare(rows, model, stable) if rows else None
             detector = state.detectors.get(revision)
             concept = detector is not None and detector.active(now, model.window)
             degraded = concept or (revision != stable and _degraded(model, stable_performance, performance))
@@ -553,6 +658,8 @@ class Analyzer:
                     diagnosis=diagnose_drift(data_drift if data_drift is not None else False, degraded),
                     predicted_classes=self.counters.predicted(model.name, revision),
                     label_outcomes=self.counters.outcomes(model.name, revision),
+                    shadow=shadow,
+                    shadow_pairs=self.counters.pairs(model.name, revision, stable),
                 )
             )
         return ModelEvaluation(
@@ -565,6 +672,7 @@ class Analyzer:
             reference_error=state.reference_error,
             revisions=tuple(evaluations),
             review_pending=self.store.pending_review_count(model.name),
+            candidate=runtime.candidate if (runtime := self.runtime.get(model.name)) is not None else None,
         )
 
     def _output_baseline(

@@ -3,12 +3,19 @@
 The operator renders it into a ConfigMap from each ModelDeployment's ``spec.monitoring`` with
 :func:`config_from_spec`; keys stay camelCase like the CR so the two read alike. Defaults
 are documented (with reasons) in docs/monitor.md.
+
+One bad entry degrades only its own model: :func:`parse_config` skips a model entry it cannot
+serve and records why (:attr:`MonitorConfig.skipped`, shown in ``/v1/status``), so one CR can
+never take the namespace's shared monitor down. The stable and candidate revisions, which change
+on every promotion, live in a separate file (:func:`load_revisions`) that the monitor re-reads
+at run time, so a promotion restarts nothing.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +46,14 @@ DEFAULT_QUEUE_SIZE = 64
 DEFAULT_MAX_RECORDS_PER_REQUEST = 1000
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
 DEFAULT_REVIEW_MAX_PENDING = 10_000
+DEFAULT_STORAGE_BYTES = 5 * 1024**3  # the PVC the manifests request by default (5Gi)
+MAX_BYTES_SHARE = 0.8
+DEFAULT_MAX_BYTES = int(DEFAULT_STORAGE_BYTES * MAX_BYTES_SHARE)
+"""80 % of the default volume: the rest is headroom for the WAL (truncated to 64 MiB after
+checkpoints) and for what one burst writes before the writer's byte check deletes old rows.
+Used when ``retention.maxBytes`` is unset and the database's file system cannot be measured."""
+DEFAULT_READ_TIMEOUT = "30s"
+DEFAULT_IDLE_TIMEOUT = "60s"
 DEFAULT_PORT = 8090
 
 
@@ -139,6 +154,9 @@ class RetentionConfig:
 
     max_rows: int = DEFAULT_MAX_ROWS
     max_age: float = 7 * 86_400.0
+    max_bytes: int | None = None
+    """``retention.maxBytes``; None: :data:`MAX_BYTES_SHARE` of the database's file system
+    (:func:`effective_max_bytes`). The operator always sets it from the PVC it requests."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +165,10 @@ class IngestConfig:
     max_records_per_request: int = DEFAULT_MAX_RECORDS_PER_REQUEST
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     review_max_pending: int = DEFAULT_REVIEW_MAX_PENDING
+    read_timeout: float = 30.0
+    """Seconds a client may take to send a request body; then 408 and the connection closes."""
+    idle_timeout: float = 60.0
+    """Seconds a connection may sit without a complete request (also bounds the header phase)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,9 +177,20 @@ class MonitorConfig:
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
     synchronous: str = "full"
+    skipped: Mapping[str, str] = field(default_factory=dict)
+    """Model entries that were refused (name, or ``models[i]`` without one) → why."""
 
     def model(self, name: str) -> ModelConfig | None:
         return self.models.get(name)
+
+    @property
+    def features(self) -> dict[str, dict[str, str]]:
+        """model → configured features (name → kind), for the models that configure them."""
+        return {
+            name: {f.name: f.type for f in model.features}
+            for name, model in self.models.items()
+            if model.features
+        }
 
     @property
     def max_label_join_window(self) -> float:
@@ -324,21 +357,47 @@ def parse_model(
     )
 
 
+def effective_max_bytes(retention: RetentionConfig, db_path: str | Path) -> int:
+    """``retention.maxBytes``, else 80 % of the file system the database lives on (its volume),
+    else :data:`DEFAULT_MAX_BYTES`: whoever deploys the monitor, the bound fits its volume."""
+    if retention.max_bytes is not None:
+        return retention.max_bytes
+    try:
+        stats = os.statvfs(Path(db_path).resolve().parent)
+    except OSError:
+        return DEFAULT_MAX_BYTES
+    return int(stats.f_blocks * stats.f_frsize * MAX_BYTES_SHARE) or DEFAULT_MAX_BYTES
+
+
+def check_retention(model: ModelConfig, max_age: float) -> None:
+    """A model's labels must be able to join before retention deletes its predictions."""
+    needed = model.label_join_window + model.window
+    if needed > max_age:
+        raise ConfigError(
+            f"models[{model.name}]: labelJoinWindow + window ({needed / 3600:g}h) must be at most the monitor's "
+            f"retention.maxAge ({max_age / 3600:g}h), or predictions are deleted before their labels can join"
+        )
+
+
+def _entry_name(entry: Any, index: int) -> str:
+    name = entry.get("name") if isinstance(entry, Mapping) else None
+    return name if isinstance(name, str) and name else f"models[{index}]"
+
+
 def parse_config(raw: Mapping[str, Any] | None) -> MonitorConfig:
-    """Validate a whole config document (already parsed from YAML/JSON)."""
+    """Validate a whole config document (already parsed from YAML/JSON).
+
+    A model entry that is invalid (or a duplicate, or whose join window retention would cut
+    short) is skipped and recorded in :attr:`MonitorConfig.skipped`; only a malformed document
+    or namespace-wide section raises :class:`ConfigError`.
+    """
     raw = raw or {}
     if not isinstance(raw, Mapping):
         raise ConfigError("the config must be a mapping")
     namespace = str(raw.get("namespace") or "default")
-    models: dict[str, ModelConfig] = {}
     entries = raw.get("models") or []
     if not isinstance(entries, Sequence) or isinstance(entries, str):
         raise ConfigError("models: must be a list")
-    for index, entry in enumerate(entries):
-        model = parse_model(entry, default_namespace=namespace, where=f"models[{index}]")
-        if model.name in models:
-            raise ConfigError(f"models[{index}]: duplicate model {model.name!r}")
-        models[model.name] = model
     retention_raw = raw.get("retention") or {}
     ingest_raw = raw.get("ingest") or {}
     if not isinstance(retention_raw, Mapping) or not isinstance(ingest_raw, Mapping):
@@ -346,7 +405,26 @@ def parse_config(raw: Mapping[str, Any] | None) -> MonitorConfig:
     retention = RetentionConfig(
         max_rows=_positive_int(retention_raw.get("maxRows", DEFAULT_MAX_ROWS), "retention.maxRows"),
         max_age=_duration(retention_raw.get("maxAge", DEFAULT_MAX_AGE), "retention.maxAge"),
+        max_bytes=(
+            _positive_int(retention_raw["maxBytes"], "retention.maxBytes")
+            if retention_raw.get("maxBytes") is not None
+            else None
+        ),
     )
+    models: dict[str, ModelConfig] = {}
+    skipped: dict[str, str] = {}
+    for index, entry in enumerate(entries):
+        name = _entry_name(entry, index)
+        try:
+            model = parse_model(entry, default_namespace=namespace, where=f"models[{index}]")
+            if model.name in models:
+                raise ConfigError(f"models[{index}]: duplicate model {model.name!r}")
+            check_retention(model, retention.max_age)
+        except ConfigError as error:
+            # The first entry of a name stays served; a later duplicate is reported, not merged.
+            skipped[name if name not in models else f"models[{index}]"] = str(error)
+            continue
+        models[model.name] = model
     ingest = IngestConfig(
         queue_size=_positive_int(ingest_raw.get("queueSize", DEFAULT_QUEUE_SIZE), "ingest.queueSize"),
         max_records_per_request=_positive_int(
@@ -359,18 +437,15 @@ def parse_config(raw: Mapping[str, Any] | None) -> MonitorConfig:
         review_max_pending=_positive_int(
             ingest_raw.get("reviewMaxPending", DEFAULT_REVIEW_MAX_PENDING), "ingest.reviewMaxPending"
         ),
+        read_timeout=_duration(ingest_raw.get("readTimeout", DEFAULT_READ_TIMEOUT), "ingest.readTimeout"),
+        idle_timeout=_duration(ingest_raw.get("idleTimeout", DEFAULT_IDLE_TIMEOUT), "ingest.idleTimeout"),
     )
     synchronous = str((raw.get("storage") or {}).get("synchronous", "full")).lower()
     if synchronous not in ("full", "normal"):
         raise ConfigError("storage.synchronous: must be full or normal")
-    config = MonitorConfig(models=models, retention=retention, ingest=ingest, synchronous=synchronous)
-    longest = max((m.label_join_window + m.window for m in models.values()), default=0.0)
-    if retention.max_age < longest:
-        raise ConfigError(
-            f"retention.maxAge ({retention.max_age:g}s) must cover the longest labelJoinWindow + window "
-            f"({longest:g}s), or predictions are deleted before their labels can join"
-        )
-    return config
+    return MonitorConfig(
+        models=models, retention=retention, ingest=ingest, synchronous=synchronous, skipped=skipped
+    )
 
 
 def load_config(path: str | Path) -> MonitorConfig:
@@ -389,11 +464,16 @@ _SPEC_KEYS = (
 )  # fmt: skip
 
 
-def config_from_spec(name: str, namespace: str, monitoring: Mapping[str, Any]) -> dict[str, Any]:
+def config_from_spec(
+    name: str, namespace: str, monitoring: Mapping[str, Any], *, max_age: float | None = None
+) -> dict[str, Any]:
     """One ``models[]`` entry from a ModelDeployment's ``spec.monitoring`` (pure; validated).
 
     Only keys that are set are copied, so the monitor's defaults apply to the rest; the
     result is JSON-able and deterministic, so the ConfigMap hash only changes with the spec.
+    Validation is the monitor's own (:func:`parse_model`, and :func:`check_retention` against
+    ``max_age``, default the monitor's default ``retention.maxAge``), so whatever passes here
+    the monitor serves.
     """
     monitoring = monitoring or {}
     entry: dict[str, Any] = {"name": name, "namespace": namespace}
@@ -422,7 +502,8 @@ def config_from_spec(name: str, namespace: str, monitoring: Mapping[str, Any]) -
         entry["thresholds"] = thresholds
     if monitoring.get("heuristics"):
         entry["heuristics"] = json.loads(json.dumps(list(monitoring["heuristics"])))
-    parse_model(entry, default_namespace=namespace)
+    model = parse_model(entry, default_namespace=namespace)
+    check_retention(model, max_age if max_age is not None else _duration(DEFAULT_MAX_AGE, "retention.maxAge"))
     return entry
 
 
@@ -431,3 +512,50 @@ def monitor_config_document(models: Sequence[Mapping[str, Any]], **extra: Any) -
     document: dict[str, Any] = dict(extra)
     document["models"] = sorted((dict(model) for model in models), key=lambda model: model["name"])
     return document
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeRevisions:
+    """Which revisions of a model are stable and candidate right now (they change on promotion)."""
+
+    stable: str | None = None
+    candidate: str | None = None
+
+
+def parse_revisions(raw: Any) -> dict[str, RuntimeRevisions]:
+    """``{"models": {name: {"stable": rev, "candidate": rev}}}`` → per model; raises ConfigError."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping) or not isinstance(raw.get("models") or {}, Mapping):
+        raise ConfigError('revisions: expected {"models": {name: {stable, candidate}}}')
+    result: dict[str, RuntimeRevisions] = {}
+    for name, entry in (raw.get("models") or {}).items():
+        entry = entry or {}
+        if not isinstance(entry, Mapping):
+            raise ConfigError(f"revisions.models.{name}: must be a mapping")
+        values = {key: entry.get(key) for key in ("stable", "candidate")}
+        for key, value in values.items():
+            if value is not None and (not isinstance(value, str) or not value):
+                raise ConfigError(f"revisions.models.{name}.{key}: must be a non-empty string")
+        result[str(name)] = RuntimeRevisions(**values)
+    return result
+
+
+def load_revisions(path: str | Path) -> dict[str, RuntimeRevisions]:
+    """The runtime revisions file (the ConfigMap key the operator rewrites on promotion)."""
+    text = Path(path).read_text(encoding="utf-8")
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML/JSON: {error}") from None
+    return parse_revisions(raw)
+
+
+def revisions_document(revisions: Mapping[str, RuntimeRevisions]) -> dict[str, Any]:
+    """The inverse of :func:`parse_revisions`, sorted, without unset fields."""
+    return {
+        "models": {
+            name: {key: value for key, value in (("stable", r.stable), ("candidate", r.candidate)) if value}
+            for name, r in sorted(revisions.items())
+        }
+    }

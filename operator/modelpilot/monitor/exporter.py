@@ -2,10 +2,10 @@
 
 Evaluation results are exposed by a custom collector that renders the latest snapshot at scrape
 time, so a revision that stops receiving traffic simply disappears instead of leaving stale
-series behind. The predicted-class and label-outcome counters are rendered the same way, from
-the analyzer's persisted :class:`~.analyzer.Counters` as of the snapshot, so they stay monotone
-across restarts; the operator's sequential drift and accuracy tests read them with
-``increase()``. Ingest counters and the label-delay histogram are ordinary prometheus_client
+series behind. The predicted-class, label-outcome and shadow-pair counters are rendered the same
+way, from the analyzer's persisted :class:`~.analyzer.Counters` as of the snapshot, so they stay
+monotone across restarts; the operator's sequential drift, accuracy and agreement tests read them
+with ``increase()``. Ingest counters and the label-delay histogram are ordinary prometheus_client
 objects on the same registry.
 """
 
@@ -43,8 +43,17 @@ RECORDS = PREFIX + "records_total"
 LABELS = PREFIX + "labels_total"
 PREDICTED_CLASS = PREFIX + "predicted_class_total"
 LABEL_OUTCOMES = PREFIX + "label_outcomes_total"
+SHADOW_PAIRS = PREFIX + "shadow_pairs_total"
+SHADOW_WINDOW_PAIRS = PREFIX + "shadow_window_pairs"
+SHADOW_AGREEMENT = PREFIX + "shadow_agreement"
+SHADOW_ABS_DIFF = PREFIX + "shadow_abs_diff"
+SHADOW_FEATURE_SEPARATION = PREFIX + "shadow_feature_separation"
 DROPPED = PREFIX + "dropped_total"
 QUEUE_DEPTH = PREFIX + "queue_depth"
+STORE_BYTES = PREFIX + "store_bytes"
+STORE_USED_BYTES = PREFIX + "store_used_bytes"
+STORE_MAX_BYTES = PREFIX + "store_max_bytes"
+RETENTION_DELETED = PREFIX + "retention_deleted_total"
 
 EXPORTED_METRICS: tuple[str, ...] = (
     FEATURE_DRIFT_SCORE,
@@ -68,13 +77,24 @@ EXPORTED_METRICS: tuple[str, ...] = (
     LABELS,
     PREDICTED_CLASS,
     LABEL_OUTCOMES,
+    SHADOW_PAIRS,
+    SHADOW_WINDOW_PAIRS,
+    SHADOW_AGREEMENT,
+    SHADOW_ABS_DIFF,
+    SHADOW_FEATURE_SEPARATION,
     DROPPED,
     QUEUE_DEPTH,
+    STORE_BYTES,
+    STORE_USED_BYTES,
+    STORE_MAX_BYTES,
+    RETENTION_DELETED,
 )
 """Every metric name as PromQL sees it (histogram: the base name of its _bucket/_sum/_count series)."""
 
 REVISION_LABELS = ("namespace", "model", "revision")
 FEATURE_LABELS = (*REVISION_LABELS, "feature", "method")
+SHADOW_LABELS = (*REVISION_LABELS, "baseline")
+RETENTION_REASONS = ("age", "rows", "bytes")
 DELAY_BUCKETS = (
     1,
     10,
@@ -134,11 +154,16 @@ class EvaluationCollector(Collector):
             CONCEPT_DRIFT: GaugeMetricFamily(CONCEPT_DRIFT, "1 while a rise of the labelled error rate was detected within the last window.", labels=REVISION_LABELS),
             REVIEW_PENDING: GaugeMetricFamily(REVIEW_PENDING, "Predictions waiting for manual review.", labels=("namespace", "model")),
             LAST_EVALUATION: GaugeMetricFamily(LAST_EVALUATION, "Unix time of the model's last evaluation.", labels=("namespace", "model")),
+            SHADOW_WINDOW_PAIRS: GaugeMetricFamily(SHADOW_WINDOW_PAIRS, "Requests both the candidate and the baseline (stable) answered, in the sample of the last window.", labels=SHADOW_LABELS),
+            SHADOW_AGREEMENT: GaugeMetricFamily(SHADOW_AGREEMENT, "Share of paired requests on which candidate and baseline predict the same class (last window).", labels=SHADOW_LABELS),
+            SHADOW_ABS_DIFF: GaugeMetricFamily(SHADOW_ABS_DIFF, "Quantiles of |candidate - baseline| over paired requests (regression, last window; quantile 1 is the max).", labels=(*SHADOW_LABELS, "quantile")),
+            SHADOW_FEATURE_SEPARATION: GaugeMetricFamily(SHADOW_FEATURE_SEPARATION, "How concentrated the arms' disagreement is in some values of the feature (total variation distance, 0..1).", labels=(*SHADOW_LABELS, "feature")),
         }  # fmt: skip
         c = {
             CONCEPT_DRIFT_DETECTIONS: CounterMetricFamily(CONCEPT_DRIFT_DETECTIONS.removesuffix("_total"), "Concept-drift detections since start.", labels=REVISION_LABELS),
             PREDICTED_CLASS: CounterMetricFamily(PREDICTED_CLASS.removesuffix("_total"), "Stored predictions per class-label output and class (first 50 classes, then __other__).", labels=(*REVISION_LABELS, "output", "class")),
             LABEL_OUTCOMES: CounterMetricFamily(LABEL_OUTCOMES.removesuffix("_total"), "Predictions whose joined label agrees (correct) or not (incorrect), counted once each.", labels=(*REVISION_LABELS, "outcome")),
+            SHADOW_PAIRS: CounterMetricFamily(SHADOW_PAIRS.removesuffix("_total"), "Mirrored requests answered by this candidate and the baseline (stable), by whether the predicted classes agree; counted once each.", labels=(*SHADOW_LABELS, "outcome")),
         }  # fmt: skip
         for evaluation in self._snapshot().values():
             model_key = [evaluation.namespace, evaluation.model]
@@ -161,6 +186,22 @@ class EvaluationCollector(Collector):
             c[PREDICTED_CLASS].add_metric([*key, output, value], count)
         for name, count in sorted(rev.label_outcomes.items()):
             c[LABEL_OUTCOMES].add_metric([*key, name], count)
+        for (baseline, name), count in sorted(rev.shadow_pairs.items()):
+            c[SHADOW_PAIRS].add_metric([*key, baseline, name], count)
+        shadow = rev.shadow
+        if shadow is not None:
+            shadow_key = [*key, shadow.baseline]
+            g[SHADOW_WINDOW_PAIRS].add_metric(shadow_key, shadow.pairs)
+            if _finite(shadow.agreement):
+                g[SHADOW_AGREEMENT].add_metric(shadow_key, shadow.agreement)
+            for quantile, value in (shadow.abs_diff or {}).items():
+                if quantile != "mean" and _finite(value):
+                    g[SHADOW_ABS_DIFF].add_metric(
+                        [*shadow_key, "1" if quantile == "max" else quantile], value
+                    )
+            for feature in shadow.features:
+                if _finite(feature.separation):
+                    g[SHADOW_FEATURE_SEPARATION].add_metric([*shadow_key, feature.name], feature.separation)
         g[LABELED_PREDICTIONS].add_metric(key, rev.labeled)
         if rev.label_coverage is not None:
             g[LABEL_COVERAGE].add_metric(key, rev.label_coverage)
@@ -223,6 +264,30 @@ class MonitorMetrics:
         )  # fmt: skip
         for reason in DROP_REASONS:
             self.dropped.labels(reason)
+        self.store_bytes = Gauge(
+            STORE_BYTES, "Bytes the database takes on its volume (file plus WAL).", registry=self.registry
+        )
+        self.store_used_bytes = Gauge(
+            STORE_USED_BYTES,
+            "Bytes of the database's live pages (what retention.maxBytes bounds), as of the last evaluation.",
+            registry=self.registry,
+        )
+        self.store_max_bytes = Gauge(
+            STORE_MAX_BYTES, "retention.maxBytes: the bound on the live bytes.", registry=self.registry
+        )
+        self.retention_deleted = Counter(
+            RETENTION_DELETED.removesuffix("_total"), "Predictions deleted by retention, by bound (age, rows, bytes).",
+            ("reason",), registry=self.registry,
+        )  # fmt: skip
+        for reason in RETENTION_REASONS:
+            self.retention_deleted.labels(reason)
+
+    def watch_store(
+        self, disk_bytes: Callable[[], float], used_bytes: Callable[[], float], max_bytes: float
+    ) -> None:
+        self.store_bytes.set_function(disk_bytes)
+        self.store_used_bytes.set_function(used_bytes)
+        self.store_max_bytes.set(max_bytes)
 
     def watch_evaluations(self, snapshot: Callable[[], Mapping[str, ModelEvaluation]]) -> None:
         self.registry.register(EvaluationCollector(snapshot))

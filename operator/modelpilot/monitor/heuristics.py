@@ -178,5 +178,5 @@ def heuristic_label(rules: Sequence[HeuristicRule], prediction: Prediction) -> L
     for rule in rules:
         value = rule.apply(prediction)
         if value is not None:
-            return Label(prediction.request_id, value, "heuristic", prediction.ts)
+            return Label(prediction.request_id, value, "heuristic", prediction.ts, prediction.model)
     return None

@@ -5,12 +5,19 @@ SQLite volume, one scrape target, models told apart by (model, revision). The De
 one replica with the Recreate strategy because SQLite has a single writer: a rolling update
 would start a second pod on the same ReadWriteOnce volume. The PVC has no owner references, so
 deleting the last ModelDeployment does not delete collected labels (delete it by hand).
+
+The ConfigMap has two keys. ``config.yaml`` (the models' monitoring specs) is hashed into the pod
+template, so a spec change restarts the monitor. ``revisions.yaml`` (each model's stable and
+candidate revision) is not: it changes on every promotion, kubelet rewrites the mounted file in
+place, and the monitor re-reads it every evaluation, so a promotion never restarts the monitor
+(which would open an ingest gap in the middle of every rollout).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,14 +25,26 @@ from typing import Any
 import yaml
 
 from modelpilot.api.reasons import API_VERSION, KIND, LABEL_COMPONENT, LABEL_MANAGED_BY
+from modelpilot.api.spec import parse_duration
 
-from .config import DEFAULT_PORT, config_from_spec, monitor_config_document
+from .config import (
+    DEFAULT_MAX_AGE,
+    DEFAULT_MAX_BYTES,
+    DEFAULT_PORT,
+    MAX_BYTES_SHARE,
+    ConfigError,
+    RuntimeRevisions,
+    config_from_spec,
+    monitor_config_document,
+    revisions_document,
+)
 
 MONITOR_NAME = "modelpilot-monitor"
 CONFIG_MAP_NAME = f"{MONITOR_NAME}-config"
 PVC_NAME = f"{MONITOR_NAME}-data"
 CONFIG_DIR = "/etc/modelpilot/monitor/config"
 CONFIG_KEY = "config.yaml"
+REVISIONS_KEY = "revisions.yaml"
 REFERENCE_DIR = "/etc/modelpilot/monitor/references"
 DATA_DIR = "/var/lib/modelpilot-monitor"
 DB_FILE = "monitor.db"
@@ -41,6 +60,9 @@ class MonitoredModel:
     name: str
     monitoring: Mapping[str, Any]
     uid: str | None = None
+    stable: str | None = None
+    """The stable revision now; written to ``revisions.yaml``, not hashed into the pod."""
+    candidate: str | None = None
 
 
 @dataclass(frozen=True)
@@ -54,7 +76,8 @@ class MonitorSettings:
     evaluate_every: str = "15s"
     service_account_name: str | None = None
     extra_config: Mapping[str, Any] = field(default_factory=dict)
-    """Namespace-wide config sections (``retention``, ``ingest``, ``storage``), camelCase."""
+    """Namespace-wide config sections (``retention``, ``ingest``, ``storage``), camelCase.
+    ``retention.maxBytes`` defaults to 80 % of ``storage_size``."""
 
 
 def labels() -> dict[str, str]:
@@ -90,11 +113,64 @@ def _metadata(
     return meta
 
 
+_QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|K|M|G|T|P)?$")
+_UNITS = {None: 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15,
+          "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50}  # fmt: skip
+
+
+def quantity_bytes(quantity: str) -> int | None:
+    """A Kubernetes storage quantity (``5Gi``, ``500M``) in bytes; None when not understood."""
+    match = _QUANTITY.match(str(quantity).strip())
+    return None if match is None else int(float(match.group(1)) * _UNITS[match.group(2)])
+
+
+def _sections(settings: MonitorSettings) -> dict[str, Any]:
+    """The namespace-wide sections, with ``retention.maxBytes`` sized from the volume."""
+    sections = json.loads(json.dumps(dict(settings.extra_config)))
+    retention = sections.setdefault("retention", {})
+    if "maxBytes" not in retention:
+        size = quantity_bytes(settings.storage_size)
+        retention["maxBytes"] = int(size * MAX_BYTES_SHARE) if size else DEFAULT_MAX_BYTES
+    return sections
+
+
+def _max_age(settings: MonitorSettings) -> float:
+    raw = (settings.extra_config.get("retention") or {}).get("maxAge", DEFAULT_MAX_AGE)
+    seconds = raw if isinstance(raw, int | float) else parse_duration(str(raw))
+    return float(seconds or parse_duration(DEFAULT_MAX_AGE) or 0.0)
+
+
+def model_entries(
+    namespace: str, models: Sequence[MonitoredModel], settings: MonitorSettings
+) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """The config entries of the valid monitored models, and the invalid ones → why.
+
+    An invalid ``spec.monitoring`` leaves only its own model out of the monitor (its CR reports
+    InvalidSpec from validation); the others keep being served and updated.
+    """
+    entries, invalid = [], {}
+    max_age = _max_age(settings)
+    for m in enabled(models):
+        try:
+            entries.append(config_from_spec(m.name, namespace, m.monitoring, max_age=max_age))
+        except ConfigError as error:
+            invalid[m.name] = str(error)
+    return entries, invalid
+
+
 def config_document(
     namespace: str, models: Sequence[MonitoredModel], settings: MonitorSettings
 ) -> dict[str, Any]:
-    entries = [config_from_spec(m.name, namespace, m.monitoring) for m in enabled(models)]
-    return monitor_config_document(entries, namespace=namespace, **dict(settings.extra_config))
+    entries, _ = model_entries(namespace, models, settings)
+    return monitor_config_document(entries, namespace=namespace, **_sections(settings))
+
+
+def revisions_of(models: Sequence[MonitoredModel]) -> dict[str, RuntimeRevisions]:
+    return {
+        m.name: RuntimeRevisions(m.stable or None, m.candidate or None)
+        for m in enabled(models)
+        if m.stable or m.candidate
+    }
 
 
 def config_map(namespace: str, models: Sequence[MonitoredModel], settings: MonitorSettings) -> dict[str, Any]:
@@ -103,14 +179,17 @@ def config_map(namespace: str, models: Sequence[MonitoredModel], settings: Monit
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": _metadata(CONFIG_MAP_NAME, namespace, enabled(models)),
-        "data": {CONFIG_KEY: yaml.safe_dump(document, sort_keys=True)},
+        "data": {
+            CONFIG_KEY: yaml.safe_dump(document, sort_keys=True),
+            REVISIONS_KEY: yaml.safe_dump(revisions_document(revisions_of(models)), sort_keys=True),
+        },
     }
 
 
 def config_hash(config_map_manifest: Mapping[str, Any]) -> str:
-    """Changes with the config, so the pod restarts on a new config (subPath-free mounts update
-    in place, but the monitor reads its config once at start)."""
-    text = json.dumps(config_map_manifest["data"], sort_keys=True, separators=(",", ":"))
+    """Changes with ``config.yaml`` only, so the pod restarts on a new config (the monitor reads
+    it once at start) but not on a promotion (``revisions.yaml`` is re-read at run time)."""
+    text = json.dumps(config_map_manifest["data"][CONFIG_KEY], sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -176,6 +255,7 @@ def deployment(
             f"--port={DEFAULT_PORT}",
             f"--evaluate-every={settings.evaluate_every}",
             f"--reference-dir={REFERENCE_DIR}",
+            f"--revisions={CONFIG_DIR}/{REVISIONS_KEY}",
         ],
         # More BLAS threads than the CPU limit slowed PCA scoring 20-40x in measurements (docs/drift.md).
         "env": [{"name": "OPENBLAS_NUM_THREADS", "value": "1"}, {"name": "OMP_NUM_THREADS", "value": "1"}],
@@ -265,8 +345,8 @@ def monitor_manifests(
 ) -> list[dict[str, Any]]:
     """Everything the namespace's monitor needs, in apply order; empty when no model is monitored.
 
-    Raises ``ConfigError`` (from :func:`config_from_spec`) naming the model with an invalid
-    ``spec.monitoring``; validate CRs with it first so one bad CR cannot block the others.
+    A model with an invalid ``spec.monitoring`` is left out of the config (see
+    :func:`model_entries`); it never blocks the others.
     """
     if not enabled(models):
         return []

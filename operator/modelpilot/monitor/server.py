@@ -3,6 +3,10 @@
 Shutdown order matters for the durability promise: stop accepting connections, let in-flight
 requests finish (they wait for their commit), write whatever is still queued, then close the
 database. Kubernetes sends SIGTERM and waits ``terminationGracePeriodSeconds`` for that.
+
+A model entry the monitor cannot serve is skipped (logged, and listed in ``/v1/status``); only a
+config document that is not a config at all stops the process (exit 2). ``--revisions`` names the
+runtime revisions file, which is re-read every evaluation, so a promotion needs no restart.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from aiohttp import web
 
 from modelpilot.api.spec import parse_duration
 
-from .api import MonitorService, create_app
+from .api import MonitorService, create_app, runner_options
 from .config import DEFAULT_PORT, ConfigError, MonitorConfig, load_config
 from .references import DEFAULT_REFERENCE_DIR
 
@@ -40,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--reference-dir", default=DEFAULT_REFERENCE_DIR, help="where reference ConfigMaps are mounted"
     )
+    parser.add_argument(
+        "--revisions",
+        help="runtime stable/candidate revisions file (re-read every evaluation; may be absent)",
+    )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return parser
 
@@ -52,6 +60,7 @@ async def serve(
     port: int,
     evaluate_every: float,
     reference_dir: str | Path = DEFAULT_REFERENCE_DIR,
+    revisions: str | Path | None = None,
     stop: asyncio.Event | None = None,
 ) -> None:
     """Serve until ``stop`` is set (by SIGTERM/SIGINT when not given)."""
@@ -59,8 +68,12 @@ async def serve(
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    service = MonitorService(config, db, reference_dir=reference_dir, evaluate_every=evaluate_every)
-    runner = web.AppRunner(create_app(service), access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
+    service = MonitorService(
+        config, db, reference_dir=reference_dir, evaluate_every=evaluate_every, revisions_path=revisions
+    )
+    runner = web.AppRunner(
+        create_app(service), access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT, **runner_options(config)
+    )
     await runner.setup()
     try:
         await service.start()
@@ -99,6 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 port=args.port,
                 evaluate_every=evaluate_every,
                 reference_dir=args.reference_dir,
+                revisions=args.revisions,
             )
         )
     except (OSError, sqlite3.Error) as error:

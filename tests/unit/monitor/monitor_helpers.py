@@ -86,7 +86,7 @@ def labels_for(rows: list[Prediction], *, correct: float = 1.0, delay: float = 3
     for row in rows:
         predicted = int(row.outputs["label"])
         truth = predicted if rng.random() < correct else 1 - predicted
-        result.append(Label(row.request_id, truth, source, row.ts + delay))
+        result.append(Label(row.request_id, truth, source, row.ts + delay, row.model))
     return result
 
 

@@ -133,7 +133,9 @@ def test_regression_metrics(store):
     rows = predictions(200, ts=NOW - 100)
     store.write_one(PredictionBatch(rows))
     store.write_one(
-        LabelBatch([Label(r.request_id, r.outputs["score"] + 0.5, "delayed_label", NOW) for r in rows])
+        LabelBatch(
+            [Label(r.request_id, r.outputs["score"] + 0.5, "delayed_label", NOW, "fraud") for r in rows]
+        )
     )
     cfg = config(model_entry(task="regression", outputs={"prediction": "score"}))
     performance = Analyzer(cfg, store, clock=lambda: NOW).evaluate(NOW)["fraud"].revision("v1").performance
@@ -211,21 +213,26 @@ def test_inactive_revisions_drop_out(store):
 
 async def test_exported_metric_names_match_the_constant(tmp_path):
     """Every series family the monitor exposes is listed in EXPORTED_METRICS, and vice versa."""
-    service = MonitorService(config(model_entry(reviewSampleRate=0.5)), tmp_path / "e.db", clock=lambda: NOW)
+    regression = model_entry("price", task="regression", outputs={"prediction": "score"})
+    cfg = config(model_entry(reviewSampleRate=0.5), regression)
+    service = MonitorService(cfg, tmp_path / "e.db", clock=lambda: NOW)
     await service.start(analysis=False)
     client = TestClient(TestServer(create_app(service)))
     await client.start_server()
     try:
         stable = predictions(600, revision="v1", ts=NOW - 1200, seed=1)
         candidate = predictions(600, revision="v2", ts=NOW - 600, seed=2, shift=1.0)
-        for rows in (stable, candidate):
+        # Mirrored requests: the candidate's arms of 200 of the stable's request ids (both models).
+        shadow = predictions(200, revision="v2", ts=NOW - 1199, seed=3, prefix="v1-")
+        priced = [predictions(100, model="price", revision=r, ts=NOW - 900, seed=4 + i, prefix="p-")
+                  for i, r in enumerate(("v1", "v2"))]  # fmt: skip
+        for rows in (stable, candidate, shadow, *priced):
             assert (await client.post("/v1/predictions", json=as_payload(rows))).status == 200
         await service.evaluate_now()
         for rows in (stable, candidate):
-            labels = labels_for(rows, correct=0.8)
-            body = {
-                "labels": [{"request_id": x.request_id, "label": x.label, "timestamp": x.ts} for x in labels]
-            }
+            labels = labels_for(rows, correct=0.8, delay=300)
+            body = {"labels": [{"request_id": x.request_id, "label": x.label, "timestamp": x.ts, "model": "fraud"}
+                               for x in labels]}  # fmt: skip
             assert (await client.post("/v1/labels", json=body)).status == 200
         await service.evaluate_now()
         text = await (await client.get("/metrics")).text()
@@ -244,7 +251,7 @@ async def test_exported_metric_names_match_the_constant(tmp_path):
             names.add(base)
     assert names == set(EXPORTED_METRICS)
     delay = _series(text, "modelpilot_monitor_label_delay_seconds_count", source="delayed_label")
-    assert sum(delay.values()) == 1200
+    assert sum(delay.values()) == 1400  # 1200 labels; the 200 mirrored requests' labels join both arms
 
 
 def test_analysis_skips_ahead_instead_of_falling_ever_further_behind(store):

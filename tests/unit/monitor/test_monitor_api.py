@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -63,7 +64,7 @@ async def test_missing_timestamp_defaults_to_now(make_client):
         ]
     }
     assert (await client.post("/v1/predictions", json=body)).status == 200
-    assert service.reader_store.get_prediction("a")["timestamp"] == NOW
+    assert service.reader_store.get_prediction("fraud", "a")["timestamp"] == NOW
 
 
 @pytest.mark.parametrize(
@@ -138,7 +139,8 @@ async def test_labels_join_and_report_pending(make_client):
     await client.post("/v1/predictions", json=as_payload(rows[:2]))
     body = {"labels": [{"request_id": r.request_id, "label": 1, "timestamp": NOW + 60} for r in rows]}
     response = await client.post("/v1/labels", json=body)
-    assert await response.json() == {"accepted": 4, "joined": 2, "pending": 2, "outside_window": 0}
+    assert await response.json() == {"accepted": 4, "joined": 2, "joined_predictions": 2, "pending": 2,
+                                     "outside_window": 0}  # fmt: skip
     await client.post("/v1/predictions", json=as_payload(rows[2:]))
     labeled = await (await client.get("/v1/labeled", params={"model": "fraud"})).json()
     assert len(labeled["items"]) == 4
@@ -199,7 +201,12 @@ async def test_health_and_metrics(make_client):
 async def test_status_reports_the_latest_evaluation_as_json(make_client):
     service, client = await make_client()
     await client.post("/v1/predictions", json=as_payload(predictions(50, ts=NOW - 60)))
-    assert (await (await client.get("/v1/status")).json()) == {"models": []}  # not evaluated yet
+    before = await (await client.get("/v1/status")).json()
+    assert (before["models"], before["skipped"]) == ([], [])  # not evaluated yet
+    # No retention.maxBytes: 80 % of the file system the database is on.
+    volume = os.statvfs(service.reader_store.path.rsplit("/", 1)[0])
+    assert before["store"]["used_bytes"] > 0
+    assert before["store"]["max_bytes"] == int(volume.f_blocks * volume.f_frsize * 0.8)
     await service.evaluate_now()
     status = await (await client.get("/v1/status", params={"model": "fraud"})).json()
     (model,) = status["models"]

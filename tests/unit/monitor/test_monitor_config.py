@@ -110,14 +110,37 @@ def test_parse_config_reads_sections_and_defaults():
     assert config.max_label_join_window == 36 * 3600
 
 
-def test_retention_shorter_than_the_join_window_is_rejected():
-    with pytest.raises(ConfigError, match="maxAge"):
-        parse_config({"models": [{"name": "m", "labelJoinWindow": "48h"}], "retention": {"maxAge": "24h"}})
+def test_a_model_whose_join_window_outlives_retention_is_skipped_not_fatal():
+    config = parse_config({
+        "models": [{"name": "m", "labelJoinWindow": "48h"}, {"name": "ok", "labelJoinWindow": "12h"}],
+        "retention": {"maxAge": "24h"},
+    })  # fmt: skip
+    assert list(config.models) == ["ok"]
+    assert "maxAge" in config.skipped["m"] and "labelJoinWindow + window" in config.skipped["m"]
 
 
-def test_duplicate_models_are_rejected():
-    with pytest.raises(ConfigError, match="duplicate"):
-        parse_config({"models": [{"name": "m"}, {"name": "m"}]})
+def test_duplicate_models_are_skipped_and_the_first_kept():
+    config = parse_config({"models": [{"name": "m", "window": "2h"}, {"name": "m"}]})
+    assert config.models["m"].window == 7200
+    assert "duplicate" in config.skipped["models[1]"]
+
+
+def test_an_invalid_entry_degrades_only_its_own_model():
+    config = parse_config({"models": [{"name": "bad", "sampleRate": 7}, {"name": "good"}, {"sampleRate": 1}]})
+    assert list(config.models) == ["good"]
+    assert set(config.skipped) == {"bad", "models[2]"} and "sampleRate" in config.skipped["bad"]
+
+
+def test_config_from_spec_refuses_a_join_window_the_monitor_cannot_serve():
+    """The CRD-valid ``labelJoinWindow: 200h`` that used to crash-loop the shared monitor."""
+    with pytest.raises(ConfigError, match=r"retention\.maxAge"):
+        config_from_spec("m", "ns", {"labelJoinWindow": "200h"})
+    with pytest.raises(ConfigError, match=r"retention\.maxAge"):
+        config_from_spec("m", "ns", {"labelJoinWindow": "160h", "window": "9h"})
+    assert (
+        config_from_spec("m", "ns", {"labelJoinWindow": "200h"}, max_age=30 * 86_400)["labelJoinWindow"]
+        == "200h"
+    )
 
 
 def test_load_config_reads_the_rendered_document(tmp_path):

@@ -106,19 +106,23 @@ def test_label_outcomes_count_each_prediction_once(store):
     # 70 labels agree with the predicted class, 30 do not.
     truth = [int(r.outputs["label"]) if i < 70 else 1 - int(r.outputs["label"]) for i, r in enumerate(rows)]
     store.write_one(
-        LabelBatch([Label(r.request_id, t, "user_feedback", NOW) for r, t in zip(rows, truth, strict=True)])
+        LabelBatch(
+            [Label(r.request_id, t, "user_feedback", NOW, "fraud") for r, t in zip(rows, truth, strict=True)]
+        )
     )
     analyzer = Analyzer(config(), store, clock=lambda: NOW)
     analyzer.evaluate(NOW)
     assert _outcomes(_scrape(analyzer)) == {"correct": 70, "incorrect": 30}
     # A better source flips every verdict and a retry re-posts it: new joins, no new counts.
-    flipped = [Label(r.request_id, 1 - t, "delayed_label", NOW) for r, t in zip(rows, truth, strict=True)]
+    flipped = [
+        Label(r.request_id, 1 - t, "delayed_label", NOW, "fraud") for r, t in zip(rows, truth, strict=True)
+    ]
     store.write_one(LabelBatch(flipped))
     store.write_one(LabelBatch(flipped))
     analyzer.evaluate(NOW)
     assert _outcomes(_scrape(analyzer)) == {"correct": 70, "incorrect": 30}
     # A label that arrives before its prediction counts when the prediction joins it.
-    store.write_one(LabelBatch([Label("late-0", "1", "delayed_label", NOW)]))
+    store.write_one(LabelBatch([Label("late-0", "1", "delayed_label", NOW, "fraud")]))
     analyzer.evaluate(NOW)
     assert _outcomes(_scrape(analyzer)) == {"correct": 70, "incorrect": 30}
     store.write_one(PredictionBatch(_rows("v1", [1], prefix="late-")))
@@ -129,8 +133,8 @@ def test_label_outcomes_count_each_prediction_once(store):
 def test_a_label_superseded_before_it_was_counted_counts_once_with_the_better_label(store):
     rows = _rows("v1", [1] * 10)
     store.write_one(PredictionBatch(rows))
-    store.write_one(LabelBatch([Label(r.request_id, 0, "heuristic", NOW) for r in rows]))
-    store.write_one(LabelBatch([Label(r.request_id, 1, "manual_review", NOW) for r in rows[:4]]))
+    store.write_one(LabelBatch([Label(r.request_id, 0, "heuristic", NOW, "fraud") for r in rows]))
+    store.write_one(LabelBatch([Label(r.request_id, 1, "manual_review", NOW, "fraud") for r in rows[:4]]))
     analyzer = Analyzer(config(), store, clock=lambda: NOW)
     analyzer.evaluate(NOW)
     assert _outcomes(_scrape(analyzer)) == {"correct": 4, "incorrect": 6}
@@ -139,7 +143,7 @@ def test_a_label_superseded_before_it_was_counted_counts_once_with_the_better_la
 def test_regression_models_export_neither_counter(store):
     rows = _rows("v1", ["a", "b", 3])
     store.write_one(PredictionBatch(rows))
-    store.write_one(LabelBatch([Label(r.request_id, 1.5, "delayed_label", NOW) for r in rows]))
+    store.write_one(LabelBatch([Label(r.request_id, 1.5, "delayed_label", NOW, "fraud") for r in rows]))
     analyzer = Analyzer(config(model_entry(task="regression", outputs={"prediction": "score"})), store,
                         clock=lambda: NOW)  # fmt: skip
     evaluation = analyzer.evaluate(NOW)["fraud"].revision("v1")
@@ -169,7 +173,7 @@ def test_class_cardinality_is_capped_per_output_and_the_cap_survives_a_restart(s
 def test_a_restart_reports_the_counted_values_even_after_retention(store, path):
     rows = _rows("v1", [0] * 6 + [1] * 4, ts=NOW - 1800)
     store.write_one(PredictionBatch(rows))
-    store.write_one(LabelBatch([Label(r.request_id, 1, "delayed_label", NOW) for r in rows]))
+    store.write_one(LabelBatch([Label(r.request_id, 1, "delayed_label", NOW, "fraud") for r in rows]))
     # Rows stored before any analyzer ran (an upgraded database) are counted on the first start.
     first = Analyzer(config(), store, clock=lambda: NOW)
     first.evaluate(NOW)

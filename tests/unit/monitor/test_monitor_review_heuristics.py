@@ -145,7 +145,9 @@ async def test_ingest_applies_heuristics_and_review_sampling(tmp_path):
         ]})  # fmt: skip
         confident = {r.request_id for r in rows if r.outputs["score"] >= 0.9}
         assert {label.request_id for label in batch.heuristic_labels} == confident
-        assert batch.review == frozenset(r.request_id for r in rows if sampled_for_review(r.request_id, 0.25))
+        assert batch.review == frozenset(
+            (r.model, r.request_id) for r in rows if sampled_for_review(r.request_id, 0.25)
+        )
         assert _within_binomial(len(batch.review), 400, 0.25)
         result = service.writer_store.write_one(batch)
         assert result.joined == len(confident)

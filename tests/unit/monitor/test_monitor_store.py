@@ -53,7 +53,7 @@ def test_label_after_prediction_joins(store):
     store.write_one(PredictionBatch(rows))
     result = store.write_one(LabelBatch(labels_for(rows, delay=2 * 3600)))
     assert (result.joined, result.pending) == (4, 0)
-    record = store.get_prediction(rows[0].request_id)
+    record = store.get_prediction("fraud", rows[0].request_id)
     assert record["label"] == rows[0].outputs["label"]
     assert record["label_source"] == "delayed_label"
 
@@ -62,7 +62,7 @@ def test_label_before_prediction_joins_when_the_prediction_arrives(store):
     rows = predictions(4)
     early = store.write_one(LabelBatch(labels_for(rows, delay=60)))
     assert (early.joined, early.pending) == (0, 4)
-    assert store.get_prediction(rows[0].request_id) is None
+    assert store.get_prediction("fraud", rows[0].request_id) is None
     late = store.write_one(PredictionBatch(rows))
     assert late.joined == 4
     assert store.count("joins") == 4
@@ -73,9 +73,9 @@ def test_label_before_prediction_joins_when_the_prediction_arrives(store):
 def test_labels_outside_the_join_window_do_not_join(store):
     rows = predictions(3)
     store.write_one(PredictionBatch(rows))
-    too_late = Label(rows[0].request_id, 1, "delayed_label", rows[0].ts + JOIN_WINDOW + 1)
-    too_early = Label(rows[1].request_id, 1, "delayed_label", rows[1].ts - CLOCK_SKEW - 1)
-    skewed = Label(rows[2].request_id, 1, "delayed_label", rows[2].ts - CLOCK_SKEW / 2)
+    too_late = Label(rows[0].request_id, 1, "delayed_label", rows[0].ts + JOIN_WINDOW + 1, "fraud")
+    too_early = Label(rows[1].request_id, 1, "delayed_label", rows[1].ts - CLOCK_SKEW - 1, "fraud")
+    skewed = Label(rows[2].request_id, 1, "delayed_label", rows[2].ts - CLOCK_SKEW / 2, "fraud")
     result = store.write_one(LabelBatch([too_late, too_early, skewed]))
     assert (result.joined, result.outside_window) == (1, 2)
     assert [row.request_id for row in store.joins_after(0, 10)] == [rows[2].request_id]
@@ -84,30 +84,30 @@ def test_labels_outside_the_join_window_do_not_join(store):
 def test_better_sources_replace_weaker_labels_but_not_the_reverse(store):
     rows = predictions(1)
     request_id = rows[0].request_id
-    store.write_one(PredictionBatch(rows, heuristic_labels=[Label(request_id, 1, "heuristic", NOW)]))
-    assert store.get_prediction(request_id)["label_source"] == "heuristic"
-    store.write_one(LabelBatch([Label(request_id, 0, "delayed_label", NOW + 10)]))
-    assert store.get_prediction(request_id)["label"] == 0
-    result = store.write_one(LabelBatch([Label(request_id, 1, "user_feedback", NOW + 20)]))
+    store.write_one(PredictionBatch(rows, heuristic_labels=[Label(request_id, 1, "heuristic", NOW, "fraud")]))
+    assert store.get_prediction("fraud", request_id)["label_source"] == "heuristic"
+    store.write_one(LabelBatch([Label(request_id, 0, "delayed_label", NOW + 10, "fraud")]))
+    assert store.get_prediction("fraud", request_id)["label"] == 0
+    result = store.write_one(LabelBatch([Label(request_id, 1, "user_feedback", NOW + 20, "fraud")]))
     assert result.joined == 0
-    record = store.get_prediction(request_id)
+    record = store.get_prediction("fraud", request_id)
     assert (record["label"], record["label_source"]) == (0, "delayed_label")
 
 
 def test_pending_labels_pick_the_best_source_when_the_prediction_arrives(store):
     rows = predictions(1)
     store.write_one(LabelBatch([
-        Label(rows[0].request_id, "spam", "user_feedback", NOW + 5),
-        Label(rows[0].request_id, "ham", "manual_review", NOW + 6),
+        Label(rows[0].request_id, "spam", "user_feedback", NOW + 5, "fraud"),
+        Label(rows[0].request_id, "ham", "manual_review", NOW + 6, "fraud"),
     ]))  # fmt: skip
     store.write_one(PredictionBatch(rows))
-    record = store.get_prediction(rows[0].request_id)
+    record = store.get_prediction("fraud", rows[0].request_id)
     assert (record["label"], record["label_source"]) == ("ham", "manual_review")
 
 
 def test_a_failing_batch_is_rolled_back_alone_within_a_group_commit(store):
     rows = predictions(3)
-    review = ReviewDecision(Label("never-queued", 1, "manual_review", NOW), "alice")
+    review = ReviewDecision(Label("never-queued", 1, "manual_review", NOW, "fraud"), "alice")
     results = store.write([PredictionBatch(rows), review, LabelBatch(labels_for(rows))])
     assert isinstance(results[1], NotInReviewQueue)
     assert results[0].inserted == 3 and results[2].joined == 3
@@ -116,22 +116,22 @@ def test_a_failing_batch_is_rolled_back_alone_within_a_group_commit(store):
 
 def test_review_queue_holds_sampled_predictions_until_reviewed(store):
     rows = predictions(5)
-    queued = frozenset(r.request_id for r in rows[:2])
+    queued = frozenset(("fraud", r.request_id) for r in rows[:2])
     result = store.write_one(PredictionBatch(rows, review=queued))
     assert result.queued_for_review == 2
     pending = store.pending_reviews("fraud", 10)
-    assert {item["request_id"] for item in pending} == queued
+    assert {("fraud", item["request_id"]) for item in pending} == queued
     assert pending[0]["inputs"].keys() == {"x", "y", "c"}
-    decision = ReviewDecision(Label(rows[0].request_id, 0, "manual_review", NOW + 30), "alice")
+    decision = ReviewDecision(Label(rows[0].request_id, 0, "manual_review", NOW + 30, "fraud"), "alice")
     assert store.write_one(decision).joined == 1
     assert [item["request_id"] for item in store.pending_reviews("fraud", 10)] == [rows[1].request_id]
-    assert store.get_prediction(rows[0].request_id)["label_source"] == "manual_review"
+    assert store.get_prediction("fraud", rows[0].request_id)["label_source"] == "manual_review"
 
 
 def test_review_queue_is_capped(store):
     rows = predictions(10)
     result = store.write_one(
-        PredictionBatch(rows, review=frozenset(r.request_id for r in rows), review_max_pending=4)
+        PredictionBatch(rows, review=frozenset(("fraud", r.request_id) for r in rows), review_max_pending=4)
     )
     assert (result.queued_for_review, result.review_skipped) == (4, 6)
 
@@ -151,10 +151,10 @@ def test_retention_bounds_rows_by_count_keeping_the_newest(store):
 def test_retention_bounds_rows_by_age_and_expires_unmatched_labels(store):
     store.write_one(PredictionBatch(predictions(50, ts=NOW - 3 * 86_400, prefix="old-")))
     store.write_one(PredictionBatch(predictions(20, ts=NOW - 60, prefix="new-")))
-    store.write_one(LabelBatch([Label("ghost", 1, "delayed_label", NOW)]))
+    store.write_one(LabelBatch([Label("ghost", 1, "delayed_label", NOW, "fraud")]))
     store.conn.execute("UPDATE labels SET received = ? WHERE request_id = 'ghost'", (NOW - 2 * 86_400,))
     result = store.enforce_retention(max_rows=10_000, max_age=86_400, label_max_age=86_400)
-    assert result == type(result)(predictions_deleted=50, labels_expired=1)
+    assert result == type(result)(predictions_deleted=50, labels_expired=1, by_age=50)
     assert store.count("predictions") == 20
     assert [info.revision for info in store.revisions()] == ["v1"]
 
@@ -179,7 +179,7 @@ def test_labeled_pages_with_a_cursor_and_filters(store):
     rows = [r for i in range(3) for r in predictions(4, ts=NOW + i, prefix=f"t{i}-", seed=i)]
     store.write_one(PredictionBatch(rows))
     store.write_one(LabelBatch(labels_for(rows[:10])))
-    store.write_one(LabelBatch([Label(rows[10].request_id, 1, "heuristic", NOW + 5)]))
+    store.write_one(LabelBatch([Label(rows[10].request_id, 1, "heuristic", NOW + 5, "fraud")]))
     seen, cursor = [], None
     while True:
         page, cursor = store.labeled("fraud", limit=4, cursor=cursor)
