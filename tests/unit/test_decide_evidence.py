@@ -287,3 +287,43 @@ def test_stale_monitor_gauges_are_inconclusive():
     stale = PrometheusMeasure("http://unused", provider=AgedMonitor(31.0))(request, Owner("d", "ns", "uid"))
     assert fresh["share"].candidate == 0.1
     assert stale["share"].candidate is None and "stale" in stale["share"].reason
+
+
+SHADOW_METRIC = {"name": "agree", "provider": "monitor", "metric": "shadowAgreement"}
+
+
+def pairs(n: float, disagreement: float) -> dict:
+    return {"agree": MetricSample("agree", 1 - disagreement, None, candidate_count=n, candidate_errors=n * disagreement)}
+
+
+def test_shadow_agreement_rolls_back_a_shadow_that_disagrees_on_ten_percent():
+    w = canary(SHADOW_METRIC)
+    w.step(30, pairs(1500, 0.10))
+    assert w.status["phase"] == "RolledBack" and "disagrees too often" in w.status["rollout"]["rollbackMessage"]
+
+
+def test_an_equally_good_shadow_passes_on_evidence_only():
+    w = canary(SHADOW_METRIC)
+    w.step(30, pairs(300, 0.0))  # below minSamples
+    assert last_check(w)["outcome"] == "inconclusive"
+    w.step(30, pairs(1500, 0.005))
+    assert last_check(w)["metrics"][0]["passedBy"] in ("nonInferiority", "horizon")
+    w.settle()
+    assert w.status["stableRevision"] == w.rev
+
+
+def test_shadow_agreement_reads_the_monitor_pair_counters():
+    from modelpilot.analysis.queries import SHADOW_PAIRS
+
+    class Pairs(RecordingProvider):
+        def evaluate_grouped(self, query, labels, *, at=None):
+            self.queries.append(query)
+            return {"agree": 970.0, "disagree": 30.0}
+
+    w = canary(SHADOW_METRIC)
+    w.now += 30
+    request = analysis_request(parse_spec(w.spec), w.status, w.now)
+    provider = Pairs()
+    sample = PrometheusMeasure("http://unused", provider=provider)(request, Owner("d", "ns", "uid"))["agree"]
+    assert sample.candidate == 0.97 and sample.candidate_count == 1000 and sample.candidate_errors == 30
+    assert any(SHADOW_PAIRS in q and f'baseline="{request.stable}"' in q for q in provider.queries)

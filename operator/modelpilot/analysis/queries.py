@@ -371,6 +371,15 @@ def monitor_label_outcomes(ref: RevisionRef, window: Window) -> str:
     return f"sum by (outcome) (increase({LABEL_OUTCOMES}{_monitor_selector(ref)}[{promql_duration(window)}]))"
 
 
+SHADOW_PAIRS = MONITOR_PREFIX + "shadow_pairs_total"
+
+
+def monitor_shadow_pairs(ref: RevisionRef, baseline: RevisionRef, window: Window) -> str:
+    """Paired shadow answers per outcome (agree, disagree) of candidate ``ref`` against ``baseline``."""
+    selector = _monitor_selector(ref, {"baseline": baseline.revision})
+    return f"sum by (outcome) (increase({SHADOW_PAIRS}{selector}[{promql_duration(window)}]))"
+
+
 def monitor_evaluation_age(ref: RevisionRef) -> str:
     """How old the monitor's last evaluation of the model was when Prometheus last scraped it (s).
 

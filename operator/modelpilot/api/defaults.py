@@ -42,3 +42,8 @@ DRIFT_DETECTABLE_SHIFT = 0.20
 biased build moves it by about 40)."""
 DRIFT_TAU = 0.05
 """Mixing scale for class shares: shifts that matter are several points, not fractions of one."""
+
+# Shadow rollouts: how often the mirrored candidate may answer differently from stable.
+SHADOW_MIN_AGREEMENT = 0.97
+"""Paired answers must agree at least this often (classification); a retrain of a good model
+changes a few percent of answers, a broken one far more."""

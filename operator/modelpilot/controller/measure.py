@@ -19,6 +19,7 @@ from modelpilot.analysis.queries import (
     monitor_label_outcomes,
     monitor_query,
     monitor_sample_query,
+    monitor_shadow_pairs,
     render_for_revision,
     service_request_rate,
     triton_queue_p95_ms,
@@ -70,6 +71,16 @@ class PrometheusMeasure:
                         at: float) -> MetricSample:  # fmt: skip
         """Counts for the monitor's sequential tests: predicted classes, or label outcomes."""
         name, kind = str(metric["name"]), metric.get("metric")
+        if kind == "shadowAgreement":
+            got = self._grouped(monitor_shadow_pairs(refs["candidate"], refs["stable"], window), ("outcome",), at)
+            if isinstance(got, MetricValue):
+                if got.problem is not MetricProblem.NO_DATA:
+                    return MetricSample(name, None, reason=got.reason)
+                got = {}
+            disagree = got.get("disagree", 0.0)
+            pairs = disagree + got.get("agree", 0.0)
+            return MetricSample(name, (1.0 - disagree / pairs) if pairs else None, candidate_count=pairs,
+                                candidate_errors=disagree, reason="" if pairs else "no paired shadow answers yet")  # fmt: skip
         answers: dict[str, dict[str, float]] = {}
         for arm, ref in refs.items():
             if kind == "predictionDrift":
@@ -101,7 +112,7 @@ class PrometheusMeasure:
         name = str(metric["name"])
         provider = metric.get("provider", "istio")
         kind = metric.get("metric", "errorRate")
-        if provider == "monitor" and not metric.get("query") and kind in ("predictionDrift", "accuracy"):
+        if provider == "monitor" and not metric.get("query") and kind in ("predictionDrift", "accuracy", "shadowAgreement"):
             return self._monitor_counts(metric, refs, window, at)
         values: dict[str, MetricValue] = {}
         counts: dict[str, tuple[MetricValue, MetricValue]] = {}

@@ -68,7 +68,7 @@ class CheckOutcome:
 def is_sequential(metric: Mapping[str, Any]) -> bool:
     """Whether a metric is decided by an always-valid test on counts."""
     if metric.get("provider") == "monitor" and not metric.get("query"):
-        return metric.get("metric") in ("predictionDrift", "accuracy")
+        return metric.get("metric") in ("predictionDrift", "accuracy", "shadowAgreement")
     return metric.get("test") == "sequential"
 
 
@@ -100,6 +100,10 @@ class ProportionTest:
             # accuracy_c >= m x accuracy_s  <=>  errors_c <= m x errors_s + (1 - m)
             m = float(metric["minRelative"])
             ratio, tolerance = m, tolerance + (1.0 - m)
+        if kind == "shadowAgreement":  # disagreement <= 1 - min, against a perfectly known zero
+            tolerance = 1.0 - float(metric.get("min", defaults.SHADOW_MIN_AGREEMENT))
+            ratio, detectable_ratio = 1.0, 1.0
+            detectable_increase = number("detectableIncrease", 2.0 * tolerance)
         if kind == "predictionDrift":  # a class share moved by more than tolerance, either way
             detectable_ratio = 1.0
             detectable_increase = number("detectableIncrease", defaults.DRIFT_DETECTABLE_SHIFT)
@@ -165,6 +169,8 @@ def evaluate_metric(
     if is_sequential(metric):
         if metric.get("metric") == "predictionDrift":
             return _class_shares(metric, sample, alpha, previous_p)
+        if metric.get("metric") == "shadowAgreement":
+            return _agreement(metric, sample, alpha, previous_p)
         return _proportion(metric, sample, alpha, previous_p)
     candidate, stable = _finite(sample.candidate), _finite(sample.stable)
     if candidate is None:  # keep the provider's reason: "unreachable" pauses the rollout
@@ -205,6 +211,32 @@ def _proportion(metric: Mapping[str, Any], sample: MetricSample, alpha: float, p
     why = "non-inferiority shown" if rule == RULE_NON_INFERIORITY else "no regression by the planned horizon"
     return MetricVerdict(name, "pass", value, stable, f"{why} (p={p:.3g}; {look.reason})", p_value=p, rule=rule,
                          progress=progress, p_values=keep)  # fmt: skip
+
+
+# A reference arm with no errors in a vast sample: the two-proportion test becomes a one-sample one.
+_PERFECT = (0.0, 1e12)
+
+
+def _agreement(metric: Mapping[str, Any], sample: MetricSample, alpha: float, previous: Mapping[str, float]) -> MetricVerdict:
+    """Shadow: the share of paired answers on which candidate and stable disagree, against 1 - min."""
+    name = str(metric["name"])
+    if sample.candidate_errors is None or sample.candidate_count is None:
+        return MetricVerdict(name, "inconclusive", None, None, sample.reason or "no paired shadow answers")
+    xc, nc = _clip(float(sample.candidate_errors), float(sample.candidate_count))
+    test = ProportionTest.from_metric(metric)
+    look = _look((*_PERFECT, xc, nc), test, alpha, float(previous.get(name, 1.0)))
+    agreement = 1.0 - xc / nc if nc > 0 else None
+    p, keep = look.p_value, {name: look.p_value}
+    floor = f"agreement {agreement:.2%} of {nc:g} pairs, floor {1 - test.tolerance:.2%}" if agreement is not None else ""
+    if look.decision == "regressed":
+        return MetricVerdict(name, "fail", agreement, None, f"shadow disagrees too often ({floor}; always-valid p={p:.3g})",
+                             p_value=p, conclusive_regression=True, p_values=keep)  # fmt: skip
+    if look.decision in ("inconclusive", "continue"):
+        return MetricVerdict(name, "inconclusive", agreement, None, f"collecting evidence: {floor}; {look.reason}",
+                             p_value=p, progress=look.horizon.progress if look.horizon else None, p_values=keep)  # fmt: skip
+    rule = RULE_NON_INFERIORITY if look.decision == "ok" else RULE_HORIZON
+    why = "agreement above the floor shown" if rule == RULE_NON_INFERIORITY else "no excess disagreement by the horizon"
+    return MetricVerdict(name, "pass", agreement, None, f"{why} ({floor})", p_value=p, rule=rule, p_values=keep)
 
 
 def _class_shares(metric: Mapping[str, Any], sample: MetricSample, alpha: float, previous: Mapping[str, float]) -> MetricVerdict:
