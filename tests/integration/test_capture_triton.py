@@ -149,25 +149,33 @@ def test_inference_through_the_proxy_equals_direct_and_is_captured(triton: Trito
                     np.testing.assert_array_equal(got.as_numpy(name), want.as_numpy(name))
                     assert got.as_numpy(name).dtype == want.as_numpy(name).dtype
                 assert {**got.get_response(), "id": None} == {**want.get_response(), "id": None}
-            # The client's default, binary tensors: forwarded intact, but not captured.
-            inp = httpclient.InferInput("INPUT0", [1, 4], "FP32")
-            inp.set_data_from_numpy(BATCHES[0])
+            # The client's default, binary tensors in and out (the binary tensor extension):
+            # forwarded intact, and captured like their JSON twins.
+            inp = httpclient.InferInput("INPUT0", [3, 4], "FP32")
+            inp.set_data_from_numpy(BATCHES[1])
             binary = proxied.infer("iris", [inp], request_id="bin-1")
-            np.testing.assert_array_equal(
-                binary.as_numpy("SCORES"), _infer(direct, BATCHES[0], "x").as_numpy("SCORES")
-            )
+            want = _infer(direct, BATCHES[1], "x")
+            for name in OUTPUTS:
+                got = binary.as_numpy(name)
+                if got.dtype == object:  # BYTES: bytes from binary data, str from JSON
+                    got = np.vectorize(bytes.decode, otypes=[object])(got)
+                np.testing.assert_array_equal(got, want.as_numpy(name))
 
-        records = lt.run(monitor.wait_for(4))
-        _wait(lambda: metrics.registry.get_sample_value("modelpilot_capture_shipped_total") == 4)
+        records = lt.run(monitor.wait_for(7))
+        _wait(lambda: metrics.registry.get_sample_value("modelpilot_capture_shipped_total") == 7)
         value = metrics.registry.get_sample_value
 
         assert value("modelpilot_capture_requests_total") == 3
-        assert value("modelpilot_capture_sampled_total") == 2
-        assert value("modelpilot_capture_skipped_total", {"reason": "binary"}) == 1
-        assert value("modelpilot_capture_shipped_total") == 4
+        assert value("modelpilot_capture_sampled_total") == 3
+        assert value("modelpilot_capture_shipped_total") == 7
+        for reason in ("status", "too_large", "memory", "incomplete", "invalid"):
+            assert value("modelpilot_capture_skipped_total", {"reason": reason}) == 0, reason
 
     by_id = {r["request_id"]: r for r in records}
-    assert sorted(by_id) == ["req-0", "req-1#0", "req-1#1", "req-1#2"]
+    assert sorted(by_id) == ["bin-1#0", "bin-1#1", "bin-1#2", "req-0", "req-1#0", "req-1#1", "req-1#2"]
+    for i in range(3):
+        assert by_id[f"bin-1#{i}"]["inputs"] == by_id[f"req-1#{i}"]["inputs"]
+        assert by_id[f"bin-1#{i}"]["outputs"] == by_id[f"req-1#{i}"]["outputs"]
     rows = [("req-0", BATCHES[0][0]), *((f"req-1#{i}", BATCHES[1][i]) for i in range(3))]
     for request_id, row in rows:
         record = by_id[request_id]

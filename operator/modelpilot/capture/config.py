@@ -8,11 +8,21 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 from urllib.parse import urlsplit
 
-__all__ = ["ENV", "HEALTH_PATH", "METRICS_PATH", "CaptureConfig", "parse_listen"]
+__all__ = [
+    "ENV",
+    "HEALTH_PATH",
+    "METRICS_PATH",
+    "RESTRICTED_KEY_HEADER",
+    "CaptureConfig",
+    "parse_listen",
+]
 
 # The proxy's own endpoints; everything else is forwarded to Triton (which has no /capture/ routes).
 METRICS_PATH = "/capture/metrics"
 HEALTH_PATH = "/capture/healthz"
+# The header Triton's restricted APIs expect (serving.triton.triton_args). The proxy never forwards
+# it, so no client can reach those APIs through the sidecar, whatever value it sends.
+RESTRICTED_KEY_HEADER = "modelpilot-triton-admin"
 
 # Environment variable -> field. The operator sets these in manifests.sidecar_container().
 ENV: Mapping[str, str] = {
@@ -22,6 +32,10 @@ ENV: Mapping[str, str] = {
     "MODELPILOT_SAMPLE_RATE": "sample_rate",
     "MODELPILOT_UPSTREAM": "upstream",
     "MODELPILOT_LISTEN": "listen",
+    "MODELPILOT_SPOOL_DIR": "spool_dir",
+    "MODELPILOT_SPOOL_MAX_BYTES": "spool_max_bytes",
+    "MODELPILOT_MAX_CAPTURE_BYTES": "max_capture_bytes",
+    "MODELPILOT_CAPTURE_MEMORY_BYTES": "capture_memory_bytes",
 }
 
 
@@ -38,19 +52,31 @@ class CaptureConfig:
     sample_rate: float = 1.0
     upstream: str = "http://127.0.0.1:8000"
     listen: str = "0.0.0.0:8080"
-    # Shipping to the monitor.
+    # The on-disk spool (an emptyDir in the pod). Empty: a private temporary directory, which does
+    # not survive a restart of the process (fine for a laptop, not for a pod).
+    spool_dir: str = ""
+    # Records beyond this many bytes of spool are dropped (counted as spool_full). The pod's emptyDir
+    # has a larger sizeLimit, so the spool can never get the pod evicted.
+    spool_max_bytes: int = 256 << 20
+    # Shipping to the monitor: one segment of the spool is one POST.
     batch_size: int = 64
     flush_interval: float = 1.0
-    max_queue: int = 10_000
     ship_timeout: float = 5.0
-    max_retries: int = 3
-    # On shutdown, how long queued records may still be sent (inside the pod's grace period).
+    # Retries never give up while the records are in the spool; the backoff grows up to this.
+    backoff_max: float = 10.0
+    # On shutdown, how long spooled records may still be sent (inside the pod's grace period).
     drain_timeout: float = 5.0
-    # Bodies above this are forwarded but not parsed: parsing runs on the proxy's event loop.
+    # Bodies (request or response, as on the wire) above this are forwarded but not captured.
     max_capture_bytes: int = 1 << 20
-    # Triton's own default --http-max-input-size is 64 MiB; aiohttp's default (1 MiB) would refuse
-    # requests Triton accepts.
-    max_body_bytes: int = 64 << 20
+    # All capture buffers of all requests in flight together; beyond it a request is forwarded but
+    # not captured (skipped{reason="memory"}). This is what bounds the sidecar's memory under load.
+    capture_memory_bytes: int = 64 << 20
+    # Client timeouts: a request head must be complete this long after its first byte; the body may
+    # pause at most client_body_timeout between two reads; a keep-alive connection with no request
+    # is closed after client_idle_timeout.
+    client_header_timeout: float = 15.0
+    client_body_timeout: float = 30.0
+    client_idle_timeout: float = 120.0
     upstream_timeout: float = 300.0
     upstream_connections: int = 256
 
@@ -66,16 +92,23 @@ class CaptureConfig:
         parse_listen(self.listen)
         for name in (
             "batch_size",
-            "max_queue",
+            "spool_max_bytes",
             "max_capture_bytes",
-            "max_body_bytes",
+            "capture_memory_bytes",
             "upstream_connections",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive")
-        if self.max_retries < 0:
-            raise ValueError("max_retries must not be negative")
-        for name in ("flush_interval", "ship_timeout", "upstream_timeout", "drain_timeout"):
+        for name in (
+            "flush_interval",
+            "ship_timeout",
+            "backoff_max",
+            "upstream_timeout",
+            "drain_timeout",
+            "client_header_timeout",
+            "client_body_timeout",
+            "client_idle_timeout",
+        ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
 
@@ -93,7 +126,11 @@ class CaptureConfig:
             raw = env.get(var)
             if raw is None or raw == "":
                 continue
-            values[name] = float(raw) if types[name] == "float" else raw
+            kind = types[name]
+            try:
+                values[name] = float(raw) if kind == "float" else int(raw) if kind == "int" else raw
+            except ValueError:
+                raise ValueError(f"{var} must be a number, got {raw!r}") from None
         values.update({k: v for k, v in overrides.items() if v is not None})
         return replace(cls(), **values) if values else cls()
 

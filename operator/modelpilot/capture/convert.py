@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import struct
 import uuid
 import zlib
 from collections.abc import Mapping
@@ -17,8 +18,11 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
+    "BINARY_HEADER",
     "ConversionError",
     "InferPath",
+    "decode_binary_tensor",
+    "decode_body",
     "decode_json_body",
     "flatten",
     "parse_infer_path",
@@ -26,6 +30,9 @@ __all__ = [
     "request_id_for",
     "row_values",
 ]
+
+# The binary tensor extension: the length of the JSON header that starts the body, on either side.
+BINARY_HEADER = "Inference-Header-Content-Length"
 
 # Triton's own route: model names and versions are single path segments.
 _INFER_PATH = re.compile(r"^/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?/infer$")
@@ -51,27 +58,152 @@ def parse_infer_path(path: str) -> InferPath | None:
     return InferPath(model=match["model"], version=match["version"])
 
 
-def decode_json_body(body: bytes, content_encoding: str | None = None, *, max_size: int | None = None) -> Any:
-    """Parse a JSON body, undoing the gzip/deflate encodings Triton's HTTP endpoint accepts.
+def _inflate(body: bytes, content_encoding: str | None, max_size: int | None) -> bytes:
+    """Undo the gzip/deflate encodings Triton's HTTP endpoint accepts, bounded by ``max_size``.
 
     The proxy forwards bytes untouched, so a compressed body reaches this function compressed;
     ``max_size`` bounds the decompressed size, so a small gzip bomb cannot balloon in memory.
     """
     encoding = (content_encoding or "identity").strip().lower()
+    if encoding == "identity":
+        return body
+    if encoding not in ("gzip", "deflate"):
+        raise ConversionError(f"unsupported content-encoding {content_encoding!r}")
     try:
-        if encoding in ("gzip", "deflate"):
-            inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS)
-            limit = 0 if max_size is None else max_size + 1
-            body = inflater.decompress(body, limit)
-            if max_size is not None and len(body) > max_size:
-                raise ConversionError(f"body inflates beyond {max_size} bytes")
-            if not inflater.eof:
-                raise ConversionError("truncated compressed body")
-        elif encoding != "identity":
-            raise ConversionError(f"unsupported content-encoding {content_encoding!r}")
+        inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS)
+        limit = 0 if max_size is None else max_size + 1
+        body = inflater.decompress(body, limit)
+    except zlib.error as exc:
+        raise ConversionError(f"body is not JSON (it does not inflate): {exc}") from exc
+    if max_size is not None and len(body) > max_size:
+        raise ConversionError(f"body inflates beyond {max_size} bytes")
+    if not inflater.eof:
+        raise ConversionError("truncated compressed body")
+    return body
+
+
+def decode_json_body(body: bytes, content_encoding: str | None = None, *, max_size: int | None = None) -> Any:
+    """Parse a JSON body, undoing the gzip/deflate encodings Triton's HTTP endpoint accepts."""
+    body = _inflate(body, content_encoding, max_size)
+    try:
         return json.loads(body)
-    except (zlib.error, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ConversionError(f"body is not JSON: {exc}") from exc
+
+
+def decode_body(
+    body: bytes, headers: Mapping[str, str], tensors: str, *, max_size: int | None = None
+) -> dict[str, Any]:
+    """A v2 request or response as a JSON object whose ``tensors`` ("inputs"/"outputs") hold data.
+
+    With the binary tensor extension (``Inference-Header-Content-Length``), the body is a JSON
+    header followed by the raw data of every tensor that has a ``binary_data_size`` parameter, in
+    the order the tensors are listed; that data is decoded into each tensor's ``data``.
+    """
+    body = _inflate(body, headers.get("Content-Encoding"), max_size)
+    announced = headers.get(BINARY_HEADER)
+    if announced is None:
+        header, blob = body, None
+    else:
+        text = announced.strip()
+        if not text.isdigit() or int(text) > len(body):
+            raise ConversionError(f"bad {BINARY_HEADER}: {announced!r} for a {len(body)}-byte body")
+        header, blob = body[: int(text)], body[int(text) :]
+    try:
+        message = json.loads(header)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConversionError(f"body is not JSON: {exc}") from exc
+    if not isinstance(message, dict):
+        raise ConversionError("the body is not a JSON object")
+    if blob is not None:
+        _attach_binary(message, tensors, blob)
+    return message
+
+
+def _attach_binary(message: dict[str, Any], key: str, blob: bytes) -> None:
+    tensors = message.get(key)
+    if not isinstance(tensors, list):
+        raise ConversionError(f"{key} is not a list of tensors")
+    offset = 0
+    for tensor in tensors:
+        if not isinstance(tensor, dict):
+            raise ConversionError(f"{key} holds a non-object tensor: {tensor!r}")
+        parameters = tensor.get("parameters")
+        size = parameters.get("binary_data_size") if isinstance(parameters, Mapping) else None
+        if size is None:
+            continue
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0 or offset + size > len(blob):
+            raise ConversionError(f"tensor {tensor.get('name')!r}: bad binary_data_size {size!r}")
+        shape = _shape(tensor, str(tensor.get("name")))
+        tensor["data"] = decode_binary_tensor(
+            str(tensor.get("datatype", "")), shape, blob[offset : offset + size]
+        )
+        offset += size
+    if offset != len(blob):
+        raise ConversionError(f"{len(blob) - offset} bytes of binary data belong to no tensor")
+
+
+# KServe v2 datatype -> struct format of one element (little-endian, no padding).
+_STRUCT = {
+    "BOOL": "?",
+    "UINT8": "B",
+    "UINT16": "H",
+    "UINT32": "I",
+    "UINT64": "Q",
+    "INT8": "b",
+    "INT16": "h",
+    "INT32": "i",
+    "INT64": "q",
+    "FP16": "e",
+    "FP32": "f",
+    "FP64": "d",
+}
+_FLOATS = frozenset({"FP16", "FP32", "FP64", "BF16"})
+
+
+def decode_binary_tensor(datatype: str, shape: list[int], data: bytes) -> list[Any]:
+    """Raw tensor bytes (binary tensor extension) as a flat, row-major list of Python values.
+
+    Non-finite floats become None (JSON has no NaN; the monitor stores null). BYTES elements are
+    4-byte little-endian lengths followed by the bytes, and must be UTF-8 text.
+    """
+    count = math.prod(shape) if shape else 1
+    if datatype == "BYTES":
+        values: list[Any] = []
+        offset = 0
+        for _ in range(count):
+            if offset + 4 > len(data):
+                raise ConversionError("BYTES tensor data ends inside an element's length")
+            (length,) = struct.unpack_from("<I", data, offset)
+            offset += 4
+            if offset + length > len(data):
+                raise ConversionError("BYTES tensor data ends inside an element")
+            try:
+                values.append(data[offset : offset + length].decode("utf-8"))
+            except UnicodeDecodeError:
+                raise ConversionError("a BYTES element is not UTF-8 text") from None
+            offset += length
+        if offset != len(data):
+            raise ConversionError(f"BYTES tensor has {len(data) - offset} bytes beyond {count} elements")
+        return values
+    if datatype == "BF16":
+        if len(data) != 2 * count:
+            raise ConversionError(f"BF16 tensor of shape {shape} needs {2 * count} bytes, got {len(data)}")
+        widened = bytearray(4 * count)  # bfloat16 is the upper half of a float32
+        widened[2::4] = data[0::2]
+        widened[3::4] = data[1::2]
+        data, code = bytes(widened), "f"
+    else:
+        code = _STRUCT.get(datatype, "")
+        if not code:
+            raise ConversionError(f"unsupported binary datatype {datatype!r}")
+        need = struct.calcsize("<" + code) * count
+        if len(data) != need:
+            raise ConversionError(f"{datatype} tensor of shape {shape} needs {need} bytes, got {len(data)}")
+    values = list(struct.unpack(f"<{count}{code}", data))
+    if datatype in _FLOATS:
+        values = [v if math.isfinite(v) else None for v in values]
+    return values
 
 
 def request_id_for(request: Mapping[str, Any], headers: Mapping[str, str]) -> str:

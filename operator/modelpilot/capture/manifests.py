@@ -7,6 +7,7 @@ decide on rollouts, so the same inputs must always give the same dict.
 from __future__ import annotations
 
 import copy
+import hashlib
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -18,8 +19,14 @@ __all__ = [
     "CAPTURE_PORT",
     "CAPTURE_PORT_NAME",
     "CAPTURE_USER",
+    "MEMORY_LIMIT",
     "METRICS_PATH",
+    "SPOOL_MAX_BYTES",
+    "SPOOL_MOUNT",
+    "SPOOL_VOLUME",
+    "restricted_key",
     "sidecar_container",
+    "spool_volume",
 ]
 
 CAPTURE_CONTAINER = "modelpilot-capture"
@@ -27,11 +34,33 @@ CAPTURE_PORT = 8080
 CAPTURE_PORT_NAME = "capture"  # the Service's http port targets this name when capture is on
 CAPTURE_USER = 65532  # the conventional "nonroot" uid of distroless-style images
 TRITON_HTTP_PORT = 8000
+MEMORY_LIMIT = "512Mi"  # the sidecar's limit; tests/integration/test_capture_memory.py holds it to it
+# The spool: an emptyDir on the node's disk (not tmpfs, which would count as memory). It outlives
+# container restarts (an OOM kill, a crash) but not the pod. Its sizeLimit is twice what the
+# spool may hold, so the spool (bounded by SPOOL_MAX_BYTES) can never get the pod evicted.
+SPOOL_VOLUME = "capture-spool"
+SPOOL_MOUNT = "/var/spool/modelpilot-capture"
+SPOOL_MAX_BYTES = 256 << 20
+SPOOL_SIZE_LIMIT = "512Mi"
 
 
 def _format_rate(rate: float) -> str:
     # repr() gives the shortest round-tripping text: 0.1 stays "0.1", 1 becomes "1.0".
     return repr(float(rate))
+
+
+def spool_volume() -> dict[str, Any]:
+    """The pod volume the sidecar's spool lives on (pod_template adds it next to the container)."""
+    return {"name": SPOOL_VOLUME, "emptyDir": {"sizeLimit": SPOOL_SIZE_LIMIT}}
+
+
+def restricted_key(owner_uid: str, revision: str) -> str:
+    """The value of Triton's restricted-API header for one revision (serving.triton.triton_args).
+
+    Deterministic, because pod templates are hashed; not a secret (it is in the pod spec). What
+    keeps clients out is that Triton listens on loopback and the sidecar never forwards the header.
+    """
+    return hashlib.sha256(f"modelpilot/{owner_uid}/{revision}".encode()).hexdigest()[:32]
 
 
 def sidecar_container(
@@ -49,8 +78,9 @@ def sidecar_container(
 
     No CPU limit: CFS throttling of a proxy shows up directly as inference latency; the request
     still lets the scheduler account for it, and ``resources`` replaces the defaults for busy
-    models (docs/capture.md has CPU per request). Memory is limited: the queue is bounded in
-    records and bodies by Triton's own 64 MiB input limit.
+    models (docs/capture.md has CPU per request). Memory is limited: bodies are streamed, capture
+    buffers share a 64 MiB budget, and records wait on disk (the ``capture-spool`` volume, which
+    the pod must define: ``spool_volume()``), not in memory.
     """
     if not model or not revision:
         raise ValueError("model and revision must not be empty")
@@ -78,17 +108,20 @@ def sidecar_container(
             {"name": "MODELPILOT_SAMPLE_RATE", "value": _format_rate(sample_rate)},
             {"name": "MODELPILOT_UPSTREAM", "value": f"http://127.0.0.1:{upstream_port}"},
             {"name": "MODELPILOT_LISTEN", "value": f"0.0.0.0:{port}"},
+            {"name": "MODELPILOT_SPOOL_DIR", "value": SPOOL_MOUNT},
+            {"name": "MODELPILOT_SPOOL_MAX_BYTES", "value": str(SPOOL_MAX_BYTES)},
         ],
         "ports": [{"name": CAPTURE_PORT_NAME, "containerPort": port, "protocol": "TCP"}],
+        "volumeMounts": [{"name": SPOOL_VOLUME, "mountPath": SPOOL_MOUNT}],
         "resources": copy.deepcopy(dict(resources))
         if resources is not None
         else {
             "requests": {"cpu": "250m", "memory": "128Mi"},
-            "limits": {"memory": "512Mi"},
+            "limits": {"memory": MEMORY_LIMIT},
         },
         "readinessProbe": probe,
         "livenessProbe": {**probe, "periodSeconds": 10, "failureThreshold": 6},
-        # Pod Security Standards "restricted", plus a read-only root: the proxy writes no files.
+        # Pod Security Standards "restricted", plus a read-only root: the proxy writes only its spool.
         "securityContext": {
             "runAsNonRoot": True,
             "runAsUser": CAPTURE_USER,

@@ -8,38 +8,67 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
-__all__ = ["DROP_REASONS", "EXPORTED_METRICS", "SKIP_REASONS", "CaptureMetrics"]
+__all__ = [
+    "DROP_REASONS",
+    "EXPORTED_METRICS",
+    "REFUSE_REASONS",
+    "RETRY_REASONS",
+    "SKIP_REASONS",
+    "CaptureMetrics",
+]
 
 # Names as they appear in the exposition (counters get their _total suffix).
 EXPORTED_METRICS: tuple[str, ...] = (
     "modelpilot_capture_requests_total",
     "modelpilot_capture_sampled_total",
+    "modelpilot_capture_spooled_total",
     "modelpilot_capture_shipped_total",
+    "modelpilot_capture_duplicates_total",
     "modelpilot_capture_dropped_total",
     "modelpilot_capture_skipped_total",
+    "modelpilot_capture_retries_total",
+    "modelpilot_capture_refused_total",
     "modelpilot_capture_queue_depth",
+    "modelpilot_capture_spool_bytes",
+    "modelpilot_capture_memory_bytes",
 )
 
-# Why sampled records never reached the monitor.
+# Why sampled records never reached the monitor. Transient failures are not drops: the records
+# stay in the spool and are retried until the monitor takes them.
 DROP_REASONS: tuple[str, ...] = (
-    "queue_full",  # the bounded queue was full when the records were offered
-    "monitor_unavailable",  # connection refused, reset or timed out, after the retries
-    "monitor_error",  # 5xx after the retries
-    "rejected",  # 4xx other than 429: retrying the same batch cannot help
-    "shutdown",  # still queued when the drain deadline at shutdown passed
+    "spool_full",  # the spool was at spool_max_bytes when the records were captured
+    "spool_error",  # the spool could not be written (disk full, I/O error)
+    "rejected",  # the monitor answered 4xx (other than 408/429): resending cannot help
+    "corrupt",  # a spooled line that does not parse (a write torn by a crash)
 )
 
 # Why an inference request was not captured at all.
 SKIP_REASONS: tuple[str, ...] = (
-    "binary",  # binary tensor extension (Inference-Header-Content-Length)
     "status",  # Triton answered with an error: there is no prediction to record
-    "too_large",  # body above max_capture_bytes
-    "invalid",  # not a JSON inference the converter understands
+    "too_large",  # body above max_capture_bytes, or a record the monitor would refuse
+    "memory",  # the capture buffers of the requests in flight were at capture_memory_bytes
+    "incomplete",  # the exchange broke off (client or upstream hung up mid-body)
+    "invalid",  # not an inference the converter understands (JSON or binary tensors)
+)
+
+# Why a send to the monitor is retried (records, each time the batch is resent).
+RETRY_REASONS: tuple[str, ...] = (
+    "monitor_unavailable",  # connection refused, reset or timed out
+    "monitor_error",  # 5xx
+    "backpressure",  # 429 (or 408)
+)
+
+# Requests the proxy answered itself instead of forwarding.
+REFUSE_REASONS: tuple[str, ...] = (
+    "blocked",  # 403: Triton's repository, model control, shared-memory, trace and logging APIs
+    "absolute_form",  # 400: a request target that is not a path (proxy-style absolute URL)
+    "body_timeout",  # 408: the client stopped sending its body
+    "header_timeout",  # the connection was closed: the request head did not arrive in time
 )
 
 
 class CaptureMetrics:
-    """Counters the proxy and the shipper update; records are the unit of shipped/dropped/queue."""
+    """Counters the proxy and the shipper update; records are the unit of spooled/shipped/dropped."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
@@ -50,10 +79,20 @@ class CaptureMetrics:
         self.sampled = Counter(
             "modelpilot_capture_sampled", "Inference requests chosen for capture by the sampler.", registry=r
         )
+        self.spooled = Counter(
+            "modelpilot_capture_spooled",
+            "Records written to the on-disk spool (acknowledged: they are delivered at least once).",
+            registry=r,
+        )
         self.shipped = Counter("modelpilot_capture_shipped", "Records the monitor accepted.", registry=r)
+        self.duplicates = Counter(
+            "modelpilot_capture_duplicates",
+            "Records the monitor already had (redeliveries after a lost acknowledgement).",
+            registry=r,
+        )
         self.dropped = Counter(
             "modelpilot_capture_dropped",
-            "Sampled records that never reached the monitor.",
+            "Sampled records that will never reach the monitor.",
             ["reason"],
             registry=r,
         )
@@ -63,14 +102,38 @@ class CaptureMetrics:
             ["reason"],
             registry=r,
         )
+        self.retries = Counter(
+            "modelpilot_capture_retries",
+            "Records whose send to the monitor failed and will be retried.",
+            ["reason"],
+            registry=r,
+        )
+        self.refused = Counter(
+            "modelpilot_capture_refused",
+            "Requests the proxy answered (or closed) itself instead of forwarding them to Triton.",
+            ["reason"],
+            registry=r,
+        )
         self.queue_depth = Gauge(
-            "modelpilot_capture_queue_depth", "Records waiting to be shipped.", registry=r
+            "modelpilot_capture_queue_depth", "Records in the spool, waiting to be shipped.", registry=r
+        )
+        self.spool_bytes = Gauge(
+            "modelpilot_capture_spool_bytes", "Bytes the spool holds on disk.", registry=r
+        )
+        self.memory_bytes = Gauge(
+            "modelpilot_capture_memory_bytes",
+            "Bytes held in capture buffers by the requests in flight.",
+            registry=r,
         )
         # Every reason exists from the start, so rate() and alerts see zeros instead of gaps.
-        for reason in DROP_REASONS:
-            self.dropped.labels(reason)
-        for reason in SKIP_REASONS:
-            self.skipped.labels(reason)
+        for counter, reasons in (
+            (self.dropped, DROP_REASONS),
+            (self.skipped, SKIP_REASONS),
+            (self.retries, RETRY_REASONS),
+            (self.refused, REFUSE_REASONS),
+        ):
+            for reason in reasons:
+                counter.labels(reason)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

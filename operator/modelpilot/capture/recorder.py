@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from modelpilot.capture.convert import (
+    BINARY_HEADER,
     ConversionError,
-    decode_json_body,
+    decode_body,
     records_from_exchange,
     request_id_for,
 )
@@ -23,8 +24,6 @@ from modelpilot.monitor.records import MAX_FIELDS, MAX_ID_LENGTH, MAX_LIST_LENGT
 
 __all__ = ["BINARY_HEADER", "Exchange", "Recorder", "exceeds_monitor_limits"]
 
-# The binary tensor extension announces the JSON header's length in this header, on either side.
-BINARY_HEADER = "Inference-Header-Content-Length"
 log = logging.getLogger(__name__)
 
 
@@ -56,7 +55,11 @@ class Sink(Protocol):
 
 @dataclass(frozen=True)
 class Exchange:
-    """One finished inference as the proxy saw it: bytes exactly as they crossed the wire."""
+    """One finished inference as the proxy saw it: bytes exactly as they crossed the wire.
+
+    ``skip`` is set by the proxy when it did not keep the bodies (too large, no capture memory left,
+    the exchange broke off); the bodies are then empty.
+    """
 
     model: str
     timestamp: float
@@ -65,6 +68,7 @@ class Exchange:
     status: int
     response_headers: Mapping[str, str]
     response_body: bytes
+    skip: str | None = None
 
 
 class Recorder:
@@ -98,29 +102,23 @@ class Recorder:
     def _observe(self, ex: Exchange) -> None:
         if self.sample_rate <= 0:
             return
-        if BINARY_HEADER in ex.request_headers or BINARY_HEADER in ex.response_headers:
-            self.metrics.skipped.labels("binary").inc()
-            return
         if ex.status != 200:
             self.metrics.skipped.labels("status").inc()
+            return
+        if ex.skip is not None:
+            self.metrics.skipped.labels(ex.skip).inc()
             return
         if max(len(ex.request_body), len(ex.response_body)) > self.max_capture_bytes:
             self.metrics.skipped.labels("too_large").inc()
             return
         try:
             limit = self.max_capture_bytes
-            request = decode_json_body(
-                ex.request_body, ex.request_headers.get("Content-Encoding"), max_size=limit
-            )
-            if not isinstance(request, dict):
-                raise ConversionError("the request body is not a JSON object")
+            request = decode_body(ex.request_body, ex.request_headers, "inputs", max_size=limit)
             request_id = request_id_for(request, ex.request_headers)
             if not should_sample(request_id, self.sample_rate):
                 return
             self.metrics.sampled.inc()
-            response = decode_json_body(
-                ex.response_body, ex.response_headers.get("Content-Encoding"), max_size=limit
-            )
+            response = decode_body(ex.response_body, ex.response_headers, "outputs", max_size=limit)
             records = records_from_exchange(
                 request,
                 response,

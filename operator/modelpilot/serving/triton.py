@@ -14,6 +14,8 @@ __all__ = [
     "DATA_TYPES",
     "FORMATS",
     "INSTANCE_KINDS",
+    "RESTRICTED_APIS",
+    "RESTRICTED_KEY_HEADER",
     "TritonConfigError",
     "model_repository_path",
     "needs_generated_config",
@@ -59,6 +61,16 @@ DATA_TYPES = frozenset(
 INSTANCE_KINDS = frozenset({"KIND_AUTO", "KIND_GPU", "KIND_CPU", "KIND_MODEL"})
 
 CONTROL_MODES = frozenset({"explicit", "poll", "none"})
+
+# Behind the capture proxy, Triton's administrative API groups answer only requests carrying this
+# header with the revision's key. The proxy never forwards the header (and answers 403 for these
+# paths itself); Triton listens on loopback only, so nothing else in the cluster can send it.
+# The names are those `tritonserver --help` lists for --http-restricted-api (added to Triton in late
+# 2023; verified against the 2.51 binary, which takes `<apis>:<header>=<value>`, not the `,` its
+# --help shows; on gRPC Triton expects the header as `triton-grpc-protocol-<header>`).
+RESTRICTED_APIS = ("model-repository", "shared-memory", "trace", "logging")
+RESTRICTED_KEY_HEADER = "modelpilot-triton-admin"  # = capture.config.RESTRICTED_KEY_HEADER
+LOOPBACK = "127.0.0.1"
 
 # Remote stores tritonserver reads natively; everything else must be mounted into the pod.
 _REMOTE_SCHEMES = ("s3://", "gs://", "as://")
@@ -360,11 +372,21 @@ def triton_args(
     grpc_port: int = 8001,
     metrics_port: int = 8002,
     extra_args: Iterable[str] = (),
+    behind_proxy: bool = False,
+    restricted_key: str = "",
 ) -> list[str]:
     """Build the ``tritonserver`` argument list (without the binary) for one model.
 
     User ``extra_args`` go last: tritonserver keeps the last value of a repeated flag, so they
-    override the defaults here.
+    override the defaults here. With ``behind_proxy`` (payload capture on), the flags that make the
+    capture sidecar the only way in come after them, so they cannot be overridden:
+
+    - HTTP and gRPC listen on loopback only (``--http-address``/``--grpc-address``); metrics still
+      listen on every address (``--metrics-address=0.0.0.0``; it would follow ``--http-address``
+      otherwise), so Prometheus can scrape the pod.
+    - With ``restricted_key``, the repository (load/unload/index), shared-memory, trace and logging
+      APIs require the ``modelpilot-triton-admin`` header on HTTP (``--http-restricted-api``) and
+      gRPC (``--grpc-restricted-protocol``, Triton's name for the gRPC flag).
     """
     if control_mode not in CONTROL_MODES:
         raise TritonConfigError(f"control_mode must be one of {sorted(CONTROL_MODES)}, got {control_mode!r}")
@@ -377,6 +399,8 @@ def triton_args(
         raise TritonConfigError(f"ports must differ, got {ports}")
     if not repository_path:
         raise TritonConfigError("repository_path must not be empty")
+    if restricted_key and not all(c.isalnum() or c in "-_." for c in restricted_key):
+        raise TritonConfigError("restricted_key may hold only letters, digits, '-', '_' and '.'")
 
     args = [f"--model-repository={repository_path}", f"--model-control-mode={control_mode}"]
     if control_mode == "explicit":
@@ -396,6 +420,11 @@ def triton_args(
         "--log-verbose=0",
     ]
     args += [str(arg) for arg in extra_args]
+    if behind_proxy:
+        args += [f"--http-address={LOOPBACK}", f"--grpc-address={LOOPBACK}", "--metrics-address=0.0.0.0"]
+        if restricted_key:
+            restriction = f"{','.join(RESTRICTED_APIS)}:{RESTRICTED_KEY_HEADER}={restricted_key}"
+            args += [f"--http-restricted-api={restriction}", f"--grpc-restricted-protocol={restriction}"]
     return args
 
 

@@ -9,6 +9,8 @@ import asyncio
 import contextlib
 import gzip
 import json
+import math
+import struct
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,7 +26,11 @@ class FakeMonitor:
     script: list[tuple[int, dict[str, str]]] = field(default_factory=list)
     delay: float = 0.0
     accept_limit: int | None = None
+    # Store the next N batches, then answer 500 as if the acknowledgement was lost on the way.
+    lose_acks: int = 0
     batches: list[list[dict[str, Any]]] = field(default_factory=list)
+    # Like the real monitor: a record is stored once per (model, revision, request_id).
+    stored: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
     attempts: int = 0
     server: TestServer | None = None
 
@@ -48,7 +54,15 @@ class FakeMonitor:
         records = body["records"]
         accepted = len(records) if self.accept_limit is None else min(self.accept_limit, len(records))
         self.batches.append(records[:accepted])
-        return web.json_response({"accepted": accepted})
+        duplicates = 0
+        for record in records[:accepted]:
+            key = (record["model"], record["revision"], record["request_id"])
+            duplicates += key in self.stored
+            self.stored.setdefault(key, record)
+        if self.lose_acks:
+            self.lose_acks -= 1
+            return web.json_response({"error": "ack lost"}, status=500)
+        return web.json_response({"accepted": accepted, "duplicates": duplicates})
 
     async def wait_for(self, count: int, timeout: float = 5.0) -> list[dict[str, Any]]:
         """Poll (bounded) until ``count`` records arrived."""
@@ -84,6 +98,34 @@ def linear_model(request: dict[str, Any]) -> dict[str, Any]:
     return response
 
 
+def binary_answer(body: bytes, header_length: int) -> web.Response:
+    """Like Triton with the binary tensor extension: FP32 INPUT0 in, binary SCORE and LABEL out."""
+    header = json.loads(body[:header_length])
+    tensor = header["inputs"][0]
+    count = math.prod(tensor["shape"])
+    values = list(struct.unpack(f"<{count}f", body[header_length:]))
+    answer = linear_model(
+        {"inputs": [{**tensor, "data": values}], **({"id": header["id"]} if "id" in header else {})}
+    )
+    blobs = []
+    for output in answer["outputs"]:
+        if output["datatype"] == "FP32":
+            blob = struct.pack(f"<{len(output['data'])}f", *output["data"])
+        else:
+            blob = b"".join(struct.pack("<I", len(v)) + v.encode() for v in output["data"])
+        output["parameters"] = {"binary_data_size": len(blob)}
+        del output["data"]
+        blobs.append(blob)
+    json_header = json.dumps(answer).encode()
+    return web.Response(
+        body=json_header + b"".join(blobs),
+        headers={
+            "Inference-Header-Content-Length": str(len(json_header)),
+            "Content-Type": "application/octet-stream",
+        },
+    )
+
+
 def _flat(data: Any) -> list[Any]:
     return [y for x in data for y in _flat(x)] if isinstance(data, list) else [data]
 
@@ -116,7 +158,7 @@ class FakeTriton:
             return web.Response(status=200)
         if request.path.endswith("/infer"):
             if "Inference-Header-Content-Length" in request.headers:
-                return web.Response(body=b"binary-ok", headers={"Inference-Header-Content-Length": "9"})
+                return binary_answer(body, int(request.headers["Inference-Header-Content-Length"]))
             try:
                 # Like Triton, accept gzip-compressed requests (this server does not decompress).
                 raw = gzip.decompress(body) if request.headers.get("Content-Encoding") == "gzip" else body
@@ -141,12 +183,12 @@ async def eventually(check: Callable[[], bool], timeout: float = 5.0) -> bool:
 
 
 @contextlib.asynccontextmanager
-async def running_monitor() -> AsyncIterator[FakeMonitor]:
+async def running_monitor(port: int | None = None) -> AsyncIterator[FakeMonitor]:
     """A FakeMonitor served on a loopback port for the duration of the block."""
     fake = FakeMonitor()
     app = web.Application()
     app.router.add_post("/v1/predictions", fake.handle)
-    fake.server = TestServer(app, host="127.0.0.1")
+    fake.server = TestServer(app, host="127.0.0.1", port=port)
     await fake.server.start_server()
     try:
         yield fake

@@ -71,3 +71,46 @@ async def test_records_land_in_the_real_monitor(tmp_path: Path, triton: FakeTrit
     ]
     assert stored[1]["inputs"] == {"INPUT0[0]": 3, "INPUT0[1]": -9}
     assert stored[1]["outputs"] == {"SCORE": -6, "LABEL": "neg"}
+
+
+async def test_redelivered_records_are_stored_once_per_model_revision_and_id(tmp_path: Path) -> None:
+    """What at-least-once delivery relies on: the real monitor's ingest is idempotent on the key."""
+    import sqlite3
+
+    from modelpilot.capture.shipper import Shipper
+    from modelpilot.capture.spool import Spool
+
+    config = parse_config({"models": [{"name": "iris", "namespace": "ml"}]})
+    service = MonitorService(config, tmp_path / "monitor.db")
+    await service.start(writer=True, analysis=False)
+    monitor = TestServer(monitor_app(service), host="127.0.0.1")
+    await monitor.start_server()
+    metrics = CaptureMetrics()
+    shipper = Shipper(
+        str(monitor.make_url("")),
+        Spool(tmp_path / "spool", metrics=metrics),
+        metrics=metrics,
+        flush_interval=0.05,
+    )
+    await shipper.start()
+
+    def record(request_id: str, revision: str) -> dict:
+        return {"request_id": request_id, "model": "iris", "revision": revision, "timestamp": 1.0,
+                "inputs": {"x": 1.0}, "outputs": {"y": 1}}  # fmt: skip
+
+    try:
+        shipper.offer([record("a", "r1"), record("b", "r1")])
+        assert await eventually(lambda: shipper.idle)
+        # A redelivery (the same records again), and the same id from another revision (mirroring).
+        shipper.offer([record("a", "r1"), record("b", "r1"), record("a", "r2")])
+        assert await eventually(lambda: shipper.idle)
+    finally:
+        await shipper.stop()
+        await monitor.close()
+        await service.stop()
+    with sqlite3.connect(tmp_path / "monitor.db") as conn:
+        rows = sorted(conn.execute("SELECT model, revision, request_id FROM predictions").fetchall())
+    assert rows == [("iris", "r1", "a"), ("iris", "r1", "b"), ("iris", "r2", "a")]
+    value = metrics.registry.get_sample_value
+    assert value("modelpilot_capture_shipped_total") == 5
+    assert value("modelpilot_capture_duplicates_total") == 2

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gzip
 import json
+import struct
 import time
 from collections.abc import AsyncIterator
 
@@ -32,7 +33,7 @@ def _config(upstream: str, monitor: str = "", **kwargs) -> CaptureConfig:
         "sample_rate": 1.0,
         "batch_size": 2,
         "flush_interval": 0.05,
-        "max_retries": 1,
+        "backoff_max": 0.2,
         "ship_timeout": 1.0,
     }
     return CaptureConfig(upstream=upstream, monitor_url=monitor, **{**base, **kwargs})
@@ -200,7 +201,8 @@ async def test_non_inference_paths_pass_through_and_are_never_captured(
         for method, path in [
             ("GET", "/v2/health/ready"),
             ("GET", "/v2/models/iris"),
-            ("POST", "/v2/repository/index"),
+            ("GET", "/v2/models/iris/config"),
+            ("GET", "/v2/models/stats"),
             ("GET", "/metrics?name[]=x"),
             ("GET", "/v2/models/iris/infer"),  # not a POST: Triton will refuse it, not us
             ("HEAD", "/v2/models/iris"),
@@ -216,32 +218,47 @@ async def test_non_inference_paths_pass_through_and_are_never_captured(
     assert [s.raw_path for s in triton.seen[1::2]] == [s.raw_path for s in triton.seen[0::2]]
 
 
-async def test_binary_tensor_requests_pass_through_and_count_as_skipped(
+async def test_binary_tensor_requests_are_forwarded_intact_and_captured(
     triton: FakeTriton, monitor: FakeMonitor, client: aiohttp.ClientSession
 ) -> None:
     header = json.dumps(
         {
+            "id": "bin-1",
             "inputs": [
-                {"name": "INPUT0", "shape": [1, 2], "datatype": "FP32", "parameters": {"binary_data_size": 8}}
-            ]
+                {
+                    "name": "INPUT0",
+                    "shape": [2, 2],
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": 16},
+                }
+            ],
         }
     ).encode()
-    body = header + b"\x00\x00\x80?\x00\x00\x00@"
+    body = header + struct.pack("<4f", 1.0, 2.0, -3.0, 0.5)
     headers = {
         "Inference-Header-Content-Length": str(len(header)),
         "Content-Type": "application/octet-stream",
     }
     async with _proxy(_config(triton.url, monitor.url)) as (proxy, metrics, _):
+        direct = await _exchange(
+            client, "POST", triton.url + "/v2/models/iris/infer", data=body, headers=headers
+        )
         status, _, answer_headers, answer = await _exchange(
             client, "POST", proxy + "/v2/models/iris/infer", data=body, headers=headers
         )
-        await asyncio.sleep(0.15)
-    assert (status, answer) == (200, b"binary-ok")
-    assert ("Inference-Header-Content-Length", "9") in answer_headers
-    assert triton.seen[0].body == body
-    assert _value(metrics, "modelpilot_capture_skipped_total", reason="binary") == 1
-    assert _value(metrics, "modelpilot_capture_sampled_total") == 0
-    assert monitor.attempts == 0
+        records = await monitor.wait_for(2)
+    assert (status, answer) == (200, direct[3])
+    assert (
+        dict(answer_headers)["Inference-Header-Content-Length"]
+        == dict(direct[2])["Inference-Header-Content-Length"]
+    )
+    assert triton.seen[1].body == body
+    assert _value(metrics, "modelpilot_capture_sampled_total") == 1
+    by_id = {r["request_id"]: r for r in records}
+    assert by_id["bin-1#0"]["inputs"] == {"INPUT0[0]": 1.0, "INPUT0[1]": 2.0}
+    assert by_id["bin-1#0"]["outputs"] == {"SCORE": 3.0, "LABEL": "pos"}
+    assert by_id["bin-1#1"]["inputs"] == {"INPUT0[0]": -3.0, "INPUT0[1]": 0.5}
+    assert by_id["bin-1#1"]["outputs"] == {"SCORE": -2.5, "LABEL": "neg"}
 
 
 async def test_failed_inferences_pass_through_and_count_as_skipped(
@@ -256,20 +273,28 @@ async def test_failed_inferences_pass_through_and_count_as_skipped(
     assert monitor.attempts == 0
 
 
-async def test_monitor_down_inference_succeeds_and_drops_are_counted(
+async def test_monitor_down_inference_succeeds_and_records_wait_in_the_spool(
     triton: FakeTriton, client: aiohttp.ClientSession
 ) -> None:
     (dead,) = free_ports(1)
-    async with _proxy(_config(triton.url, f"http://127.0.0.1:{dead}")) as (proxy, metrics, _):
+    async with _proxy(_config(triton.url, f"http://127.0.0.1:{dead}", drain_timeout=0.1)) as (
+        proxy,
+        metrics,
+        _,
+    ):
         for i in range(5):
             status, _, _, answer = await _exchange(
                 client, "POST", proxy + "/v2/models/iris/infer", json=_infer_body([[i, 1.0]], f"d{i}")
             )
             assert status == 200
             assert json.loads(answer) == linear_model(_infer_body([[i, 1.0]], f"d{i}"))
-        dropped = lambda: _value(metrics, "modelpilot_capture_dropped_total", reason="monitor_unavailable")  # noqa: E731
-        assert await eventually(lambda: dropped() == 5)
+        retried = lambda: _value(metrics, "modelpilot_capture_retries_total", reason="monitor_unavailable")  # noqa: E731
+        assert await eventually(lambda: retried() >= 5)
+        assert _value(metrics, "modelpilot_capture_spooled_total") == 5
+        assert _value(metrics, "modelpilot_capture_queue_depth") == 5
     assert _value(metrics, "modelpilot_capture_shipped_total") == 0
+    for reason in ("spool_full", "spool_error", "rejected", "corrupt"):
+        assert _value(metrics, "modelpilot_capture_dropped_total", reason=reason) == 0
 
 
 async def test_a_stalled_monitor_does_not_slow_inference(
@@ -332,7 +357,7 @@ async def test_own_endpoints_metrics_and_health(triton: FakeTriton, monitor: Fak
     text = body.decode()
     for name in EXPORTED_METRICS:
         assert f"\n{name}" in text, name
-    assert 'modelpilot_capture_dropped_total{reason="queue_full"} 0.0' in text
+    assert 'modelpilot_capture_dropped_total{reason="spool_full"} 0.0' in text
     assert health[0] == 200 and json.loads(health[3]) == {"status": "ok", "capture": True}
     assert triton.seen == []
 
