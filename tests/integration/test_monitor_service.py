@@ -358,3 +358,132 @@ def test_a_promotion_is_picked_up_from_the_rewritten_revisions_file_without_a_re
         assert monitor.terminate() == 0
     finally:
         monitor.kill()
+
+
+# ---------------------------------------------------------------- auth against the real API server
+
+
+def _service_account_token(kube, namespace: str, name: str, audiences: list[str] | None) -> str:
+    with contextlib.suppress(Exception):
+        kube._call(
+            "POST", f"/api/v1/namespaces/{namespace}/serviceaccounts", body={"metadata": {"name": name}}
+        )
+    spec: dict = {"expirationSeconds": 600}
+    if audiences is not None:
+        spec["audiences"] = audiences
+    body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec}
+    path = f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token"
+    return kube._call("POST", path, body=body)["status"]["token"]
+
+
+async def test_token_review_against_the_api_server(kube, namespace, tmp_path):
+    """Projected-style ServiceAccount tokens for the monitor's audience, checked with the real
+    TokenReview API: the right writer gets in, another audience's token is a 401, another model a 403."""
+    import asyncio
+
+    from aiohttp.test_utils import TestClient, TestServer
+    from tests.unit.monitor.monitor_helpers import NOW, as_payload, config, model_entry, predictions
+
+    from modelpilot.monitor.api import MonitorService, create_app
+    from modelpilot.monitor.auth import AUDIENCE, AccessPolicy, PolicyAuthorizer, TokenReviewVerifier
+
+    async def review(body: dict) -> dict:
+        return await asyncio.to_thread(
+            kube._call, "POST", "/apis/authentication.k8s.io/v1/tokenreviews", body=body
+        )
+
+    writer = _service_account_token(kube, namespace, "fraud-triton", [AUDIENCE])
+    wrong_audience = _service_account_token(kube, namespace, "fraud-triton", None)
+    feeder = _service_account_token(kube, namespace, "chargebacks", [AUDIENCE])
+    sa = f"system:serviceaccount:{namespace}"
+    verifier = TokenReviewVerifier(review)
+    identity = await verifier.verify(writer)
+    assert identity is not None and identity.username == f"{sa}:fraud-triton"
+    assert f"group:system:serviceaccounts:{namespace}" in identity.principals
+    assert await verifier.verify(wrong_audience) is None
+    assert await verifier.verify(writer + "x") is None
+
+    policy = AccessPolicy.from_document({"models": {
+        "fraud": {"writers": [f"{sa}:fraud-triton"], "labelFeeders": [f"{sa}:chargebacks"]},
+        "churn": {"writers": [f"{sa}:churn-triton"]},
+    }})  # fmt: skip
+    cfg = config(model_entry("fraud"), model_entry("churn"))
+    service = MonitorService(cfg, tmp_path / "auth.db", clock=lambda: NOW, verifier=verifier,
+                             authorize=PolicyAuthorizer(policy))  # fmt: skip
+    await service.start(analysis=False)
+    client = TestClient(TestServer(create_app(service)))
+    await client.start_server()
+    try:
+
+        def auth(token: str) -> dict:
+            return {"Authorization": f"Bearer {token}"}
+
+        fraud, churn = as_payload(predictions(2)), as_payload(predictions(2, model="churn"))
+        assert (await client.post("/v1/predictions", json=fraud, headers=auth(writer))).status == 200
+        assert (await client.post("/v1/predictions", json=churn, headers=auth(writer))).status == 403
+        assert (await client.post("/v1/predictions", json=fraud, headers=auth(wrong_audience))).status == 401
+        assert (await client.post("/v1/predictions", json=fraud, headers=auth(feeder))).status == 403
+        manual = {"labels": [{"request_id": "v1-0", "label": 1, "model": "fraud", "source": "manual_review"}]}
+        assert (await client.post("/v1/labels", json=manual, headers=auth(feeder))).status == 403
+        delayed = {"labels": [{"request_id": "v1-0", "label": 1, "model": "fraud"}]}
+        assert (await client.post("/v1/labels", json=delayed, headers=auth(feeder))).status == 200
+    finally:
+        await client.close()
+        await service.stop()
+
+
+def _authed(url: str, token: str | None, body: dict | None = None) -> int:
+    data = None if body is None else json.dumps(body).encode()
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
+    try:
+        with urllib.request.urlopen(
+            urllib.request.Request(url, data=data, headers=headers), timeout=10
+        ) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def test_static_auth_process_refuses_unauthenticated_and_out_of_scope_calls(workspace, tmp_path):
+    config, db = workspace
+    (tmp_path / "tokens.yaml").write_text(yaml.safe_dump({"tokens": [
+        {"token": "capture-token-1", "username": "capture"},
+        {"token": "feeder-token-1", "username": "feeder"},
+        {"token": "operator-token-1", "username": "operator"},
+    ]}))  # fmt: skip
+    (tmp_path / "access.yaml").write_text(yaml.safe_dump({
+        "readers": ["operator"], "models": {MODEL: {"writers": ["capture"], "labelFeeders": ["feeder"]}},
+    }))  # fmt: skip
+    monitor = Monitor(tmp_path, config, db, "--auth=static", f"--tokens-file={tmp_path / 'tokens.yaml'}",
+                      f"--access={tmp_path / 'access.yaml'}")  # fmt: skip
+    try:
+        records = {"records": _records(0, 3, time.time() - 60)}
+        assert _authed(monitor.url + "/v1/predictions", None, records) == 401
+        assert _authed(monitor.url + "/v1/predictions", "feeder-token-1", records) == 403
+        assert _authed(monitor.url + "/v1/predictions", "capture-token-1", records) == 200
+        manual = {"labels": [{"request_id": "req-0", "label": 1, "source": "manual_review"}]}
+        assert _authed(monitor.url + "/v1/labels", "feeder-token-1", manual) == 403
+        assert (
+            _authed(
+                monitor.url + "/v1/labels",
+                "feeder-token-1",
+                {"labels": [{"request_id": "req-0", "label": 1}]},
+            )
+            == 200
+        )
+        labeled = f"{monitor.url}/v1/labeled?model={MODEL}"
+        assert _authed(labeled, "capture-token-1") == 403
+        assert _authed(labeled, "operator-token-1") == 200
+        assert _authed(monitor.url + "/metrics", None) == 401
+        assert monitor.terminate() == 0
+    finally:
+        monitor.kill()
+
+
+def test_static_auth_without_a_tokens_file_exits_2(workspace):
+    config, db = workspace
+    result = subprocess.run(
+        [sys.executable, "-m", "modelpilot.monitor.server", "--config", str(config), "--db", str(db), "--auth=static"],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2 and "--tokens-file" in result.stderr

@@ -22,6 +22,7 @@ from typing import Any
 from modelpilot.api.spec import ModelDeploymentSpec
 from modelpilot.gate import GateResult, parse_gate, run_gate
 from modelpilot.gate.replay import inconclusive
+from modelpilot.monitor.auth import MONITOR_TOKEN_FILE_ENV, auth_headers
 from modelpilot.monitor.manifests import monitor_url
 from modelpilot.serving.manifests import HTTP_PORT, Owner, revision_name
 
@@ -50,9 +51,9 @@ class Endpoints:
         return self._overrides().get("revisions", {}).get(key) or default
 
 
-def _http_json(url: str, body: Any = None, timeout: float = 5.0) -> Any:
+def _http_json(url: str, body: Any = None, timeout: float = 5.0, headers: Mapping[str, str] | None = None) -> Any:
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json", **(headers or {})})
     with urllib.request.urlopen(req, timeout=timeout) as resp:
         return json.loads(resp.read())
 
@@ -65,7 +66,9 @@ def fetch_labeled(monitor: str, model: str, since: float, limit: int) -> list[di
         query = {"model": model, "since": repr(since), "limit": str(min(1000, limit - len(items)))}
         if cursor:
             query["cursor"] = cursor
-        page = _http_json(f"{monitor}/v1/labeled?{urllib.parse.urlencode(query)}")
+        # The operator's token for the monitor (audience modelpilot-monitor), re-read per page: rotated.
+        headers = auth_headers(os.environ.get(MONITOR_TOKEN_FILE_ENV))
+        page = _http_json(f"{monitor}/v1/labeled?{urllib.parse.urlencode(query)}", headers=headers)
         items += page.get("items") or []
         cursor = page.get("next_cursor")
         if not cursor:

@@ -35,8 +35,10 @@ class NamespaceMonitors:
             status = body.get("status") or {}
             stable = stable_revisions.get(name) or status.get("stableRevision")
             candidate = status.get("canaryRevision")
+            service_account = ((body.get("spec") or {}).get("serving") or {}).get("serviceAccountName")
             out.append(MonitoredModel(name=name, monitoring=monitoring, uid=body["metadata"]["uid"],
-                                      stable=stable or None, candidate=candidate if candidate != stable else None))  # fmt: skip
+                                      stable=stable or None, candidate=candidate if candidate != stable else None,
+                                      service_account=service_account or None))  # fmt: skip
         return out
 
     def reconcile(self, namespace: str, stable_revisions: Mapping[str, str | None]) -> None:

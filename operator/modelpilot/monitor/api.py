@@ -10,9 +10,11 @@ Hostile input is refused with a 4xx, never a 500: bodies are read under ``ingest
 a model's configured features. Idle connections are closed by the server after
 ``ingest.idleTimeout`` (``keepalive_timeout``, set in :mod:`.server`).
 
-Authentication is not done here. Every handler calls :attr:`MonitorService.authorize` (a
-no-op by default) with the action and the models it touches; that is where a caller's identity
-is to be checked (e.g. a capture sidecar may write only its own model's records).
+Authentication and authorization (see :mod:`.auth`): with a ``verifier``, a middleware
+answers 401 to a request without a valid bearer token (``/healthz`` stays open), and every
+handler calls :attr:`MonitorService.authorize` with the action and the models it touches
+(403 when the caller's identity lacks the role for one of them). Without a verifier
+(``--auth=none``, and in-process tests) both are no-ops.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .analyzer import Analyzer
+from .auth import REVIEW_SOURCE, Verifier, auth_middleware, identity_of
 from .config import (
     ConfigError,
     ModelConfig,
@@ -57,7 +60,8 @@ SERVICE_KEY: web.AppKey[MonitorService] = web.AppKey("monitor_service")
 
 Authorize = Callable[[web.Request, str, frozenset[str]], None]
 """(request, action, models) → None, or raise an ``web.HTTPException`` (401/403). Actions:
-``write_predictions``, ``write_labels``, ``review``, ``read`` (records, labels, review queue),
+``write_predictions``, ``write_labels``, ``review`` (a review decision, or a label with
+``source: manual_review``), ``review_queue``, ``read`` (records, labelled replay),
 ``status`` (status, shadow, metrics)."""
 
 
@@ -78,11 +82,13 @@ class MonitorService:
         clock: Callable[[], float] = time.time,
         revisions_path: str | Path | None = None,
         authorize: Authorize = allow_all,
+        verifier: Verifier | None = None,
     ) -> None:
         self.config = config
         self.clock = clock
         self.evaluate_every = evaluate_every
         self.authorize = authorize
+        self.verifier = verifier
         self.metrics = MonitorMetrics()
         self.revisions_path = None if revisions_path is None else Path(revisions_path)
         self.revisions: dict[str, RuntimeRevisions] = {}
@@ -350,6 +356,9 @@ async def post_predictions(request: web.Request) -> web.Response:
         raise _error(web.HTTPBadRequest, str(error)) from None
     # AUTH: a capture sidecar's identity must match every model (and revision) it writes.
     service.authorize(request, "write_predictions", frozenset(p.model for p in batch.predictions))
+    check_revisions = getattr(service.authorize, "check_revisions", None)
+    if check_revisions is not None:  # writers bound to their pod's revision (see .auth)
+        check_revisions(request, {(p.model, p.revision) for p in batch.predictions})
     result = await _submit(service, batch, len(batch.predictions))
     service.count_prediction_result(batch, result)
     return web.json_response({
@@ -373,8 +382,14 @@ async def post_labels(request: web.Request) -> web.Response:
     except ValidationError as error:
         service.metrics.dropped.labels("invalid").inc(_size(body, "labels"))
         raise _error(web.HTTPBadRequest, str(error)) from None
-    # AUTH: a label feed may write ground truth only for the models it is trusted for.
-    service.authorize(request, "write_labels", frozenset(label.model for label in labels))
+    # AUTH: a label feed may write ground truth only for the models it is trusted for, and a
+    # manual_review label (it overrides every other source) needs a reviewer identity.
+    reviewed = frozenset(label.model for label in labels if label.source == REVIEW_SOURCE)
+    fed = frozenset(label.model for label in labels if label.source != REVIEW_SOURCE)
+    if fed:
+        service.authorize(request, "write_labels", fed)
+    if reviewed:
+        service.authorize(request, "review", reviewed)
     result = await _submit(service, LabelBatch(labels), len(labels))
     service.count_labels([label.source for label in labels], result)
     return web.json_response({
@@ -388,7 +403,7 @@ async def get_review(request: web.Request) -> web.Response:
     model = request.query.get("model") or None
     limit = _int_param(request, "limit", 100)
     # AUTH: reviewers see inputs; restrict to the models they may review (None: every model).
-    service.authorize(request, "read", frozenset([model] if model else service.config.models))
+    service.authorize(request, "review_queue", frozenset([model] if model else service.config.models))
     items = await service.read(service.reader_store.pending_reviews, model, limit)
     return web.json_response({"items": items})
 
@@ -404,8 +419,11 @@ async def post_review(request: web.Request) -> web.Response:
         service.check_models({label.model})
     except (ValidationError, UnknownModel) as error:
         raise _error(web.HTTPBadRequest, str(error)) from None
-    # AUTH: the reviewer's identity should replace the self-declared "reviewer" field.
+    # AUTH: the authenticated reviewer replaces the self-declared "reviewer" field.
     service.authorize(request, "review", frozenset([label.model]))
+    identity = identity_of(request)
+    if identity is not None:
+        reviewer = identity.username
     try:
         result = await _submit(service, ReviewDecision(label, reviewer), 1)
     except NotInReviewQueue:
@@ -532,7 +550,8 @@ def runner_options(config: MonitorConfig) -> dict[str, Any]:
 
 def create_app(service: MonitorService) -> web.Application:
     """The aiohttp application; the caller owns the service's start/stop."""
-    app = web.Application(client_max_size=service.config.ingest.max_body_bytes)
+    middlewares = [] if service.verifier is None else [auth_middleware(service.verifier)]
+    app = web.Application(client_max_size=service.config.ingest.max_body_bytes, middlewares=middlewares)
     app[SERVICE_KEY] = service
     app.add_routes([
         web.post("/v1/predictions", post_predictions),

@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from modelpilot.api.reasons import API_VERSION, KIND, LABEL_COMPONENT, LABEL_MANAGED_BY
+from modelpilot.api.reasons import API_VERSION, KIND, LABEL_COMPONENT, LABEL_DEPLOYMENT, LABEL_MANAGED_BY
 from modelpilot.api.spec import parse_duration
 
 from .config import (
@@ -45,12 +45,18 @@ PVC_NAME = f"{MONITOR_NAME}-data"
 CONFIG_DIR = "/etc/modelpilot/monitor/config"
 CONFIG_KEY = "config.yaml"
 REVISIONS_KEY = "revisions.yaml"
+ACCESS_KEY = "access.yaml"
 REFERENCE_DIR = "/etc/modelpilot/monitor/references"
 DATA_DIR = "/var/lib/modelpilot-monitor"
 DB_FILE = "monitor.db"
 CONFIG_HASH_ANNOTATION = "modelpilot.io/monitor-config-hash"
 DEFAULT_IMAGE = "ghcr.io/modelpilot/modelpilot:0.1.0"
 RUN_AS = 65532
+NETWORK_POLICY_NAME = MONITOR_NAME
+MONITOR_CLIENT_LABEL = "modelpilot.io/monitor-client"
+"""Pods with this label set to ``"true"`` (label feeders, review tools) may reach the monitor
+through its NetworkPolicy; what they may do there is still decided by their token (:mod:`.auth`)."""
+OPERATOR_POD_LABELS = {"app.kubernetes.io/component": "operator"}
 
 
 @dataclass(frozen=True)
@@ -63,6 +69,9 @@ class MonitoredModel:
     stable: str | None = None
     """The stable revision now; written to ``revisions.yaml``, not hashed into the pod."""
     candidate: str | None = None
+    service_account: str | None = None
+    """The Triton pods' ServiceAccount (``spec.serving.serviceAccountName``; None: ``default``):
+    with ``MonitorSettings.auth``, its capture sidecars are the model's writers."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +84,16 @@ class MonitorSettings:
     memory_limit: str = "1Gi"
     evaluate_every: str = "15s"
     service_account_name: str | None = None
+    auth: str = "none"
+    """``tokenreview``: the monitor checks bearer tokens (:mod:`.auth`) against ``access.yaml``,
+    which :func:`access_document` writes; ``none`` keeps it open (until every client sends tokens)."""
+    operator_username: str | None = None
+    """The operator's ServiceAccount username, a reader of every model (the gate's replay)."""
+    network_policy: bool = False
+    """Also generate :func:`network_policy` (off until the capture sidecars and the gate send tokens)."""
+    operator_namespace: str | None = None
+    """Where the operator runs (its pods may reach the monitor); None: the monitor's namespace."""
+    operator_pod_labels: Mapping[str, str] = field(default_factory=lambda: dict(OPERATOR_POD_LABELS))
     extra_config: Mapping[str, Any] = field(default_factory=dict)
     """Namespace-wide config sections (``retention``, ``ingest``, ``storage``), camelCase.
     ``retention.maxBytes`` defaults to 80 % of ``storage_size``."""
@@ -173,9 +192,36 @@ def revisions_of(models: Sequence[MonitoredModel]) -> dict[str, RuntimeRevisions
     }
 
 
+def _principal(namespace: str, entry: str) -> str:
+    """``serviceAccount:<name>`` → that ServiceAccount of the namespace's username; others as given."""
+    kind, _, name = entry.partition(":")
+    return f"system:serviceaccount:{namespace}:{name}" if kind == "serviceAccount" and name else entry
+
+
+def access_document(
+    namespace: str, models: Sequence[MonitoredModel], settings: MonitorSettings
+) -> dict[str, Any]:
+    """Who may do what (:class:`.auth.AccessPolicy`): per model, its Triton pods' ServiceAccount
+    writes (bound to the pod's revision), and ``spec.monitoring.access`` names the label feeders,
+    reviewers and readers; the operator reads every model."""
+    entries: dict[str, Any] = {}
+    for m in enabled(models):
+        access = (m.monitoring or {}).get("access") or {}
+        entry: dict[str, Any] = {
+            "writers": [f"system:serviceaccount:{namespace}:{m.service_account or 'default'}"],
+            "bindWriters": "pod",
+        }
+        for role in ("labelFeeders", "reviewers", "readers"):
+            names = sorted({_principal(namespace, str(v)) for v in access.get(role) or [] if v})
+            if names:
+                entry[role] = names
+        entries[m.name] = entry
+    return {"readers": [settings.operator_username] if settings.operator_username else [], "models": entries}
+
+
 def config_map(namespace: str, models: Sequence[MonitoredModel], settings: MonitorSettings) -> dict[str, Any]:
     document = config_document(namespace, models, settings)
-    return {
+    manifest = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": _metadata(CONFIG_MAP_NAME, namespace, enabled(models)),
@@ -184,12 +230,18 @@ def config_map(namespace: str, models: Sequence[MonitoredModel], settings: Monit
             REVISIONS_KEY: yaml.safe_dump(revisions_document(revisions_of(models)), sort_keys=True),
         },
     }
+    if settings.auth != "none":
+        access = access_document(namespace, models, settings)
+        manifest["data"][ACCESS_KEY] = yaml.safe_dump(access, sort_keys=True)
+    return manifest
 
 
 def config_hash(config_map_manifest: Mapping[str, Any]) -> str:
     """Changes with ``config.yaml`` only, so the pod restarts on a new config (the monitor reads
     it once at start) but not on a promotion (``revisions.yaml`` is re-read at run time)."""
-    text = json.dumps(config_map_manifest["data"][CONFIG_KEY], sort_keys=True, separators=(",", ":"))
+    data = config_map_manifest["data"]
+    hashed = data[CONFIG_KEY] if ACCESS_KEY not in data else [data[CONFIG_KEY], data[ACCESS_KEY]]
+    text = json.dumps(hashed, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -256,6 +308,7 @@ def deployment(
             f"--evaluate-every={settings.evaluate_every}",
             f"--reference-dir={REFERENCE_DIR}",
             f"--revisions={CONFIG_DIR}/{REVISIONS_KEY}",
+            *_auth_args(settings),
         ],
         # More BLAS threads than the CPU limit slowed PCA scoring 20-40x in measurements (docs/drift.md).
         "env": [{"name": "OPENBLAS_NUM_THREADS", "value": "1"}, {"name": "OMP_NUM_THREADS", "value": "1"}],
@@ -278,7 +331,8 @@ def deployment(
         "containers": [container],
         "volumes": volumes,
         "terminationGracePeriodSeconds": 30,
-        "automountServiceAccountToken": False,
+        # With --auth=tokenreview the monitor calls the TokenReview API with its own token.
+        "automountServiceAccountToken": settings.auth == "tokenreview",
         "securityContext": {
             "runAsNonRoot": True,
             "runAsUser": RUN_AS,
@@ -315,6 +369,12 @@ def deployment(
     }
 
 
+def _auth_args(settings: MonitorSettings) -> list[str]:
+    if settings.auth == "none":
+        return ["--auth=none"]
+    return [f"--auth={settings.auth}", f"--access={CONFIG_DIR}/{ACCESS_KEY}"]
+
+
 def service(namespace: str, models: Sequence[MonitoredModel] = ()) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
@@ -335,6 +395,35 @@ def service(namespace: str, models: Sequence[MonitoredModel] = ()) -> dict[str, 
     }
 
 
+def network_policy(
+    namespace: str, models: Sequence[MonitoredModel], settings: MonitorSettings = MonitorSettings()
+) -> dict[str, Any]:
+    """Only the monitored models' Triton pods (their capture sidecars), the operator's pods and
+    pods labelled :data:`MONITOR_CLIENT_LABEL` (label feeders, reviewers' tools) reach the monitor's
+    port. Defense in depth: every request still needs a token with the right scope."""
+    peers: list[dict[str, Any]] = [
+        {"podSelector": {"matchLabels": {LABEL_DEPLOYMENT: m.name, LABEL_MANAGED_BY: "modelpilot"}}}
+        for m in enabled(models)
+    ]
+    operator: dict[str, Any] = {"podSelector": {"matchLabels": dict(settings.operator_pod_labels)}}
+    if settings.operator_namespace and settings.operator_namespace != namespace:
+        operator["namespaceSelector"] = {
+            "matchLabels": {"kubernetes.io/metadata.name": settings.operator_namespace}
+        }
+    peers.append(operator)
+    peers.append({"podSelector": {"matchLabels": {MONITOR_CLIENT_LABEL: "true"}}})
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _metadata(NETWORK_POLICY_NAME, namespace, enabled(models)),
+        "spec": {
+            "podSelector": {"matchLabels": selector()},
+            "policyTypes": ["Ingress"],
+            "ingress": [{"from": peers, "ports": [{"protocol": "TCP", "port": DEFAULT_PORT}]}],
+        },
+    }
+
+
 def monitor_url(namespace: str) -> str:
     """What a capture proxy in the namespace posts to."""
     return f"http://{MONITOR_NAME}.{namespace}.svc:{DEFAULT_PORT}"
@@ -351,9 +440,12 @@ def monitor_manifests(
     if not enabled(models):
         return []
     cm = config_map(namespace, models, settings)
-    return [
+    manifests = [
         cm,
         pvc(namespace, settings),
         deployment(namespace, models, settings, config_hash(cm)),
         service(namespace, models),
     ]
+    if settings.network_policy:
+        manifests.append(network_policy(namespace, models, settings))
+    return manifests
