@@ -5,11 +5,14 @@ scikit-learn (no download), and its weights are exported as ``.npy`` files next 
 ``model.py`` that does the inference with numpy alone: Triton's Python-backend stub runs in its own
 numpy-1.26 environment without scikit-learn. Variants differ in training (v1 vs v2) or in a
 behaviour injected at serving time (a share of errors, a share of biased answers), so a rollout
-has something real to promote or roll back.
+has something real to promote or roll back. ``disagree-10`` is good v1 with the answer flipped
+on the inputs whose hash falls in a fixed 10 % (:func:`flipped`): deterministic, so it disagrees
+with good v1 on the same requests on every run, and its served accuracy is known exactly.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import textwrap
 import warnings
@@ -41,6 +44,7 @@ class Variant:
     error_share: float = 0.0  # share of requests (batches) that fail in the model (HTTP 500)
     bias_share: float = 0.0  # share of requests answered with `bias_class`, whatever the input
     bias_class: int = 1
+    flip_share: float = 0.0  # share of inputs (by hash, see `flipped`) answered with the other class
 
 
 VARIANTS: Mapping[str, Variant] = {
@@ -51,6 +55,8 @@ VARIANTS: Mapping[str, Variant] = {
         Variant("good-v2", 2, c=1.0, max_iter=1000),
         Variant("failing-v2", 2, c=1.0, max_iter=1000, error_share=0.3),
         Variant("drifting-v2", 2, c=1.0, max_iter=1000, bias_share=0.8),
+        # good v1's weights, with the answer flipped on ~10 % of inputs: a shadow that disagrees.
+        Variant("disagree-10", 2, c=0.002, max_iter=30, flip_share=0.1),
     )
 }
 
@@ -60,6 +66,7 @@ MODEL_PY = textwrap.dedent(
     '''
     """Logistic regression exported from scikit-learn, served with numpy only."""
 
+    import hashlib
     import json
     from pathlib import Path
 
@@ -79,9 +86,17 @@ MODEL_PY = textwrap.dedent(
             self.error_share = float(behaviour["error_share"])
             self.bias_share = float(behaviour["bias_share"])
             self.bias_class = int(behaviour["bias_class"])
+            self.flip_share = float(behaviour.get("flip_share", 0.0))
             self.rng = np.random.default_rng(int(behaviour["seed"]))
 
-        def _infer(self, x):
+        def _flipped(self, raw):
+            # The same rule as models.flipped: the row's float32 bytes, hashed, against the share.
+            rows = np.ascontiguousarray(raw, dtype=np.float32)
+            return np.array([int.from_bytes(hashlib.sha256(r.tobytes()).digest()[:8], "big") / 2.0**64
+                             < self.flip_share for r in rows], dtype=bool)
+
+        def _infer(self, raw):
+            x = raw.astype(np.float64)
             z = ((x - self.mean) / self.scale) @ self.coef + self.intercept
             p1 = 1.0 / (1.0 + np.exp(-z))
             probs = np.stack([1.0 - p1, p1], axis=1).astype(np.float32)
@@ -90,6 +105,9 @@ MODEL_PY = textwrap.dedent(
                 forced = np.full(2, 0.02, dtype=np.float32)
                 forced[self.bias_class] = 0.98
                 probs[biased] = forced
+            if self.flip_share > 0:
+                flip = self._flipped(raw)
+                probs[flip] = probs[flip][:, ::-1]
             label = probs.argmax(axis=1).astype(np.int64).reshape(-1, 1)
             return probs, label
 
@@ -102,7 +120,7 @@ MODEL_PY = textwrap.dedent(
                 raise pb_utils.TritonModelException("injected failure")
             responses = []
             for request in requests:
-                x = pb_utils.get_input_tensor_by_name(request, "INPUT0").as_numpy().astype(np.float64)
+                x = pb_utils.get_input_tensor_by_name(request, "INPUT0").as_numpy()
                 probs, label = self._infer(x)
                 responses.append(
                     pb_utils.InferenceResponse(
@@ -112,6 +130,14 @@ MODEL_PY = textwrap.dedent(
             return responses
     '''
 )
+
+
+def flipped(features: np.ndarray, share: float) -> np.ndarray:
+    """Which rows a ``flip_share`` variant answers with the other class: sha256 of the row's float32
+    bytes, read as a fraction of 2**64, below ``share``. model.py applies the same rule."""
+    rows = np.ascontiguousarray(np.atleast_2d(features), dtype=np.float32)
+    return np.array([int.from_bytes(hashlib.sha256(r.tobytes()).digest()[:8], "big") / 2.0**64 < share
+                     for r in rows], dtype=bool)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -165,10 +191,19 @@ class BuiltModel:
     repository: Path
     weights: Weights
     accuracy: float  # on the holdout, before any injected misbehaviour
+    # On the holdout as served, where serving is deterministic (flips, no random errors or bias).
+    served_accuracy: float | None = None
 
     @property
     def version(self) -> str:
         return str(self.variant.version)
+
+    def served_predict(self, x: np.ndarray) -> np.ndarray:
+        """The classes the served model answers, deterministic behaviour (flips) included."""
+        labels = self.weights.predict(x)
+        if self.variant.flip_share > 0:
+            labels = np.where(flipped(x, self.variant.flip_share), 1 - labels, labels)
+        return labels
 
     def model_spec(self, store: str = DEFAULT_STORE) -> dict[str, Any]:
         """``spec.model`` for a ModelDeployment; the same dict renders this repository's config."""
@@ -253,7 +288,8 @@ def write_repository(root: Path, variant: Variant, weights: Weights, *, seed: in
     for name in ("mean", "scale", "coef", "intercept"):
         np.save(version_dir / f"{name}.npy", getattr(weights, name))
     behaviour = {"error_share": variant.error_share, "bias_share": variant.bias_share,
-                 "bias_class": variant.bias_class, "seed": seed, "variant": variant.name}  # fmt: skip
+                 "bias_class": variant.bias_class, "flip_share": variant.flip_share, "seed": seed,
+                 "variant": variant.name}  # fmt: skip
     (version_dir / "behaviour.json").write_text(json.dumps(behaviour, indent=2))
     (version_dir / "model.py").write_text(MODEL_PY)
     (model_dir / "config.pbtxt").write_text(
@@ -285,5 +321,9 @@ def build_zoo(root: Path, variants: Iterable[str | Variant] = tuple(VARIANTS), *
             root / "repos" / variant.name, variant, weights, seed=seed + variant.version
         )
         accuracy = float((weights.predict(holdout.features) == holdout.labels).mean())
-        models[variant.name] = BuiltModel(variant, repository, weights, accuracy)
+        built = BuiltModel(variant, repository, weights, accuracy)
+        if variant.error_share == 0 and variant.bias_share == 0:
+            served = float((built.served_predict(holdout.features) == holdout.labels).mean())
+            built = BuiltModel(variant, repository, weights, accuracy, served)
+        models[variant.name] = built
     return ModelZoo(root=root, holdout=holdout, models=models, sklearn_version=sklearn.__version__)

@@ -227,7 +227,10 @@ def _agreement(metric: Mapping[str, Any], sample: MetricSample, alpha: float, pr
     look = _look((*_PERFECT, xc, nc), test, alpha, float(previous.get(name, 1.0)))
     agreement = 1.0 - xc / nc if nc > 0 else None
     p, keep = look.p_value, {name: look.p_value}
-    floor = f"agreement {agreement:.2%} of {nc:g} pairs, floor {1 - test.tolerance:.2%}" if agreement is not None else ""
+    floor = f"agreement {agreement:.2%} of {nc:.0f} pairs, floor {1 - test.tolerance:.2%}" if agreement is not None else ""
+    if look.decision == "inconclusive" and nc < test.min_samples:  # the reference arm is a stand-in: say pairs
+        return MetricVerdict(name, "inconclusive", agreement, None, f"needs {test.min_samples:g} paired answers, has {nc:.0f}",
+                             p_value=p, p_values=keep)  # fmt: skip
     if look.decision == "regressed":
         return MetricVerdict(name, "fail", agreement, None, f"shadow disagrees too often ({floor}; always-valid p={p:.3g})",
                              p_value=p, conclusive_regression=True, p_values=keep)  # fmt: skip
