@@ -327,3 +327,10 @@ def test_shadow_agreement_reads_the_monitor_pair_counters():
     sample = PrometheusMeasure("http://unused", provider=provider)(request, Owner("d", "ns", "uid"))["agree"]
     assert sample.candidate == 0.97 and sample.candidate_count == 1000 and sample.candidate_errors == 30
     assert any(SHADOW_PAIRS in q and f'baseline="{request.stable}"' in q for q in provider.queries)
+
+
+def test_an_analysis_step_without_candidate_traffic_is_invalid_spec():
+    steps = [{"abTest": {"header": {"name": "x-g", "exact": "b"}}}, {"analysis": {"metrics": [SEQ]}}]
+    problems = validate(parse_spec(spec_with(steps=steps)))
+    assert any("steps[1].analysis: the candidate gets no traffic" in p for p in problems), problems
+    assert not validate(parse_spec(spec_with(steps=[{"setWeight": 10}, {"analysis": {"metrics": [SEQ]}}])))

@@ -19,7 +19,15 @@ from kubernetes.client.exceptions import ApiException
 
 from modelpilot.api.policy import Policy
 from modelpilot.api.policy import check as policy_check
-from modelpilot.api.reasons import API_VERSION, KIND, LABEL_DEPLOYMENT, LABEL_REVISION, ConditionType, Reason
+from modelpilot.api.reasons import (
+    API_VERSION,
+    KIND,
+    LABEL_DEPLOYMENT,
+    LABEL_REVISION,
+    ConditionType,
+    Phase,
+    Reason,
+)
 from modelpilot.api.spec import parse_spec
 from modelpilot.api.validation import validate
 from modelpilot.controller import metrics as opmetrics
@@ -110,7 +118,9 @@ class Reconciler:
             conditions = set_condition(list(old.get("conditions") or []), ConditionType.RECONCILED, False, reason,
                                        message, generation, self.clock())  # fmt: skip
             if conditions != old.get("conditions"):
-                self._act_status(body, Decision(apply_children=False, status={**old, "conditions": conditions},
+                new = {**old, "conditions": conditions, "phase": old.get("phase") or Phase.DEGRADED.value,
+                       "message": message, "observedGeneration": generation}  # fmt: skip
+                self._act_status(body, Decision(apply_children=False, status=new,
                                                 events=[Event("Warning", reason, message)]))  # fmt: skip
         except Exception:  # the API server itself may be the problem
             log.exception("could not report the failure of %s/%s", namespace, name)
@@ -130,11 +140,13 @@ class Reconciler:
         try:
             spec = parse_spec(raw_spec)
             invalid = validate(spec) + policy_check(spec, self.policy)
-            render_config_pbtxt(spec.model)
+            if not invalid:
+                render_config_pbtxt(spec.model)
         except (TritonConfigError, ValueError, TypeError, KeyError) as exc:
             invalid.append(str(exc))
             spec = None
-        if spec is None:
+        if spec is None or invalid:
+            # Nothing is measured, gated, optimised or built from a spec that failed validation.
             self._hold_invalid(body, decide_invalid(generation, status, invalid, now))
             return None
 
@@ -168,13 +180,23 @@ class Reconciler:
         if not decision.apply_children:
             self._hold_invalid(body, decision)
             return decision.requeue_after
-        self._act_children(owner, spec, decision, deployments)
-        self.monitors.reconcile(namespace, stable_revisions={name: decision.stable})
-        decision.status["conditions"] = set_condition(
-            decision.status.get("conditions") or [], ConditionType.RECONCILED, True, Reason.AS_EXPECTED,
-            "children applied", generation, now,
-        )  # fmt: skip
+        try:  # autoscalers depend on what the cluster serves (KEDA) and how the operator runs (Prometheus)
+            scaling = self.autoscalers.desired(owner, spec, decision)
+        except ValueError as exc:
+            problem = f"spec.serving.autoscaling: {exc}"
+            self._hold_invalid(body, decide_invalid(generation, status, [*invalid, problem], now))
+            return None
+        # The decision is recorded before it is carried out: a pass cut short between the two (a crash, a
+        # rejected child) is carried out again by the next one, and a rollback is never forgotten.
         self._act_status(body, decision)
+        self._act_children(owner, spec, decision, deployments, scaling)
+        self.monitors.reconcile(namespace, stable_revisions={name: decision.stable})
+        reconciled = next((c for c in decision.status.get("conditions") or [] if c.get("type") == ConditionType.RECONCILED), None)
+        if reconciled is None or reconciled.get("status") != "True":
+            recorded = {**body, "status": decision.status}
+            conditions = set_condition(decision.status.get("conditions") or [], ConditionType.RECONCILED, True,
+                                       Reason.AS_EXPECTED, "children applied", generation, now)  # fmt: skip
+            self._act_status(recorded, Decision(apply_children=False, status={**decision.status, "conditions": conditions}))
         opmetrics.observe(namespace, name, decision, samples)
         return decision.requeue_after
 
@@ -208,7 +230,8 @@ class Reconciler:
             return
         self._apply(desired)
 
-    def _act_children(self, owner: manifests.Owner, spec, decision: Decision, deployments: list[dict]) -> None:
+    def _act_children(self, owner: manifests.Owner, spec, decision: Decision, deployments: list[dict],
+                      scaling: Mapping[str, dict[str, Any]]) -> None:  # fmt: skip
         ns = owner.namespace
         labels = {LABEL_DEPLOYMENT: owner.name}
         live_deps = {d["metadata"]["name"]: d for d in deployments}
@@ -216,7 +239,8 @@ class Reconciler:
         live_cms = {c["metadata"]["name"]: c for c in self.kube.list("ConfigMap", ns, labels)}
         current = spec.revision
         capture = manifests.capture_enabled(spec)
-        scaling = self.autoscalers.desired(owner, spec, decision)
+        # Order: what traffic will need exists first; routes move next; only then does anything shrink or go.
+        shrink: list[tuple[str, int]] = []
         for rev, replicas in decision.replicas.items():
             dep_name = manifests.revision_name(owner, rev)
             size = None if rev in scaling else replicas  # an autoscaled revision's size is its HPA's
@@ -229,19 +253,11 @@ class Reconciler:
                 self._apply_if_changed(manifests.revision_service(owner, rev, capture), live_svcs.get(dep_name))
             elif size is not None and dep_name in live_deps and int(live_deps[dep_name]["spec"].get("replicas", 0)) != size:
                 # An older revision: its pod template came from an older spec; only its size changes.
-                self.kube.merge_patch("Deployment", dep_name, ns, {"spec": {"replicas": size}})
+                if size > int(live_deps[dep_name]["spec"].get("replicas", 0)):
+                    self.kube.merge_patch("Deployment", dep_name, ns, {"spec": {"replicas": size}})
+                else:
+                    shrink.append((dep_name, size))
         self.autoscalers.apply(owner, scaling)
-        # Retired revisions: delete their Deployment, Service and ConfigMap.
-        keep = set(decision.replicas)
-        for dep in deployments:
-            rev = dep["metadata"]["labels"].get(LABEL_REVISION)
-            if rev and rev not in keep:
-                base = manifests.revision_name(owner, rev)
-                self.kube.delete("Deployment", base, ns)
-                if base in live_svcs:
-                    self.kube.delete("Service", base, ns)
-                if f"{base}-config" in live_cms:
-                    self.kube.delete("ConfigMap", f"{base}-config", ns)
         self._apply_if_changed(manifests.stable_service(owner, capture), live_svcs.get(owner.name))
         preview_name = f"{owner.name}-preview"
         if decision.preview:
@@ -271,6 +287,21 @@ class Reconciler:
         if live_vs is None or live_vs.get("spec") != vs["spec"]:
             # Routes are compared whole: a stale mirror or match left in place would be a real bug.
             self._apply(vs)
+        for dep_name, size in shrink:
+            self.kube.merge_patch("Deployment", dep_name, ns, {"spec": {"replicas": size}})
+        # Retired revisions: their Service and ConfigMap, then the Deployment last, so a pass cut short
+        # leaves something that the next pass finds again (nothing is orphaned).
+        keep = set(decision.replicas)
+        everything = [*deployments, *live_svcs.values(), *live_cms.values()]
+        retired = {(o["metadata"].get("labels") or {}).get(LABEL_REVISION) for o in everything}
+        for rev in sorted(r for r in retired if r and r not in keep):
+            base = manifests.revision_name(owner, rev)
+            if base in live_svcs:
+                self.kube.delete("Service", base, ns)
+            if f"{base}-config" in live_cms:
+                self.kube.delete("ConfigMap", f"{base}-config", ns)
+            if base in live_deps:
+                self.kube.delete("Deployment", base, ns)
 
     def _act_status(self, body: Mapping[str, Any], decision: Decision) -> None:
         meta = body["metadata"]

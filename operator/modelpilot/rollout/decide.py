@@ -524,6 +524,10 @@ class _Machine:
                 self.analysis_condition = (outcome.outcome == "pass",
                                            Reason.ANALYSIS_PASSED if outcome.outcome == "pass" else Reason.ANALYSIS_FAILED,
                                            _describe(outcome))  # fmt: skip
+        if ro.get("metricsUnavailableSince") and not ro.get("metricsOutage") and self.obs.metrics is None:
+            self.phase = Phase.PAUSED  # between checks, an outage still holds the step
+            self.message = "metrics unavailable, rollout waits for the next check"
+            self.analysis_condition = (False, Reason.METRICS_UNAVAILABLE, self.message)
         if ro.get("metricsOutage"):
             self.phase = Phase.PAUSED
             self.mirror, self.match, self.preview = 0.0, None, None
@@ -602,7 +606,7 @@ class _Machine:
         ro["sequential"] = sequential
         if outcome.outcome == "fail":
             ro["failures"] = int(ro.get("failures", 0)) + 1
-        elif outcome.outcome == "inconclusive":
+        elif outcome.outcome == "inconclusive" and not outcome.unreachable:  # an outage is not a lack of evidence
             ro["inconclusive"] = int(ro.get("inconclusive", 0)) + 1
         entry = {
             "time": rfc3339(self.now),
