@@ -25,7 +25,13 @@ from modelpilot.api.reasons import (
     POOL_LABEL,
 )
 from modelpilot.api.spec import ModelDeploymentSpec
-from modelpilot.capture.manifests import CAPTURE_PORT_NAME, restricted_key, sidecar_container, spool_volume
+from modelpilot.capture.manifests import (
+    CAPTURE_PORT,
+    CAPTURE_PORT_NAME,
+    restricted_key,
+    sidecar_container,
+    spool_volume,
+)
 from modelpilot.monitor.manifests import monitor_url
 from modelpilot.serving.triton import (
     model_repository_path,
@@ -140,7 +146,7 @@ def _resources(spec: ModelDeploymentSpec) -> dict[str, Any]:
     return {"requests": requests, "limits": limits}
 
 
-def _probe(path: str, period: int, failure_threshold: int, port: str = "http") -> dict[str, Any]:
+def _probe(path: str, period: int, failure_threshold: int, port: str | int = "http") -> dict[str, Any]:
     return {
         "httpGet": {"path": path, "port": port},
         "periodSeconds": period,
@@ -240,8 +246,9 @@ def pod_template(owner: Owner, spec: ModelDeploymentSpec, revision: str, init_im
     startup_period = 10
     capture = capture_enabled(spec)
     # With capture on, Triton listens on loopback only (the sidecar is the only way in), so the kubelet
-    # probes it through the sidecar, which forwards /v2/health/* unchanged.
-    probe_port = CAPTURE_PORT_NAME if capture else "http"
+    # probes it through the sidecar, which forwards /v2/health/* unchanged. By number: the kubelet resolves a
+    # named port only among the probed container's own ports, and this one is the sidecar's.
+    probe_port: str | int = CAPTURE_PORT if capture else "http"
     container: dict[str, Any] = {
         "name": "triton",
         "image": serving.image,

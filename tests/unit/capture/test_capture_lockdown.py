@@ -93,9 +93,12 @@ def test_the_deployment_sends_everything_through_the_sidecar() -> None:
     )
     # A remote repository may hold other models: explicit control, restricted, keeps loading just this one.
     assert "--model-control-mode=explicit" in args and "--load-model=fraud" in args
-    # The kubelet cannot reach a loopback Triton: its probes go through the sidecar's port.
+    # The kubelet cannot reach a loopback Triton: its probes go through the sidecar's port, by number,
+    # because the kubelet resolves a port name only among the probed container's own ports.
+    sidecar_port = next(p["containerPort"] for p in sidecar["ports"] if p["name"] == "capture")
+    assert not any(p.get("name") == "capture" for p in triton.get("ports") or ())
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert triton[probe]["httpGet"]["port"] == "capture", probe
+        assert triton[probe]["httpGet"]["port"] == sidecar_port, probe
     assert triton["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
     # The spool volume exists and is mounted where the sidecar is told to write.
     assert spool_volume() in pod["volumes"]
