@@ -374,6 +374,14 @@ def assert_measured_and_passed(rollout: Rollout) -> None:
 
 
 def assert_only_stable(kube, name: str, ns: str, stable: str, candidate: str) -> None:
+    # The operator records a decision before carrying it out: the children follow within a pass.
+    def settled() -> bool:
+        vs = virtual_service(kube, name, ns)
+        return (primary_weights(vs) == {stable: 100} and candidate_routes(vs, candidate) == {}
+                and replicas(kube, name, candidate, ns) == 0)  # fmt: skip
+
+    wait_for(settled, 20, 0.2, what="the children to follow the recorded rollback",
+             diagnose=lambda: str(virtual_service(kube, name, ns)["spec"]["http"]))  # fmt: skip
     vs = virtual_service(kube, name, ns)
     assert primary_weights(vs) == {stable: 100}, vs["spec"]["http"]
     assert candidate_routes(vs, candidate) == {}, vs["spec"]["http"]
