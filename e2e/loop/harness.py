@@ -178,6 +178,7 @@ class ClosedLoop:
         what: str = "condition",
         progress: bool = True,
         interval: float = 0.3,
+        diagnose: Callable[[], str] | None = None,
     ) -> dict[str, Any]:
         """Poll the ModelDeployment's status until ``predicate(status)``; returns that status."""
         deadline = time.monotonic() + timeout
@@ -189,8 +190,12 @@ class ClosedLoop:
             if done:
                 return st
             if time.monotonic() > deadline:
+                conditions = "; ".join(f"{c.get('type')}={c.get('status')} {c.get('reason')}: {c.get('message')}"
+                                       for c in st.get("conditions") or [])  # fmt: skip
                 raise TimeoutError(
-                    f"timed out after {timeout:.0f}s waiting for {what}; last: {self.progress_line(st)}"
+                    f"timed out after {timeout:.0f}s waiting for {what}; last: {self.progress_line(st)}\n"
+                    f"message: {st.get('message')!r}\nconditions: {conditions}"
+                    + (f"\n{diagnose()}" if diagnose else "")
                 )
             time.sleep(interval)
 

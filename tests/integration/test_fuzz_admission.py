@@ -66,7 +66,33 @@ def _failed(item: dict) -> list[str]:
             if c.get("type") == "Reconciled" and c.get("status") == "False"]  # fmt: skip
 
 
-def test_real_admission_matches_and_every_admitted_spec_gets_a_status(operator, api_client, namespace, capsys):
+def _drain(api_client, namespace: str, timeout: float = 180.0) -> None:
+    """Delete every generated ModelDeployment and wait for its pods to go.
+
+    Hundreds of fuzzed deployments hold node capacity and keep the session's operator busy; the
+    namespace's own deletion is asynchronous, so without this the next test would start on a full
+    cluster behind a long work queue.
+    """
+    api = kubernetes.client.CustomObjectsApi(api_client)
+    core = kubernetes.client.CoreV1Api(api_client)
+    api.delete_collection_namespaced_custom_object("modelpilot.io", "v1alpha1", namespace, "modeldeployments")
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        left = _statuses(api, namespace)
+        pods = core.list_namespaced_pod(namespace).items
+        if not left and not pods:
+            return
+        time.sleep(2.0)
+
+
+@pytest.fixture
+def drained_afterwards(api_client, namespace):
+    yield
+    _drain(api_client, namespace)
+
+
+def test_real_admission_matches_and_every_admitted_spec_gets_a_status(operator, api_client, namespace, capsys,
+                                                                     drained_afterwards):  # fmt: skip
     api = kubernetes.client.CustomObjectsApi(api_client)
     gen = Generator(SEED)
     started = time.monotonic()

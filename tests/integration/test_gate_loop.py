@@ -37,7 +37,8 @@ def test_gate_passes_a_better_model_and_blocks_a_worse_one(operator, prometheus,
             "revisions": {f"{namespace}/{NAME}/{rev}": e.http_url for rev, e in loop.fleet.endpoints().items()},
         }))  # fmt: skip
         kube.apply(model_deployment(NAME, namespace, specs["good-v1"]))
-        loop.wait_until(lambda st: st.get("phase") == "Ready" and st.get("stableRevision") == r1, 60, what="v1 Ready")
+        loop.wait_until(lambda st: st.get("phase") == "Ready" and st.get("stableRevision") == r1, 120, what="v1 Ready",
+                        diagnose=lambda: operator.log_tail(40))  # fmt: skip
         # Enough labeled production traffic for the gate.
         wait_for(lambda: monitor_labeled(monitor.url) >= 400, 60, 0.5, what="labeled records in the monitor")
 
