@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from modelpilot.api.spec import parse_spec
-from modelpilot.api.validation import validate
+from modelpilot.validation import validate
 
 pytestmark = pytest.mark.integration
 

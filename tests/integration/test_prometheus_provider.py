@@ -13,19 +13,18 @@ import pytest
 from tests.support.exporter import RevisionExporter
 from tests.support.prometheus import PrometheusServer, ScrapeTarget, prometheus_binary
 
-from modelpilot.analysis import (
-    MetricProblem,
-    PrometheusProvider,
+from modelpilot.analysis.checks import evaluate_sequential, evaluate_threshold
+from modelpilot.analysis.prometheus import PrometheusProvider
+from modelpilot.analysis.providers import MetricProblem
+from modelpilot.analysis.queries import (
     RevisionRef,
-    ThresholdRule,
     TritonLabels,
     builtin_query,
     count_queries,
-    evaluate_sequential,
-    evaluate_threshold,
     istio_latency_quantile,
     render_for_revision,
 )
+from modelpilot.analysis.thresholds import ThresholdRule
 
 pytestmark = [
     pytest.mark.prometheus,

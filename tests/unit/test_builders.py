@@ -9,11 +9,11 @@ import pytest
 import yaml
 
 from modelpilot.api.spec import parse_duration, parse_spec, revision_hash
-from modelpilot.api.validation import validate
 from modelpilot.controller.reconcile import is_subset
 from modelpilot.rollout.observe import revision_states
 from modelpilot.routing.istio import TrafficPlan, destination_rule, virtual_service
 from modelpilot.serving import manifests
+from modelpilot.validation import validate
 
 OWNER = manifests.Owner("m", "ns", "uid-1")
 GPU = {

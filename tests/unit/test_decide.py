@@ -380,7 +380,7 @@ def test_scaling_limited_by_gpus_is_a_condition():
 
 
 def _gate(decision: str, n: int = 1500):
-    from modelpilot.gate import GateDecision, GateResult
+    from modelpilot.gate.result import GateDecision, GateResult
 
     return GateResult(GateDecision(decision), "test", n, 0.95, 0.91, 0.001 if decision == "passed" else 0.4, 0.01, 0.05,
                       metric="accuracy", test="score")  # fmt: skip

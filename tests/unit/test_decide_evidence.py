@@ -8,12 +8,12 @@ from tests.unit.test_decide import World, deploy_v1, spec_with
 from modelpilot.analysis.queries import LABEL_OUTCOMES, PREDICTED_CLASS
 from modelpilot.analysis.sequential import horizon_reached
 from modelpilot.api.spec import parse_spec
-from modelpilot.api.validation import validate
 from modelpilot.controller.measure import PrometheusMeasure
 from modelpilot.rollout.decide import analysis_request
 from modelpilot.rollout.observe import MetricSample
 from modelpilot.routing.istio import TrafficPlan, virtual_service
 from modelpilot.serving.manifests import Owner
+from modelpilot.validation import validate
 
 SEQ = {"name": "errors", "provider": "istio", "metric": "errorRate", "test": "sequential", "minSamples": 500}
 

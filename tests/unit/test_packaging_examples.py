@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from modelpilot.api.spec import parse_spec, revision_hash
-from modelpilot.api.validation import validate
 from modelpilot.rollout.decide import step_kind
+from modelpilot.validation import validate
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = {p.stem: p for p in sorted((REPO / "examples").glob("*.yaml"))}

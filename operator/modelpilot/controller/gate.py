@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from modelpilot.api.spec import ModelDeploymentSpec
-from modelpilot.gate import GateResult, parse_gate, run_gate
-from modelpilot.gate.replay import inconclusive
+from modelpilot.gate.replay import inconclusive, run_gate
+from modelpilot.gate.result import GateResult
+from modelpilot.gate.spec import parse_gate
 from modelpilot.monitor.auth import MONITOR_TOKEN_FILE_ENV, auth_headers
 from modelpilot.monitor.manifests import monitor_url
 from modelpilot.serving.manifests import HTTP_PORT, Owner, revision_name

@@ -29,7 +29,6 @@ from modelpilot.api.reasons import (
     Reason,
 )
 from modelpilot.api.spec import parse_spec
-from modelpilot.api.validation import validate
 from modelpilot.controller import metrics as opmetrics
 from modelpilot.controller.autoscaling import Autoscalers
 from modelpilot.controller.kube import KubeClient
@@ -53,6 +52,7 @@ from modelpilot.rollout.status import rfc3339, set_condition
 from modelpilot.routing.istio import TrafficPlan, destination_rule, virtual_service, without_candidate
 from modelpilot.serving import manifests
 from modelpilot.serving.triton import TritonConfigError, render_config_pbtxt
+from modelpilot.validation import validate
 
 log = logging.getLogger(__name__)
 BACKOFF_BASE = 5.0

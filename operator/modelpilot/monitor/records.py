@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from modelpilot.api.wire import label_key
+
 SOURCES = ("user_feedback", "delayed_label", "manual_review", "heuristic")
 # A better-informed label replaces a weaker one for the same request: a reviewer beats the
 # ground-truth feed only because a human looked at that very record.
@@ -57,21 +59,6 @@ class Label:
     source: str
     ts: float
     model: str
-
-
-def label_key(value: Any) -> str:
-    """Canonical text of a label or predicted class, so 1, 1.0, "1" and True compare equal."""
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError(f"label must be finite, got {value!r}")
-        return str(int(value)) if value.is_integer() and abs(value) < 2.0**53 else repr(value)
-    if isinstance(value, str) and value:
-        return value
-    raise ValueError(f"label must be a number or a non-empty string, got {value!r}")
 
 
 def _name(value: Any, where: str, limit: int = MAX_NAME_LENGTH) -> str:

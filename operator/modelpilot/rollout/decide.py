@@ -22,7 +22,9 @@ from typing import Any
 from modelpilot.api import defaults
 from modelpilot.api.reasons import ConditionType, Phase, Reason
 from modelpilot.api.spec import ModelDeploymentSpec, parse_duration
-from modelpilot.gate import StepOutcome, parse_gate, step_outcome
+from modelpilot.gate.result import StepOutcome, step_outcome
+from modelpilot.gate.spec import parse_gate
+from modelpilot.rollout.capacity import candidate_replicas
 from modelpilot.rollout.checks import CheckOutcome, MetricVerdict, evaluate_check
 from modelpilot.rollout.fallback import (
     FallbackConfig,
@@ -36,7 +38,6 @@ from modelpilot.rollout.fallback import (
 )
 from modelpilot.rollout.observe import MetricSample, Observations, RevisionState
 from modelpilot.rollout.status import parse_rfc3339, rfc3339, set_condition
-from modelpilot.serving.autoscale import candidate_replicas
 
 DEFAULT_INTERVAL = defaults.ANALYSIS_INTERVAL_SECONDS
 DEFAULT_FAILURE_LIMIT = defaults.FAILURE_LIMIT

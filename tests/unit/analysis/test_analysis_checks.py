@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from modelpilot.analysis import (
-    CountQueries,
-    MetricProblem,
-    MetricValue,
-    ThresholdRule,
-    evaluate_sequential,
-    evaluate_threshold,
-)
+from modelpilot.analysis.checks import evaluate_sequential, evaluate_threshold
+from modelpilot.analysis.providers import MetricProblem, MetricValue
+from modelpilot.analysis.queries import CountQueries
+from modelpilot.analysis.thresholds import ThresholdRule
 
 
 class TableProvider:

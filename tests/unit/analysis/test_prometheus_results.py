@@ -11,7 +11,8 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from modelpilot.analysis import MetricProblem, MetricProvider, PrometheusProvider, interpret_result
+from modelpilot.analysis.prometheus import PrometheusProvider, interpret_result
+from modelpilot.analysis.providers import MetricProblem, MetricProvider
 
 
 def vector(*values: str) -> list[dict]:

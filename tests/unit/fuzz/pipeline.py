@@ -29,12 +29,11 @@ from tests.unit.fuzz.fakeapi import FakeApiServer, FakeKube, validate_object
 from tests.unit.fuzz.specgen import Case, Generator
 
 from modelpilot.api.spec import ModelDeploymentSpec, parse_spec
-from modelpilot.api.validation import validate
 from modelpilot.compress.jobs import compression_job
 from modelpilot.controller.optimize import request_from_spec
 from modelpilot.controller.reconcile import Reconciler
-from modelpilot.gate import GateResult, parse_gate
-from modelpilot.gate.replay import GateDecision
+from modelpilot.gate.result import GateDecision, GateResult
+from modelpilot.gate.spec import parse_gate
 from modelpilot.monitor.manifests import MonitoredModel, MonitorSettings, monitor_manifests
 from modelpilot.rollout.decide import analysis_request, decide, gate_request, load_check_due
 from modelpilot.rollout.fallback import LoadObservation
@@ -43,6 +42,7 @@ from modelpilot.routing.istio import TrafficPlan, destination_rule, virtual_serv
 from modelpilot.serving import manifests
 from modelpilot.serving.autoscale import autoscaler, parse_autoscaling
 from modelpilot.serving.triton import TritonConfigError, render_config_pbtxt
+from modelpilot.validation import validate
 
 NS = "fuzz"
 NOW = 1_767_225_600.0  # 2026-01-01

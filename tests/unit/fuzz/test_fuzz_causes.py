@@ -15,7 +15,7 @@ import yaml
 from tests.unit.fuzz.admission import admit
 
 from modelpilot.api.spec import parse_spec
-from modelpilot.api.validation import MAX_MESSAGE, validate
+from modelpilot.validation import MAX_MESSAGE, validate
 
 REPO = Path(__file__).resolve().parents[3]
 CANARY = yaml.safe_load((REPO / "examples" / "canary.yaml").read_text())

@@ -13,13 +13,13 @@ from kubernetes import client
 from tests.unit.intelligence.openapi_check import validate
 
 from modelpilot.analysis.queries import RevisionRef, TritonLabels
+from modelpilot.rollout.capacity import candidate_replicas, stable_replicas
 from modelpilot.rollout.status import set_condition
 from modelpilot.serving.autoscale import (
     AUTOSCALING_SCHEMA,
     METRIC_NAME,
     AutoscalingSpec,
     autoscaler,
-    candidate_replicas,
     hpa,
     parse_autoscaling,
     prometheus_adapter_rules,
@@ -29,7 +29,6 @@ from modelpilot.serving.autoscale import (
     scale_blocked_by_gpu,
     scaled_object,
     scaling_limited_condition,
-    stable_replicas,
 )
 from modelpilot.serving.manifests import Owner
 

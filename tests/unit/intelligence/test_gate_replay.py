@@ -8,18 +8,16 @@ import math
 import numpy as np
 import pytest
 
-from modelpilot.gate import (
-    GateDecision,
-    StepOutcome,
+from modelpilot.gate.replay import (
     decode_output,
     evaluate,
     labeled_query,
-    parse_gate,
     run_gate,
     run_gate_async,
     select_examples,
-    step_outcome,
 )
+from modelpilot.gate.result import GateDecision, StepOutcome, step_outcome
+from modelpilot.gate.spec import parse_gate
 
 ALPHA = 0.05
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from modelpilot.gate import GATE_SCHEMA, GateSpecError, parse_gate
+from modelpilot.gate.spec import GATE_SCHEMA, GateSpecError, parse_gate
 
 
 def test_defaults_come_from_the_schema():
