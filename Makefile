@@ -9,11 +9,14 @@ export KUBECONFIG := $(CURDIR)/.cluster/kubeconfig
         install-crds run demo test unit lint bench clean generate docs chart-lint chart-test
 
 help:
-	@echo "make demo          bring up the local cluster, run the operator, deploy an example model"
-	@echo "make test          lint + unit + integration tests (builds/caches the cluster binaries)"
+	@echo "make demo          the closed loop on the local cluster (6 stages), ending in a summary table"
+	@echo "make test          lint + unit + integration + e2e tests (builds/caches the cluster binaries)"
 	@echo "make cluster-up    start the local control plane (kubeconfig: .cluster/kubeconfig)"
 	@echo "make cluster-down  stop it, leaving no process behind"
 	@echo "make run           run the operator in the foreground against the local cluster"
+	@echo "make unit          unit tests only (no cluster)"
+	@echo "make lint          ruff over operator, tests, e2e, bench and scripts"
+	@echo "make bench         every benchmark under bench/, each beside its peer (bench/run_all.py --quick: a smoke run)"
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

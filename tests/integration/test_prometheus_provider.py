@@ -13,7 +13,6 @@ import pytest
 from tests.support.exporter import RevisionExporter
 from tests.support.prometheus import PrometheusServer, ScrapeTarget, prometheus_binary
 
-from modelpilot.analysis.checks import evaluate_sequential, evaluate_threshold
 from modelpilot.analysis.prometheus import PrometheusProvider
 from modelpilot.analysis.providers import MetricProblem
 from modelpilot.analysis.queries import (
@@ -24,7 +23,10 @@ from modelpilot.analysis.queries import (
     istio_latency_quantile,
     render_for_revision,
 )
-from modelpilot.analysis.thresholds import ThresholdRule
+from modelpilot.controller.measure import PrometheusMeasure
+from modelpilot.rollout.checks import evaluate_check
+from modelpilot.rollout.decide import AnalysisRequest
+from modelpilot.serving.manifests import Owner
 
 pytestmark = [
     pytest.mark.prometheus,
@@ -159,26 +161,29 @@ def test_unknown_revision_has_no_data(provider: PrometheusProvider, provider_nam
         assert (result.ok, result.value, result.problem) == (False, None, MetricProblem.NO_DATA), query
 
 
+def looked(provider: PrometheusProvider, metric: dict, candidate: str = "v2", stable: str = "v1"):
+    """One analysis look on the operator's path: PrometheusMeasure's observers, then rollout.checks."""
+    request = AnalysisRequest(metrics=(metric,), candidate=candidate, stable=stable, window=300.0, model=MODEL)
+    samples = PrometheusMeasure(provider.url, provider=provider)(request, Owner(NAME, NAMESPACE, "uid"))
+    return samples[metric["name"]], evaluate_check([metric], samples, 0.05, {})
+
+
 def test_sequential_test_flags_the_regressed_candidate(provider: PrometheusProvider) -> None:
-    stable = count_queries("istio", ref("v1"), WINDOW)
-    regressed = evaluate_sequential(provider, stable, count_queries("istio", ref("v2"), WINDOW))
-    assert regressed.decision == "regressed", regressed.reason
-    assert regressed.effect == pytest.approx(0.04, rel=1e-6)
-    same = evaluate_sequential(provider, stable, stable)
-    assert same.decision == "continue", same.reason
+    errors = {"name": "errors", "provider": "istio", "metric": "errorRate", "test": "sequential", "minSamples": 500}
+    sample, outcome = looked(provider, errors)
+    assert sample.candidate_errors / sample.candidate_count == pytest.approx(0.05, rel=1e-6)
+    assert sample.stable_errors / sample.stable_count == pytest.approx(0.01, rel=1e-6)
+    assert outcome.outcome == "fail" and outcome.verdicts[0].conclusive_regression, outcome.verdicts[0].message
+    _, same = looked(provider, errors, candidate="v1")
+    assert same.outcome != "fail", same.verdicts[0].message
 
 
 def test_relative_latency_threshold(provider: PrometheusProvider) -> None:
-    rule = ThresholdRule(max_relative=1.2)
-    slower = evaluate_threshold(
-        provider,
-        istio_latency_quantile(ref("v2"), 0.99, "1m"),
-        rule,
-        stable_query=istio_latency_quantile(ref("v1"), 0.99, "1m"),
-    )
-    assert slower.status == "fail", slower.reason
-    missing = evaluate_threshold(provider, istio_latency_quantile(ref("v4"), 0.99, "1m"), rule)
-    assert missing.status == "inconclusive"
+    p99 = {"name": "p99", "provider": "istio", "metric": "latencyP99", "maxRelative": 1.2, "minSamples": 100}
+    _, slower = looked(provider, p99)
+    assert slower.outcome == "fail", slower.verdicts[0].message
+    _, missing = looked(provider, p99, candidate="v4")
+    assert missing.outcome == "inconclusive"
 
 
 def test_custom_template_query(provider: PrometheusProvider) -> None:
