@@ -244,6 +244,9 @@ def test_a_long_metric_outage_takes_the_candidates_traffic_until_data_returns():
     down = {"errors": MetricSample("errors", None, reason="Prometheus at http://p unreachable: refused")}
     d = w.step(30, down)
     assert w.status["phase"] == "Paused" and d.weight == 10  # a short outage only waits
+    w.step(5)  # between checks the step still waits, and says why
+    held = next(c for c in w.status["conditions"] if c["type"] == "AnalysisHealthy")
+    assert held["reason"] == "MetricsUnavailable" and "unreachable" in held["message"]
     for _ in range(4):
         d = w.step(30, down)
     assert d.weight == 0 and w.status["phase"] == "Paused"

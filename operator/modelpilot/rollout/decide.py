@@ -527,7 +527,7 @@ class _Machine:
                                            _describe(outcome))  # fmt: skip
         if ro.get("metricsUnavailableSince") and not ro.get("metricsOutage") and self.obs.metrics is None:
             self.phase = Phase.PAUSED  # between checks, an outage still holds the step
-            self.message = "metrics unavailable, rollout waits for the next check"
+            self.message = "metrics unavailable, rollout waits for the next check" + _last_cause(ro)
             self.analysis_condition = (False, Reason.METRICS_UNAVAILABLE, self.message)
         if ro.get("metricsOutage"):
             self.phase = Phase.PAUSED
@@ -796,6 +796,13 @@ class _Machine:
             weight=weight, mirror_percent=self.mirror, match=self.match, preview=self.preview,
             status=new_status, events=self.events, requeue_after=self.requeue,
         )  # fmt: skip
+
+
+def _last_cause(ro: Mapping[str, Any]) -> str:
+    """Why the last recorded check had no data (e.g. "Prometheus ... unreachable"), for messages between checks."""
+    last = (ro.get("checks") or [{}])[-1]
+    causes = [f"{m.get('name')}: {m.get('message')}" for m in last.get("metrics") or () if m.get("outcome") == "inconclusive"]
+    return f" (last check: {'; '.join(causes)})" if causes else ""
 
 
 def _verdict_entry(verdict: MetricVerdict) -> dict[str, Any]:
