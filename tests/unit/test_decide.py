@@ -8,7 +8,7 @@ import pytest
 
 from modelpilot.api.spec import parse_spec
 from modelpilot.rollout.decide import analysis_request, decide
-from modelpilot.rollout.observe import MetricSample, Observations, RevisionState
+from modelpilot.rollout.observe import MetricProblem, MetricSample, Observations, RevisionState
 
 BASE = {
     "model": {"name": "m", "repository": "s3://b/models", "version": "1", "format": "onnx"},
@@ -195,7 +195,8 @@ def test_unreachable_prometheus_pauses_with_a_condition_and_resumes():
     w.spec = spec_with("2", steps=steps)
     w.step()
     w.settle()
-    down = {"errors": MetricSample("errors", None, None, reason="Prometheus at http://x unreachable: refused")}
+    down = {"errors": MetricSample("errors", None, None, reason="Prometheus at http://x unreachable: refused",
+                                   problem=MetricProblem.UNREACHABLE)}
     w.step(advance=5, metrics=down)
     assert w.status["phase"] == "Paused"
     cond = {c["type"]: c for c in w.status["conditions"]}["AnalysisHealthy"]
@@ -372,10 +373,12 @@ def test_scaling_limited_by_gpus_is_a_condition():
     deploy_v1(w)
     rev = w.status["stableRevision"]
     scaled_up = RevisionState(rev, replicas=8, ready=4, available=4, updated=8, unschedulable=4,
-                              unschedulable_reason="InsufficientGPU", unschedulable_message="4 Insufficient nvidia.com/gpu")  # fmt: skip
+                              unschedulable_reason="InsufficientGPU", unschedulable_message="4 Insufficient nvidia.com/gpu",
+                              short_of=("nvidia.com/gpu",))  # fmt: skip
     d = decide(parse_spec(spec), 1, w.status, Observations(revisions={rev: scaled_up}), w.now + 1)
     cond = {c["type"]: c for c in d.status["conditions"]}["ScalingLimited"]
     assert cond["status"] == "True" and cond["reason"] == "InsufficientGPU"
+    assert "4/8 replicas ready; 4 pending pods wait for nvidia.com/gpu" in cond["message"]
     assert d.status["phase"] == "Ready", "serving at its floor is still Ready"
 
 

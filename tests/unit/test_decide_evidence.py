@@ -10,7 +10,7 @@ from modelpilot.analysis.sequential import horizon_reached
 from modelpilot.api.spec import parse_spec
 from modelpilot.controller.measure import PrometheusMeasure
 from modelpilot.rollout.decide import analysis_request
-from modelpilot.rollout.observe import MetricSample
+from modelpilot.rollout.observe import MetricProblem, MetricSample
 from modelpilot.routing.istio import TrafficPlan, virtual_service
 from modelpilot.serving.manifests import Owner
 from modelpilot.validation import validate
@@ -241,7 +241,8 @@ def test_crd_schema_defaults_come_from_the_defaults_module():
 
 def test_a_long_metric_outage_takes_the_candidates_traffic_until_data_returns():
     w = canary({**SEQ, "maxSamples": 2000}, outageTimeout="2m")
-    down = {"errors": MetricSample("errors", None, reason="Prometheus at http://p unreachable: refused")}
+    down = {"errors": MetricSample("errors", None, reason="Prometheus at http://p unreachable: refused",
+                                   problem=MetricProblem.UNREACHABLE)}
     d = w.step(30, down)
     assert w.status["phase"] == "Paused" and d.weight == 10  # a short outage only waits
     w.step(5)  # between checks the step still waits, and says why

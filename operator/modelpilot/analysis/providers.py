@@ -8,18 +8,11 @@ one provider; the drift monitor can be another.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
+from modelpilot.rollout.observe import MetricProblem
 
-class MetricProblem(StrEnum):
-    """Why a provider has no usable value; callers may treat these differently."""
-
-    NO_DATA = "no-data"  # the query matched nothing (no traffic yet, wrong labels)
-    NOT_A_NUMBER = "not-a-number"  # e.g. 0/0 when a revision served no requests in the window
-    AMBIGUOUS = "ambiguous"  # more than one series; the query should aggregate
-    UNREACHABLE = "unreachable"  # connection refused, timeout, DNS
-    QUERY_ERROR = "query-error"  # HTTP error, bad PromQL, malformed response
+__all__ = ["MetricProblem", "MetricProvider", "MetricValue"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,9 +10,9 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-CheckStatus = Literal["pass", "fail", "inconclusive"]
+from modelpilot.api.reasons import Verdict
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +56,7 @@ class ThresholdRule:
 class CheckResult:
     """Outcome of one threshold check; ``limit`` is the bound that decided it, if any."""
 
-    status: CheckStatus
+    status: Verdict
     value: float | None
     limit: float | None
     reason: str

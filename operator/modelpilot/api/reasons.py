@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Literal
 
 GROUP = "modelpilot.io"
 VERSION = "v1alpha1"
@@ -19,6 +20,10 @@ ANNOTATION_SPEC_HASH = "modelpilot.io/spec-hash"
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_TAINT_KEY = "nvidia.com/gpu"
 POOL_LABEL = "modelpilot.io/pool"
+
+
+# What a metric, a check or a threshold says about the candidate; "inconclusive" is its own answer.
+Verdict = Literal["pass", "fail", "inconclusive"]
 
 
 class Phase(StrEnum):

@@ -16,7 +16,7 @@ with ``model.version: <targetVersion>`` (and ``model.format: tensorrt`` for a pl
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -207,9 +207,3 @@ def output_model_patch(request: CompressionRequest) -> dict[str, Any]:
     if request.method == "tensorrt":
         patch["format"] = "tensorrt"
     return patch
-
-
-def cpu_pool_tolerations(taints: Sequence[Mapping[str, str]]) -> tuple[dict[str, str], ...]:
-    """Tolerations for tainted CPU/edge pools, e.g. ``[{"key": "edge", "value": "true"}]``."""
-    return tuple({"key": t["key"], "operator": "Equal", "value": t.get("value", ""), "effect": t.get("effect", "NoSchedule")}
-                 for t in taints)  # fmt: skip

@@ -14,7 +14,7 @@ from modelpilot.analysis.providers import MetricProvider
 from modelpilot.analysis.queries import RevisionRef, TemplateError, service_request_rate, triton_queue_p95_ms
 from modelpilot.rollout.decide import AnalysisRequest
 from modelpilot.rollout.fallback import LoadObservation
-from modelpilot.rollout.observe import MetricSample
+from modelpilot.rollout.observe import MetricProblem, MetricSample
 from modelpilot.serving.manifests import Owner
 
 MONITOR_EVALUATION_INTERVAL_S = 15.0  # the monitor's default --evaluate-every (monitor/manifests.py)
@@ -48,7 +48,7 @@ class PrometheusMeasure:
         try:
             return observer.measure(metric, refs, window, probe)
         except (TemplateError, ValueError) as exc:
-            return MetricSample(name, None, reason=str(exc))
+            return MetricSample(name, None, reason=str(exc), problem=MetricProblem.QUERY_ERROR)
 
 
 class PrometheusLoad:

@@ -6,7 +6,7 @@ materialised as a whole matrix.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -52,8 +52,3 @@ def as_1d(values: Any) -> np.ndarray:
 def is_categorical_array(values: np.ndarray) -> bool:
     """Booleans, strings and Python objects are categories; numbers are numeric."""
     return values.dtype.kind in CATEGORICAL_KINDS
-
-
-def missing_names(expected: Iterable[str], source: Mapping[str, Any]) -> list[str]:
-    available = set(column_names(source))
-    return [name for name in expected if name not in available]

@@ -8,7 +8,7 @@ this module stays pure and testable. Every way the replay can go wrong ends in
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +24,6 @@ from modelpilot.gate.stats import (
 )
 
 Predict = Callable[[str, Sequence[Any]], Sequence[Any]]
-AsyncPredict = Callable[[str, Sequence[Any]], Awaitable[Sequence[Any]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,11 +31,6 @@ class Example:
     request_id: str
     inputs: Any
     label: Any
-
-
-def labeled_query(spec: GateSpec, model: str, now: float, limit: int = 1000) -> dict[str, str]:
-    """Query parameters for the monitor's ``GET /v1/labeled`` covering the gate's window."""
-    return {"model": model, "since": repr(now - spec.window_s), "limit": str(limit)}
 
 
 def select_examples(records: Iterable[Mapping[str, Any]], spec: GateSpec) -> tuple[list[Example], int]:
@@ -236,22 +230,6 @@ def run_gate(
     for revision in (candidate, stable):
         try:
             outputs[revision] = _replay(predict, revision, examples, spec.batch_size)
-        except Exception as error:
-            return _replay_failed(spec, revision, error, len(examples), dropped)
-    return evaluate(examples, outputs[candidate], outputs[stable], spec, candidate=candidate, stable=stable, dropped=dropped)
-
-
-async def run_gate_async(
-    records: Iterable[Mapping[str, Any]], predict: AsyncPredict, spec: GateSpec, *, candidate: str, stable: str
-) -> GateResult:
-    """``run_gate`` for an async transport (an event loop): the same selection, verdicts and test."""
-    examples, dropped, early = _prepare(records, spec)
-    if early is not None:
-        return early
-    outputs: dict[str, list[Any]] = {}
-    for revision in (candidate, stable):
-        try:
-            outputs[revision] = [out for batch in _batches(examples, spec.batch_size) for out in await predict(revision, batch)]
         except Exception as error:
             return _replay_failed(spec, revision, error, len(examples), dropped)
     return evaluate(examples, outputs[candidate], outputs[stable], spec, candidate=candidate, stable=stable, dropped=dropped)

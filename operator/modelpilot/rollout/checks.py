@@ -19,17 +19,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from modelpilot.analysis.sequential import Horizon, horizon_reached, msprt_two_proportions
 from modelpilot.analysis.thresholds import ThresholdRule, check_threshold
 from modelpilot.api import defaults
-from modelpilot.rollout.observe import MetricSample
+from modelpilot.api.reasons import Verdict
+from modelpilot.rollout.observe import MetricProblem, MetricSample
 
-Outcome = Literal["pass", "fail", "inconclusive"]
 DEFAULT_MIN_SAMPLES = defaults.MIN_SAMPLES
-UNREACHABLE = "unreachable"
 RULE_NON_INFERIORITY = "nonInferiority"
 RULE_HORIZON = "horizon"
 RULE_THRESHOLD = "threshold"
@@ -38,7 +37,7 @@ RULE_THRESHOLD = "threshold"
 @dataclass(frozen=True)
 class MetricVerdict:
     name: str
-    outcome: Outcome
+    outcome: Verdict
     value: float | None
     stable: float | None
     message: str
@@ -47,18 +46,19 @@ class MetricVerdict:
     rule: str | None = None  # what passed it: nonInferiority, horizon or threshold
     progress: float | None = None  # sequential: share of the way to the planned horizon
     p_values: Mapping[str, float] = field(default_factory=dict)  # sequential state to keep
+    problem: MetricProblem | None = None  # inconclusive for want of data: what kind of want
 
 
 @dataclass(frozen=True)
 class CheckOutcome:
-    outcome: Outcome
+    outcome: Verdict
     verdicts: tuple[MetricVerdict, ...]
     p_values: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def unreachable(self) -> bool:
         undecided = [v for v in self.verdicts if v.outcome == "inconclusive"]
-        return bool(undecided) and all(UNREACHABLE in v.message for v in undecided)
+        return bool(undecided) and all(v.problem is MetricProblem.UNREACHABLE for v in undecided)
 
     @property
     def regression(self) -> bool:
@@ -162,6 +162,15 @@ def evaluate_metric(
     metric: Mapping[str, Any], sample: MetricSample | None, alpha: float, previous: Mapping[str, float] | float = 1.0
 ) -> MetricVerdict:
     """One metric's verdict; ``previous`` holds the always-valid p-values kept in status."""
+    verdict = _verdict(metric, sample, alpha, previous)
+    if verdict.outcome == "inconclusive" and sample is not None and sample.problem is not None:
+        return replace(verdict, problem=sample.problem)
+    return verdict
+
+
+def _verdict(
+    metric: Mapping[str, Any], sample: MetricSample | None, alpha: float, previous: Mapping[str, float] | float
+) -> MetricVerdict:
     name = str(metric["name"])
     if sample is None:
         return MetricVerdict(name, "inconclusive", None, None, "not measured")
@@ -299,7 +308,7 @@ def evaluate_check(
     for verdict in verdicts:
         p_values.update(verdict.p_values)
     if any(v.outcome == "fail" for v in verdicts):
-        outcome: Outcome = "fail"
+        outcome: Verdict = "fail"
     elif verdicts and all(v.outcome == "pass" for v in verdicts):
         outcome = "pass"
     else:

@@ -753,7 +753,9 @@ class _Machine:
             conditions = set_condition(
                 conditions, ConditionType.SCALING_LIMITED, bool(short),
                 Reason.INSUFFICIENT_GPU if short else Reason.AS_EXPECTED,
-                f"revision {short[0].name}: {short[0].unschedulable_message}" if short else "scaling is not limited",
+                f"revision {short[0].name}: {short[0].ready}/{short[0].replicas} replicas ready; {short[0].unschedulable} "
+                f"pending pods wait for {', '.join(short[0].short_of) or 'a GPU'} ({short[0].unschedulable_message})"
+                if short else "scaling is not limited",
                 gen, now,
             )  # fmt: skip
         if self.phase in (Phase.READY, Phase.PROGRESSING) and degraded and not candidate:
@@ -815,6 +817,7 @@ def _verdict_entry(verdict: MetricVerdict) -> dict[str, Any]:
         "passedBy": verdict.rule,
         "horizonProgress": _finite(verdict.progress),
         "message": verdict.message,
+        "problem": verdict.problem.value if verdict.problem else None,
     }
     return {k: v for k, v in entry.items() if v is not None}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from modelpilot.api.reasons import LABEL_REVISION, Reason
@@ -12,7 +13,25 @@ from modelpilot.rollout.fallback import LoadObservation
 
 # The scheduler's own wording, e.g. "2 Insufficient nvidia.com/gpu" or "Insufficient nvidia.com/mig-1g.10gb";
 # a message that merely mentions the GPU taint is not a GPU shortage.
-_GPU_SHORTAGE = re.compile(r"Insufficient nvidia\.com/")
+_GPU_SHORTAGE = re.compile(r"Insufficient (nvidia\.com/[A-Za-z0-9_.-]*[A-Za-z0-9])")  # a sentence's full stop is not part
+
+
+def gpu_shortage(messages: Iterable[str]) -> tuple[str, ...]:
+    """The GPU resources the scheduler said were insufficient (e.g. nvidia.com/gpu, a MIG slice), in order."""
+    found: list[str] = []
+    for message in messages:
+        found += [r for r in _GPU_SHORTAGE.findall(message or "") if r not in found]
+    return tuple(found)
+
+
+class MetricProblem(StrEnum):
+    """Why a provider has no usable value; callers may treat these differently."""
+
+    NO_DATA = "no-data"  # the query matched nothing (no traffic yet, wrong labels)
+    NOT_A_NUMBER = "not-a-number"  # e.g. 0/0 when a revision served no requests in the window
+    AMBIGUOUS = "ambiguous"  # more than one series; the query should aggregate
+    UNREACHABLE = "unreachable"  # connection refused, timeout, DNS
+    QUERY_ERROR = "query-error"  # HTTP error, bad PromQL, malformed response
 
 
 @dataclass(frozen=True)
@@ -27,6 +46,7 @@ class RevisionState:
     unschedulable: int = 0
     unschedulable_reason: str | None = None  # Reason.INSUFFICIENT_GPU or Reason.UNSCHEDULABLE
     unschedulable_message: str = ""
+    short_of: tuple[str, ...] = ()  # GPU resources the scheduler found insufficient for pending pods
 
     def is_available(self, desired: int) -> bool:
         return self.replicas >= desired and self.available >= desired and self.updated >= desired
@@ -45,7 +65,8 @@ class MetricSample:
     stable_errors: float | None = None
     candidate_classes: Mapping[str, float] | None = None  # predicted class -> count (prediction drift)
     stable_classes: Mapping[str, float] | None = None
-    reason: str = ""  # why a value is missing (no data, Prometheus unreachable ...)
+    reason: str = ""  # why a value is missing, in words (no data, Prometheus unreachable ...)
+    problem: MetricProblem | None = None  # why a value is missing, as a kind the core acts on
 
 
 @dataclass(frozen=True)
@@ -76,9 +97,9 @@ def revision_states(deployments: Iterable[Mapping[str, Any]], pods: Iterable[Map
         status = dep.get("status") or {}
         messages = unschedulable.get(rev, [])
         reason = None
+        short_of = gpu_shortage(messages)
         if messages:
-            gpu = any(_GPU_SHORTAGE.search(m) for m in messages)
-            reason = Reason.INSUFFICIENT_GPU if gpu else Reason.UNSCHEDULABLE
+            reason = Reason.INSUFFICIENT_GPU if short_of else Reason.UNSCHEDULABLE
         for cond in status.get("conditions") or ():
             # Pods refused at creation (admission, quota) never exist: only the Deployment says so.
             if cond.get("type") == "ReplicaFailure" and cond.get("status") == "True" and not messages:
@@ -93,5 +114,6 @@ def revision_states(deployments: Iterable[Mapping[str, Any]], pods: Iterable[Map
             unschedulable=len(messages),
             unschedulable_reason=reason,
             unschedulable_message=messages[0] if messages else "",
+            short_of=short_of,
         )
     return out

@@ -50,10 +50,3 @@ def set_condition(
             "lastTransitionTime": rfc3339(now), "reason": reason, "message": message,
         })  # fmt: skip
     return out
-
-
-def get_condition(conditions: Sequence[Mapping[str, Any]] | None, type_: str) -> Mapping[str, Any] | None:
-    for cond in conditions or ():
-        if cond.get("type") == type_:
-            return cond
-    return None

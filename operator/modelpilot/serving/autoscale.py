@@ -14,8 +14,7 @@ During a rollout each revision scales inside bounds proportional to its traffic 
 from __future__ import annotations
 
 import math
-import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +26,6 @@ from modelpilot.analysis.queries import (
     promql_duration,
     triton_selector,
 )
-from modelpilot.api.reasons import ConditionType, Reason
 from modelpilot.api.spec import parse_duration
 from modelpilot.rollout.capacity import candidate_replicas
 from modelpilot.serving.manifests import Owner, revision_labels, revision_name
@@ -38,7 +36,6 @@ ENGINES = ("auto", "hpa", "keda")
 METRIC_SOURCES = ("Pods", "External")
 # Idle revisions report 0 ms instead of 0/0 = NaN, so they can scale down.
 _EPSILON_RATE = "1e-9"
-_GPU_SHORTAGE = re.compile(r"Insufficient (nvidia\.com/[A-Za-z0-9_.-]+)")
 
 AUTOSCALING_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -308,43 +305,3 @@ def autoscaler(
             raise ValueError("KEDA needs the Prometheus URL (--prometheus-url)")
         return scaled_object(owner, revision, spec, model=model, prometheus_url=prometheus_url, weight=weight, labels=labels)
     return hpa(owner, revision, spec, model=model, weight=weight, labels=labels)
-
-
-# --- GPU shortage ---------------------------------------------------------------------------
-
-
-def gpu_shortage_resources(pending_pods_messages: Iterable[str]) -> list[str]:
-    """The GPU resources the scheduler said were insufficient, e.g. ['nvidia.com/gpu']."""
-    found: list[str] = []
-    for message in pending_pods_messages:
-        for resource in _GPU_SHORTAGE.findall(message or ""):
-            if resource not in found:
-                found.append(resource)
-    return found
-
-
-def scale_blocked_by_gpu(pending_pods_messages: Iterable[str]) -> bool:
-    """True when a pending pod waits because no node has a free GPU (or MIG slice)."""
-    return bool(gpu_shortage_resources(pending_pods_messages))
-
-
-def scaling_limited_condition(pending_pods_messages: Iterable[str], *, desired: int, ready: int) -> dict[str, str]:
-    """The ``ScalingLimited`` condition: True/InsufficientGPU while scale-up waits for GPUs.
-
-    Returns type, status, reason and message, ready for ``rollout.status.set_condition``.
-    """
-    messages = list(pending_pods_messages)
-    resources = gpu_shortage_resources(messages)
-    if resources:
-        return {
-            "type": ConditionType.SCALING_LIMITED.value,
-            "status": "True",
-            "reason": Reason.INSUFFICIENT_GPU.value,
-            "message": f"{ready}/{desired} replicas ready; {len(messages)} pending pods wait for {', '.join(resources)}",
-        }
-    return {
-        "type": ConditionType.SCALING_LIMITED.value,
-        "status": "False",
-        "reason": Reason.AS_EXPECTED.value,
-        "message": f"{ready}/{desired} replicas ready",
-    }

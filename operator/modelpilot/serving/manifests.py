@@ -7,8 +7,6 @@ reference, so deleting the ModelDeployment garbage-collects it.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -402,8 +400,3 @@ def stable_service(owner: Owner, capture: bool = False) -> dict[str, Any]:
         "metadata": _metadata(owner, owner.name, {**common_labels(owner), LABEL_COMPONENT: "stable"}),
         "spec": {"selector": {LABEL_DEPLOYMENT: owner.name}, "ports": _service_ports(capture)},
     }
-
-
-def spec_hash(manifest: Mapping[str, Any]) -> str:
-    """A digest of a desired manifest, to tell cheaply whether it needs applying again."""
-    return hashlib.sha256(json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]

@@ -89,6 +89,15 @@ def test_an_unreachable_provider_is_inconclusive_with_its_reason():
     provider.answers[query] = MetricValue.missing(MetricProblem.UNREACHABLE, "connection refused")
     outcome = look(provider, {"name": "p99", "provider": "istio", "metric": "latencyP99", "max": 500})
     assert outcome.outcome == "inconclusive" and "connection refused" in outcome.verdicts[0].message
+    assert outcome.verdicts[0].problem is MetricProblem.UNREACHABLE and outcome.unreachable  # an outage, not a want
+
+
+def test_only_an_unreachable_provider_is_an_outage_whatever_the_words():
+    """A custom query that finds nothing is a lack of evidence, even if its text says "unreachable"."""
+    template = {"name": "custom", "provider": "prometheus", "query": 'up{job="unreachable-{{revision}}"}', "max": 1}
+    outcome = look(TableProvider({}), template)
+    assert outcome.outcome == "inconclusive" and "unreachable" in outcome.verdicts[0].message
+    assert outcome.verdicts[0].problem is MetricProblem.NO_DATA and not outcome.unreachable
 
 
 def test_a_threshold_waits_for_min_samples_counted_by_the_provider():

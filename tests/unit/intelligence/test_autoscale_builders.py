@@ -14,7 +14,7 @@ from tests.unit.intelligence.openapi_check import validate
 
 from modelpilot.analysis.queries import RevisionRef, TritonLabels
 from modelpilot.rollout.capacity import candidate_replicas, stable_replicas
-from modelpilot.rollout.status import set_condition
+from modelpilot.rollout.observe import gpu_shortage, revision_states
 from modelpilot.serving.autoscale import (
     AUTOSCALING_SCHEMA,
     METRIC_NAME,
@@ -26,9 +26,7 @@ from modelpilot.serving.autoscale import (
     quantity,
     queue_time_query,
     revision_bounds,
-    scale_blocked_by_gpu,
     scaled_object,
-    scaling_limited_condition,
 )
 from modelpilot.serving.manifests import Owner
 
@@ -163,15 +161,22 @@ MIG_MSG = "0/2 nodes are available: 2 Insufficient nvidia.com/mig-1g.10gb."
 CPU_MSG = "0/3 nodes are available: 3 Insufficient cpu."
 
 
-def test_gpu_shortage_detection_and_condition():
-    assert scale_blocked_by_gpu([CPU_MSG, GPU_MSG]) and scale_blocked_by_gpu([MIG_MSG])
-    assert not scale_blocked_by_gpu([CPU_MSG, "0/3 nodes are available: 3 node(s) had untolerated taint {nvidia.com/gpu: }."])
-    cond = scaling_limited_condition([GPU_MSG, MIG_MSG], desired=6, ready=4)
-    assert cond["type"] == "ScalingLimited" and cond["status"] == "True" and cond["reason"] == "InsufficientGPU"
-    assert "nvidia.com/gpu, nvidia.com/mig-1g.10gb" in cond["message"] and "4/6" in cond["message"]
-    conditions = set_condition([], cond["type"], cond["status"], cond["reason"], cond["message"], 3, 0.0)
-    assert conditions[0]["reason"] == "InsufficientGPU"
-    assert scaling_limited_condition([], desired=2, ready=2)["status"] == "False"
+def _pending(rev: str, message: str) -> dict:
+    return {"metadata": {"labels": {"modelpilot.io/revision": rev}},
+            "status": {"conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                                       "message": message}]}}  # fmt: skip
+
+
+def test_gpu_shortage_is_read_from_the_schedulers_words():
+    assert gpu_shortage([CPU_MSG, GPU_MSG, MIG_MSG]) == ("nvidia.com/gpu", "nvidia.com/mig-1g.10gb")
+    assert gpu_shortage([CPU_MSG, "0/3 nodes are available: 3 node(s) had untolerated taint {nvidia.com/gpu: }."]) == ()
+    deployment = {"metadata": {"labels": {"modelpilot.io/revision": "r1"}}, "spec": {"replicas": 6},
+                  "status": {"readyReplicas": 4, "availableReplicas": 4, "updatedReplicas": 6}}  # fmt: skip
+    state = revision_states([deployment], [_pending("r1", GPU_MSG), _pending("r1", MIG_MSG)])["r1"]
+    assert state.unschedulable_reason == "InsufficientGPU" and state.unschedulable == 2
+    assert state.short_of == ("nvidia.com/gpu", "nvidia.com/mig-1g.10gb")
+    cpu = revision_states([deployment], [_pending("r1", CPU_MSG)])["r1"]
+    assert cpu.unschedulable_reason == "Unschedulable" and cpu.short_of == ()
 
 
 def test_parse_autoscaling_defaults_match_the_schema():

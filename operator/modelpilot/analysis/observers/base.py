@@ -65,8 +65,16 @@ def ratio(errors: MetricValue, total: MetricValue) -> MetricValue:
     return MetricValue.of(err / total.value)
 
 
+def problem_of(*values: MetricValue) -> MetricProblem | None:
+    """The kind of want behind failed answers: unreachable if any was, else the first failure's."""
+    problems = [v.problem for v in values if not v.ok and v.problem is not None]
+    if MetricProblem.UNREACHABLE in problems:
+        return MetricProblem.UNREACHABLE
+    return problems[0] if problems else None
+
+
 def sample_of(name: str, values: Mapping[str, MetricValue]) -> MetricSample:
     """A sample from one value per arm; the candidate's reason explains a missing value."""
     cand, stab = values["candidate"], values["stable"]
     return MetricSample(name=name, candidate=cand.value if cand.ok else None, stable=stab.value if stab.ok else None,
-                        reason="" if cand.ok else cand.reason)  # fmt: skip
+                        reason="" if cand.ok else cand.reason, problem=problem_of(cand, stab))  # fmt: skip

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from modelpilot.analysis.observers.base import ARMS, Probe, count, ratio, sample_of
+from modelpilot.analysis.observers.base import ARMS, Probe, count, problem_of, ratio, sample_of
 from modelpilot.analysis.providers import MetricValue
 from modelpilot.analysis.queries import RevisionRef, builtin_query, count_queries
 from modelpilot.rollout.observe import MetricSample
@@ -35,4 +35,5 @@ class RequestCountObserver:
         return replace(sample_of(str(metric["name"]), values),
                        candidate_count=count(ct, ce), stable_count=count(st, se),
                        candidate_errors=count(ce, ct, missing_is_zero=True),
-                       stable_errors=count(se, st, missing_is_zero=True))  # fmt: skip
+                       stable_errors=count(se, st, missing_is_zero=True),
+                       problem=problem_of(ce, ct, se, st, *values.values()))  # fmt: skip

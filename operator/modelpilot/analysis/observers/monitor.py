@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from modelpilot.analysis.observers.base import ARMS, Probe, sample_of
+from modelpilot.analysis.observers.base import ARMS, Probe, problem_of, sample_of
 from modelpilot.analysis.providers import MetricProblem, MetricValue
 from modelpilot.analysis.queries import (
     RevisionRef,
@@ -40,14 +40,15 @@ class MonitorObserver:
         return _gauge(metric, refs, probe)
 
 
-def _stale(ref: RevisionRef, probe: Probe) -> str | None:
+def _stale(name: str, ref: RevisionRef, probe: Probe) -> MetricSample | None:
     """Why the monitor's gauges cannot be trusted now, if they cannot: older than two evaluations."""
     last = probe.value(monitor_evaluation_age(ref))
     if not last.ok or last.value is None:
-        return f"monitor has not evaluated yet ({last.reason})"
+        return MetricSample(name, None, reason=f"monitor has not evaluated yet ({last.reason})",
+                            problem=problem_of(last) or MetricProblem.NO_DATA)  # fmt: skip
     if last.value > 2 * probe.monitor_interval_s:
-        return (f"monitor values are stale: last evaluation {last.value:.0f}s ago "
-                f"(> 2 x {probe.monitor_interval_s:g}s)")  # fmt: skip
+        return MetricSample(name, None, reason=f"monitor values are stale: last evaluation {last.value:.0f}s ago "
+                                               f"(> 2 x {probe.monitor_interval_s:g}s)")  # fmt: skip
     return None
 
 
@@ -56,8 +57,8 @@ def _gauge(metric: Mapping[str, Any], refs: Mapping[str, RevisionRef], probe: Pr
     values: dict[str, MetricValue] = {}
     sizes: dict[str, MetricValue] = {}
     for arm in ARMS:
-        if (stale := _stale(refs[arm], probe)) is not None:
-            return MetricSample(name, None, reason=stale)
+        if (stale := _stale(name, refs[arm], probe)) is not None:
+            return stale
         values[arm] = probe.value(monitor_query(kind, refs[arm], method=str(metric.get("method", "psi")),
                                                 output=metric.get("output")))  # fmt: skip
         sizes[arm] = probe.value(monitor_sample_query(kind, refs[arm]))
@@ -79,7 +80,7 @@ def _shadow_agreement(metric: Mapping[str, Any], refs: Mapping[str, RevisionRef]
     name = str(metric["name"])
     got = _grouped_or_empty(probe, monitor_shadow_pairs(refs["candidate"], refs["stable"], window), ("outcome",))
     if isinstance(got, MetricValue):
-        return MetricSample(name, None, reason=got.reason)
+        return MetricSample(name, None, reason=got.reason, problem=problem_of(got))
     disagree = got.get("disagree", 0.0)
     pairs = disagree + got.get("agree", 0.0)
     return MetricSample(name, (1.0 - disagree / pairs) if pairs else None, candidate_count=pairs,
@@ -96,7 +97,7 @@ def _counted(metric: Mapping[str, Any], refs: Mapping[str, RevisionRef], window:
             query, labels = monitor_label_outcomes(refs[arm], window), ("outcome",)
         got = _grouped_or_empty(probe, query, labels)
         if isinstance(got, MetricValue):
-            return MetricSample(name, None, reason=f"{arm}: {got.reason}")
+            return MetricSample(name, None, reason=f"{arm}: {got.reason}", problem=problem_of(got))
         answers[arm] = got
     cand, stab = answers["candidate"], answers["stable"]
     if kind == "predictionDrift":
