@@ -1146,11 +1146,13 @@ def install_fast_paths(check: int = 500, patch: Any = setattr) -> str:
     test passes `patch=monkeypatch.setattr` so they are undone after it.
     """
     import functools
+    import importlib
+    import pkgutil
 
     from scipy.special import log_ndtr
 
+    import modelpilot.rollout
     from modelpilot.analysis import sequential
-    from modelpilot.rollout import decide as decide_module
     from modelpilot.rollout import status as status_module
 
     notes = []
@@ -1158,9 +1160,11 @@ def install_fast_paths(check: int = 500, patch: Any = setattr) -> str:
         functools.lru_cache(8192)(status_module.rfc3339),
         functools.lru_cache(8192)(status_module.parse_rfc3339),
     )
-    for module in (decide_module, status_module):
-        patch(module, "rfc3339", fmt)
-        patch(module, "parse_rfc3339", parse)
+    core = [importlib.import_module(f"modelpilot.rollout.{m.name}") for m in pkgutil.iter_modules(modelpilot.rollout.__path__)]
+    for module in core:
+        for name, memo in (("rfc3339", fmt), ("parse_rfc3339", parse)):
+            if hasattr(module, name):
+                patch(module, name, memo)
     notes.append("timestamps memoised")
     original = sequential._critical_z
 

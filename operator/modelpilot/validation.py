@@ -259,14 +259,18 @@ def _check_fallback(spec: ModelDeploymentSpec) -> list[str]:
 
 def _check_traffic_for_analysis(steps: Any) -> list[str]:
     """An analysis step where the candidate gets no traffic would measure only the previous step's tail."""
-    problems, weight, after = [], 0, "the start"
+    from modelpilot.rollout.steps import step_kind, weight_source
+
+    problems = []
     for i, step in enumerate(steps):
-        if "setWeight" in step:
-            weight, after = int(step["setWeight"] or 0), f"steps[{i}].setWeight"
-        for kind in ("shadow", "abTest", "blueGreen"):
-            if kind in step:  # routing comes from the current step alone: these end with it
-                weight, after = 0, f"steps[{i}].{kind}"
-        if "analysis" in step and weight == 0:
+        if "analysis" not in step:
+            continue
+        try:
+            weight, source = weight_source(steps, i)
+        except (ValueError, TypeError):
+            continue  # a malformed step is the schema's to report
+        if weight == 0:
+            after = "the start" if source is None else f"steps[{source}].{step_kind(steps[source])}"
             problems.append(f"spec.rollout.steps[{i}].analysis: the candidate gets no traffic here (weight 0 after "
                             f"{after}); analyse within the shadow/abTest/blueGreen step (spec.rollout.analysis) or "
                             "set a weight first")  # fmt: skip

@@ -43,7 +43,7 @@ import math
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,7 +61,7 @@ from modelpilot.api import defaults
 from modelpilot.api.spec import parse_duration
 from modelpilot.cli import request_patch
 from modelpilot.rollout.checks import is_sequential
-from modelpilot.rollout.decide import ANALYSED_STEPS, step_kind
+from modelpilot.rollout.steps import ANALYSED_STEPS, step_kind, weight_at
 
 pytestmark = [pytest.mark.integration, pytest.mark.triton, pytest.mark.prometheus]
 
@@ -242,18 +242,6 @@ def rollout_timeout(spec: Mapping[str, Any]) -> float:
         body = step[step_kind(step)]
         total += 15.0 + 2.0 * (parse_duration(body.get("duration"), 0.0) if isinstance(body, dict) else 0.0)
     return total
-
-
-def weight_at(steps: Sequence[Mapping[str, Any]], index: int) -> int:
-    """The candidate's share of ordinary traffic at a step: the latest setWeight, zeroed by shadow, A/B, preview."""
-    weight = 0
-    for step in steps[: index + 1]:
-        kind = step_kind(step)
-        if kind == "setWeight":
-            weight = int(step["setWeight"])
-        elif kind in ("shadow", "abTest", "blueGreen"):
-            weight = 0
-    return weight
 
 
 def replicas(kube, name: str, revision: str, ns: str) -> int | None:

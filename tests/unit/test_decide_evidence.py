@@ -336,5 +336,6 @@ def test_shadow_agreement_reads_the_monitor_pair_counters():
 def test_an_analysis_step_without_candidate_traffic_is_invalid_spec():
     steps = [{"abTest": {"header": {"name": "x-g", "exact": "b"}}}, {"analysis": {"metrics": [SEQ]}}]
     problems = validate(parse_spec(spec_with(steps=steps)))
-    assert any("steps[1].analysis: the candidate gets no traffic" in p for p in problems), problems
+    assert any("steps[1].analysis: the candidate gets no traffic here (weight 0 after steps[0].abTest)" in p
+               for p in problems), problems
     assert not validate(parse_spec(spec_with(steps=[{"setWeight": 10}, {"analysis": {"metrics": [SEQ]}}])))

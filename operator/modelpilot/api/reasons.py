@@ -17,6 +17,8 @@ LABEL_REVISION = "modelpilot.io/revision"
 LABEL_COMPONENT = "modelpilot.io/component"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 ANNOTATION_SPEC_HASH = "modelpilot.io/spec-hash"
+# Manual control: `<action>@<time>` (promote, promote-full, abort, retry, resume), acted on once.
+REQUEST_ANNOTATION = "modelpilot.io/request"
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_TAINT_KEY = "nvidia.com/gpu"
 POOL_LABEL = "modelpilot.io/pool"
