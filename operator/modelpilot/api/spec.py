@@ -75,6 +75,13 @@ class Serving:
     startup_timeout_seconds: int = 900
     readiness_period_seconds: int = 5
     service_account_name: str | None = None
+    autoscaling: Mapping[str, Any] | None = None  # serving.autoscaling as written (serving/autoscale.py parses it)
+    fallback: Mapping[str, Any] | None = None  # serving.fallback as written (rollout/fallback.py parses it)
+
+    @property
+    def min_available(self) -> int:
+        """Pods that make a revision available: the autoscaler's floor, else the fixed replica count."""
+        return int(self.autoscaling.get("minReplicas", 1)) if self.autoscaling else self.replicas
 
 
 @dataclass(frozen=True)
@@ -144,6 +151,8 @@ def parse_spec(spec: Mapping[str, Any]) -> ModelDeploymentSpec:
         startup_timeout_seconds=int(probes.get("startupTimeoutSeconds", 900)),
         readiness_period_seconds=int(probes.get("readinessPeriodSeconds", 5)),
         service_account_name=sv.get("serviceAccountName"),
+        autoscaling=copy.deepcopy(dict(sv["autoscaling"])) if sv.get("autoscaling") else None,
+        fallback=copy.deepcopy(dict(sv["fallback"])) if sv.get("fallback") else None,
     )
     traffic = Traffic(
         hosts=tuple(tr.get("hosts") or ()),

@@ -26,9 +26,8 @@ class RolloutContext:
         self.spec, self.generation, self.ro, self.obs, self.now = spec, generation, ro, obs, now
         self.status_in, self.namespace = status_in, namespace
         self.desired = spec.revision
-        autoscaling = (spec.raw.get("serving") or {}).get("autoscaling")
         # With an autoscaler the HPA owns the size; its floor is what "available" means.
-        self.replicas_wanted = int(autoscaling.get("minReplicas", 1)) if autoscaling else spec.serving.replicas
+        self.replicas_wanted = spec.serving.min_available
         self.events: list[Event] = []
         self.requeue: float | None = None
         self.phase = Phase.PROGRESSING

@@ -22,12 +22,12 @@ DEFAULT_INTERVAL = defaults.ANALYSIS_INTERVAL_SECONDS
 
 
 def fallback_config(spec: ModelDeploymentSpec) -> FallbackConfig | None:
-    return parse_fallback((spec.raw.get("serving") or {}).get("fallback"))
+    return parse_fallback(spec.serving.fallback)
 
 
 def load_check_due(spec: ModelDeploymentSpec, status: Mapping[str, Any], now: float) -> bool:
     """Whether the shell should measure load (queue p95, request rate) for the fallback now."""
-    raw = (spec.raw.get("serving") or {}).get("fallback")
+    raw = spec.serving.fallback
     if not raw:
         return False
     interval = parse_duration(raw.get("interval"), DEFAULT_INTERVAL) or DEFAULT_INTERVAL

@@ -45,7 +45,7 @@ class Report(RolloutContext):
         shift = fallback_share(config, weights, rollout_active) if state.active else 0
         out = {**out, **state.to_status(), "weight": shift}
         out = {k: v for k, v in out.items() if v is not None}
-        self.wake(parse_duration(((self.spec.raw.get("serving") or {}).get("fallback") or {}).get("interval"),
+        self.wake(parse_duration((self.spec.serving.fallback or {}).get("interval"),
                                  DEFAULT_INTERVAL) or DEFAULT_INTERVAL)  # fmt: skip
         if not shift:
             return None, out
@@ -101,7 +101,7 @@ class Report(RolloutContext):
                                    message if degraded else "no problems", gen, now)  # fmt: skip
         if self.analysis_condition is not None:
             conditions = set_condition(conditions, ConditionType.ANALYSIS, *self.analysis_condition, gen, now)
-        if (self.spec.raw.get("serving") or {}).get("autoscaling"):
+        if self.spec.serving.autoscaling:
             # GPU awareness: an autoscaler that asks for pods no GPU node can take is limited, and says so.
             short = [s for r in replicas if (s := self.rev(r)) and s.unschedulable_reason == Reason.INSUFFICIENT_GPU]
             conditions = set_condition(
