@@ -15,7 +15,7 @@ help:
 	@echo "make cluster-down  stop it, leaving no process behind"
 	@echo "make run           run the operator in the foreground against the local cluster"
 	@echo "make unit          unit tests only (no cluster)"
-	@echo "make lint          ruff over operator, tests, e2e, bench and scripts"
+	@echo "make lint          ruff over operator, tests, e2e, testkit, bench and scripts"
 	@echo "make bench         every benchmark under bench/, each beside its peer (bench/run_all.py --quick: a smoke run)"
 
 $(VENV)/.installed: pyproject.toml
@@ -73,7 +73,7 @@ demo: deps install-crds
 	$(PY) e2e/demo.py
 
 lint: venv
-	$(VENV)/bin/ruff check operator tests e2e bench scripts
+	$(VENV)/bin/ruff check operator tests e2e bench scripts testkit conftest.py
 
 unit: venv
 	$(VENV)/bin/pytest -q tests/unit

@@ -8,7 +8,7 @@ cost. The proxy runs in its own process (as the sidecar does), capturing every r
 output gives p50/p95/p99 of both paths and the machine's load average, because on a shared
 machine the other jobs move every figure.
 
-Triton is the real tritonserver from tests/support/triton.py (Python-backend model, CPU). When it
+Triton is the real tritonserver from testkit/triton.py (Python-backend model, CPU). When it
 cannot be started, an aiohttp stand-in answers instead, and the report says so.
 
     .venv/bin/python bench/capture_latency.py [--rate 300] [--duration 10] [--json out.json] [--check]
@@ -40,8 +40,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from tests.support.iris import model_spec, write_repository  # noqa: E402
-from tests.support.triton import (  # noqa: E402
+from testkit.iris import model_spec, write_repository  # noqa: E402
+from testkit.triton import (  # noqa: E402
     TritonStartError,
     TritonUnavailable,
     free_ports,

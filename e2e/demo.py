@@ -23,12 +23,12 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from e2e.loop.driver import ClientMix  # noqa: E402
-from e2e.loop.harness import ClosedLoop  # noqa: E402
-from e2e.loop.manifests import deployment_spec, model_deployment, revision_of  # noqa: E402
-from e2e.loop.models import build_zoo  # noqa: E402
-from e2e.loop.monitor_process import running_monitor  # noqa: E402
-from tests.support.prometheus import PrometheusServer, ScrapeTarget  # noqa: E402
+from testkit.loop.driver import ClientMix  # noqa: E402
+from testkit.loop.harness import ClosedLoop  # noqa: E402
+from testkit.loop.manifests import deployment_spec, model_deployment, revision_of  # noqa: E402
+from testkit.loop.models import build_zoo  # noqa: E402
+from testkit.loop.monitor_process import running_monitor  # noqa: E402
+from testkit.prometheus import PrometheusServer, ScrapeTarget  # noqa: E402
 
 NAME = "cancer"
 # Every metric uses the operator's defaults: sequential tests that pass only on evidence (non-inferiority
@@ -163,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     from e2e.cluster.localcluster import LocalCluster
-    from tests.support.operator import OperatorProcess, install_operator_rbac
+    from testkit.operator import OperatorProcess, install_operator_rbac
 
     from modelpilot.controller.install import install_crds
     from modelpilot.controller.kube import KubeClient

@@ -27,8 +27,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
-from tests.support.triton import free_ports
-from tests.unit.capture.capture_fakes import running_fake_triton
+from testkit.capture_fakes import running_fake_triton
+from testkit.triton import free_ports
 
 WORKERS = 4
 

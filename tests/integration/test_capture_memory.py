@@ -23,8 +23,8 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from tests.support.triton import free_ports
-from tests.unit.capture.capture_fakes import running_monitor
+from testkit.capture_fakes import running_monitor
+from testkit.triton import free_ports
 
 from modelpilot.capture.manifests import MEMORY_LIMIT
 

@@ -20,8 +20,9 @@ from typing import Any, TypeVar
 import numpy as np
 import pytest
 from aiohttp.test_utils import TestServer
-from tests.support.iris import BIAS, CLASSES, WEIGHTS, model_spec, write_repository
-from tests.support.triton import (
+from testkit.capture_fakes import FakeMonitor, running_monitor
+from testkit.iris import BIAS, CLASSES, WEIGHTS, model_spec, write_repository
+from testkit.triton import (
     TritonHandle,
     TritonUnavailable,
     free_ports,
@@ -29,7 +30,6 @@ from tests.support.triton import (
     stub_environment,
     tritonserver_binary,
 )
-from tests.unit.capture.capture_fakes import FakeMonitor, running_monitor
 
 from modelpilot.capture.config import CaptureConfig
 from modelpilot.capture.metrics import CaptureMetrics

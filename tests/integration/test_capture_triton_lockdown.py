@@ -18,15 +18,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.integration.test_capture_triton import MODEL, capture_proxy
-from tests.support.iris import write_repository
-from tests.support.triton import (
+from testkit.iris import write_repository
+from testkit.triton import (
     TritonHandle,
     TritonUnavailable,
     running_tritonserver,
     stub_environment,
     tritonserver_binary,
 )
+from tests.integration.test_capture_triton import MODEL, capture_proxy
 
 from modelpilot.api.spec import parse_spec
 from modelpilot.capture.manifests import restricted_key

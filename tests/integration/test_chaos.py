@@ -40,10 +40,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from tests.support.exporter import RevisionExporter
-from tests.support.operator import OperatorProcess, free_port
-from tests.support.prometheus import ScrapeTarget
-from tests.support.wait import wait_for
+from testkit.exporter import RevisionExporter
+from testkit.operator import OperatorProcess, free_port
+from testkit.prometheus import ScrapeTarget
+from testkit.wait import wait_for
 
 from modelpilot.api.spec import parse_spec
 

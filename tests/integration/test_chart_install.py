@@ -21,7 +21,7 @@ import kubernetes
 import pytest
 import yaml
 from e2e.tools import helm
-from tests.support.wait import wait_for
+from testkit.wait import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.support.operator import free_port
-from tests.support.prometheus import ScrapeTarget
-from tests.support.wait import wait_for
+from testkit.operator import free_port
+from testkit.prometheus import ScrapeTarget
+from testkit.wait import wait_for
 
 from modelpilot.api.spec import parse_spec
 

@@ -6,7 +6,7 @@ setup requires it (`localize`):
 - `spec.model` becomes the zoo's model (the fleet's real `tritonserver` serves the zoo's scikit-learn models
   with the Python backend on the CPU; the example's TensorRT/ONNX/PyTorch artefacts do not exist here);
 - serving runs on the CPU pool with the loop's usual small requests (`LOCAL_RESOURCES`, as in
-  `e2e/loop/manifests.deployment_spec`): the Triton that really answers is the fleet's CPU process anyway,
+  `testkit/loop/manifests.deployment_spec`): the Triton that really answers is the fleet's CPU process anyway,
   and the local cluster's 16 kwok GPUs are shared by every concurrent test session. Keeping the examples'
   GPU requests made these tests wait on other sessions (seen: 16/16 GPUs allocated and 105 GPU pods pending;
   v1 took 50 s to be Ready, and a promotion waiting for the candidate at full size timed out). For
@@ -51,11 +51,11 @@ from typing import Any
 
 import pytest
 import yaml
-from e2e.loop.driver import ClientMix, infer_body
-from e2e.loop.harness import ClosedLoop
-from e2e.loop.manifests import model_deployment, revision_of
-from e2e.loop.models import BuiltModel
-from tests.support.wait import wait_for
+from testkit.loop.driver import ClientMix, infer_body
+from testkit.loop.harness import ClosedLoop
+from testkit.loop.manifests import model_deployment, revision_of
+from testkit.loop.models import BuiltModel
+from testkit.wait import wait_for
 
 from modelpilot.api import defaults
 from modelpilot.api.spec import parse_duration

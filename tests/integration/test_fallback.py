@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import kubernetes
 import pytest
-from tests.support.exporter import RevisionExporter
-from tests.support.prometheus import ScrapeTarget
-from tests.support.wait import wait_for
+from testkit.exporter import RevisionExporter
+from testkit.prometheus import ScrapeTarget
+from testkit.wait import wait_for
 
 pytestmark = pytest.mark.integration
 

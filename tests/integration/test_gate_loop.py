@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from e2e.loop.harness import ClosedLoop
-from e2e.loop.manifests import deployment_spec, model_deployment, revision_of
-from e2e.loop.models import LABEL
-from e2e.loop.monitor_process import running_monitor
-from tests.support.wait import wait_for
+from testkit.loop.harness import ClosedLoop
+from testkit.loop.manifests import deployment_spec, model_deployment, revision_of
+from testkit.loop.models import LABEL
+from testkit.loop.monitor_process import running_monitor
+from testkit.wait import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.triton, pytest.mark.prometheus]
 

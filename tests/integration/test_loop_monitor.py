@@ -11,11 +11,11 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from e2e.loop.driver import DriverConfig, TrafficDriver
-from e2e.loop.fleet import TritonFleet
-from e2e.loop.monitor_process import MonitorHandle, running_monitor
 from prometheus_client.parser import text_string_to_metric_families
-from tests.support.wait import wait_for
+from testkit.loop.driver import DriverConfig, TrafficDriver
+from testkit.loop.fleet import TritonFleet
+from testkit.loop.monitor_process import MonitorHandle, running_monitor
+from testkit.wait import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.triton]
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 import time
 
 import pytest
-from e2e.loop.fleet import triton_counter
-from e2e.loop.harness import ClosedLoop
-from e2e.loop.manifests import deployment_spec, model_deployment, revision_of
-from tests.support.wait import wait_for
+from testkit.loop.fleet import triton_counter
+from testkit.loop.harness import ClosedLoop
+from testkit.loop.manifests import deployment_spec, model_deployment, revision_of
+from testkit.wait import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.triton, pytest.mark.prometheus]
 

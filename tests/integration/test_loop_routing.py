@@ -15,11 +15,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
-from e2e.loop.driver import ClientMix, DriverConfig, TrafficDriver
-from e2e.loop.fleet import TritonFleet, triton_counter
-from e2e.loop.models import VARIANTS
-from tests.support.prometheus import ScrapeTarget
-from tests.support.wait import wait_for
+from testkit.loop.driver import ClientMix, DriverConfig, TrafficDriver
+from testkit.loop.fleet import TritonFleet, triton_counter
+from testkit.loop.models import VARIANTS
+from testkit.prometheus import ScrapeTarget
+from testkit.wait import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.triton]
 

@@ -19,13 +19,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from e2e.loop.harness import ClosedLoop
-from e2e.loop.manifests import deployment_spec, model_deployment, revision_of
-from e2e.loop.models import build_zoo
-from e2e.loop.monitor_process import MonitorHandle, running_monitor
 from prometheus_client.parser import text_string_to_metric_families
-from tests.support.prometheus import ScrapeTarget
-from tests.support.wait import wait_for
+from testkit.loop.harness import ClosedLoop
+from testkit.loop.manifests import deployment_spec, model_deployment, revision_of
+from testkit.loop.models import build_zoo
+from testkit.loop.monitor_process import MonitorHandle, running_monitor
+from testkit.prometheus import ScrapeTarget
+from testkit.wait import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.triton, pytest.mark.prometheus]
 
@@ -41,7 +41,7 @@ PAIRS = "modelpilot_monitor_shadow_pairs_total"
 
 @pytest.fixture(scope="module")
 def shadow_zoo(tmp_path_factory):
-    from tests.support.triton import TritonUnavailable, stub_environment, tritonserver_binary
+    from testkit.triton import TritonUnavailable, stub_environment, tritonserver_binary
 
     try:
         stub_environment(tritonserver_binary())

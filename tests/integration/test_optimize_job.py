@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import kubernetes
 import pytest
-from tests.support.wait import wait_for
+from testkit.wait import wait_for
 
 from modelpilot.api.spec import parse_spec
 

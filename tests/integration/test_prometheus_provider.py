@@ -10,8 +10,8 @@ from collections.abc import Iterator
 from contextlib import ExitStack
 
 import pytest
-from tests.support.exporter import RevisionExporter
-from tests.support.prometheus import PrometheusServer, ScrapeTarget, prometheus_binary
+from testkit.exporter import RevisionExporter
+from testkit.prometheus import PrometheusServer, ScrapeTarget, prometheus_binary
 
 from modelpilot.analysis.prometheus import PrometheusProvider
 from modelpilot.analysis.providers import MetricProblem

@@ -7,7 +7,7 @@ import time
 
 import kubernetes
 import pytest
-from tests.support.wait import wait_for
+from testkit.wait import wait_for
 
 from modelpilot.api.spec import parse_spec
 from modelpilot.serving.triton import render_config_pbtxt

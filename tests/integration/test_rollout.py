@@ -14,9 +14,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
-from tests.support.exporter import RevisionExporter
-from tests.support.prometheus import ScrapeTarget
-from tests.support.wait import wait_for
+from testkit.exporter import RevisionExporter
+from testkit.prometheus import ScrapeTarget
+from testkit.wait import wait_for
 
 from modelpilot.api.spec import parse_spec
 from modelpilot.cli import main as cli

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from google.protobuf import json_format, text_format
 from prometheus_client.parser import text_string_to_metric_families
-from tests.support.iris import BIAS, WEIGHTS, model_spec, write_repository
-from tests.support.triton import (
+from testkit.iris import BIAS, WEIGHTS, model_spec, write_repository
+from testkit.triton import (
     TritonUnavailable,
     free_ports,
     running_tritonserver,

@@ -118,3 +118,18 @@ def test_the_scan_sees_a_leak():
     reconcile = imports_of(PACKAGE / "controller" / "reconcile.py")
     assert any(not _within(m, ROLLOUT_CORE_MAY_IMPORT) for m in reconcile if m.startswith("modelpilot"))
     assert "modelpilot.rollout.decide" in reconcile
+
+
+def test_the_test_trees_share_testkit_and_import_nothing_from_each_other():
+    """tests/ and e2e/ both import testkit; testkit imports neither (e2e/cluster is tooling, not a test tree)."""
+    repo = PACKAGE.parents[1]
+    leaks = []
+    for tree, forbidden in (("testkit", ("tests", "e2e.loop", "e2e.demo", "e2e.test_demo")), ("e2e", ("tests",)),
+                            ("tests", ("e2e.loop", "e2e.demo", "e2e.test_demo"))):  # fmt: skip
+        for path in sorted((repo / tree).rglob("*.py")):
+            tree_imports = ast.walk(ast.parse(path.read_text()))
+            for node in tree_imports:
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                    [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []  # fmt: skip
+                leaks += [f"{path.relative_to(repo)} -> {n}" for n in names if _within(n, forbidden)]
+    assert not leaks, leaks

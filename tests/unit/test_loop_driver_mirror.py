@@ -18,9 +18,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
-from e2e.loop.driver import DriverConfig, TrafficDriver
-from e2e.loop.fleet import Endpoint
-from e2e.loop.models import LABEL, PROBABILITIES, Holdout
+from testkit.loop.driver import DriverConfig, TrafficDriver
+from testkit.loop.fleet import Endpoint
+from testkit.loop.models import LABEL, PROBABILITIES, Holdout
 
 from modelpilot.monitor.analyzer import Analyzer
 from modelpilot.monitor.config import RuntimeRevisions, parse_config

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 
-from e2e.loop.routes import RouteTable, shadow_authority
+from testkit.loop.routes import RouteTable, shadow_authority
 
 from modelpilot.api.spec import parse_spec
 from modelpilot.routing.istio import TrafficPlan, destination_rule, virtual_service

@@ -1,11 +1,11 @@
-"""Fixtures for the capture tests; the fakes themselves live in capture_fakes.py."""
+"""Fixtures for the capture tests; the fakes themselves live in testkit/capture_fakes.py."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
 import pytest
-from tests.unit.capture.capture_fakes import FakeMonitor, FakeTriton, running_fake_triton, running_monitor
+from testkit.capture_fakes import FakeMonitor, FakeTriton, running_fake_triton, running_monitor
 
 
 @pytest.fixture

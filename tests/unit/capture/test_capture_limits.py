@@ -13,8 +13,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from tests.support.triton import free_ports
-from tests.unit.capture.capture_fakes import FakeMonitor, FakeTriton, eventually
+from testkit.capture_fakes import FakeMonitor, FakeTriton, eventually
+from testkit.triton import free_ports
 from tests.unit.capture.test_capture_proxy import NO_AUTO, _config, _exchange, _infer_body, _proxy, _value
 from yarl import URL
 

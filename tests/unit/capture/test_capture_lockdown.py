@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from tests.support.iris import model_spec
+from testkit.iris import model_spec
 
 from modelpilot.api.spec import parse_spec
 from modelpilot.capture import CaptureConfig

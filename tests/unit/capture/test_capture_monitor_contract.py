@@ -8,7 +8,7 @@ from urllib.parse import quote
 import aiohttp
 import numpy as np
 from aiohttp.test_utils import TestServer
-from tests.unit.capture.capture_fakes import FakeTriton, eventually
+from testkit.capture_fakes import FakeTriton, eventually
 
 from modelpilot.capture.config import CaptureConfig
 from modelpilot.capture.metrics import CaptureMetrics

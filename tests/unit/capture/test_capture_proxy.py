@@ -13,8 +13,8 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
-from tests.support.triton import free_ports
-from tests.unit.capture.capture_fakes import FakeMonitor, FakeTriton, eventually, linear_model
+from testkit.capture_fakes import FakeMonitor, FakeTriton, eventually, linear_model
+from testkit.triton import free_ports
 from yarl import URL
 
 from modelpilot.capture.config import CaptureConfig

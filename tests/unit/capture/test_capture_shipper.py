@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 
 import pytest
-from tests.support.triton import free_ports
-from tests.unit.capture.capture_fakes import FakeMonitor, eventually, running_monitor
+from testkit.capture_fakes import FakeMonitor, eventually, running_monitor
+from testkit.triton import free_ports
 
 from modelpilot.capture.metrics import DROP_REASONS, CaptureMetrics
 from modelpilot.capture.shipper import Shipper, _retry_after, encode_record, ingest_url

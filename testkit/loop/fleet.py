@@ -15,11 +15,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from e2e.loop.models import MODEL_NAME, ModelZoo
 from prometheus_client.parser import text_string_to_metric_families
-from tests.support.triton import TritonHandle, free_ports, running_tritonserver
 
 from modelpilot.serving.triton import triton_args
+from testkit.loop.models import MODEL_NAME, ModelZoo
+from testkit.triton import TritonHandle, free_ports, running_tritonserver
 
 LOOPBACK_ARGS = ("--http-address=127.0.0.1", "--grpc-address=127.0.0.1", "--metrics-address=127.0.0.1")
 

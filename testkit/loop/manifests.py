@@ -9,9 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from e2e.loop.models import BuiltModel
-
 from modelpilot.api.spec import parse_spec
+from testkit.loop.models import BuiltModel
 
 API_VERSION = "modelpilot.io/v1alpha1"
 

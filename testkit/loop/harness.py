@@ -20,10 +20,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
-from e2e.loop.driver import DriverConfig, DriverStats, KubeReader, TrafficDriver
-from e2e.loop.fleet import Endpoint, TritonFleet
-from e2e.loop.models import ModelZoo
-from tests.support.prometheus import ScrapeTarget
+from testkit.loop.driver import DriverConfig, DriverStats, KubeReader, TrafficDriver
+from testkit.loop.fleet import Endpoint, TritonFleet
+from testkit.loop.models import ModelZoo
+from testkit.prometheus import ScrapeTarget
 
 
 class TargetSink(Protocol):

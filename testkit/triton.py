@@ -25,7 +25,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 INSTALL_SCRIPT = REPO_ROOT / "e2e" / "triton" / "install.sh"
 BINARY_ENV = "MODELPILOT_TRITONSERVER"
 STUB_ENV_ENV = "MODELPILOT_TRITON_STUB_ENV"

@@ -28,11 +28,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from e2e.loop.fleet import Endpoint
-from e2e.loop.mesh_metrics import MeshMetrics
-from e2e.loop.models import INPUT, LABEL, MODEL_NAME, PROBABILITIES, Holdout
-from e2e.loop.monitor_client import MonitorClient
-from e2e.loop.routes import RouteTable
+from testkit.loop.fleet import Endpoint
+from testkit.loop.mesh_metrics import MeshMetrics
+from testkit.loop.models import INPUT, LABEL, MODEL_NAME, PROBABILITIES, Holdout
+from testkit.loop.monitor_client import MonitorClient
+from testkit.loop.routes import RouteTable
 
 UNAVAILABLE = 503  # what Envoy answers when a connection to the upstream fails
 

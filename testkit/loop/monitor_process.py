@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
-from e2e.loop.models import LABEL, MODEL_NAME, load_data
+
+from testkit.loop.models import LABEL, MODEL_NAME, load_data
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Shared fixtures: the real local control plane, namespaces, and clients.
+"""Shared fixtures for tests/ and e2e/: the real local control plane, namespaces, and clients.
 
 Unit tests never touch these. Integration tests get a session-wide cluster: a healthy one
 from `make cluster-up` is reused, otherwise one is started and stopped around the session.
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[1]
 # Test namespaces are named t-<session>-<random>, and the session's operator watches only
 # t-<session>-*, so concurrent test sessions on one local cluster never reconcile each other's objects.
 SESSION = uuid.uuid4().hex[:6]
@@ -77,7 +77,7 @@ def namespace(api_client) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def operator_kubeconfig(kube, kubeconfig, tmp_path_factory) -> Path:
     """A kubeconfig holding a token for the operator's ServiceAccount (RBAC from rbac.py only)."""
-    from tests.support.operator import install_operator_rbac
+    from testkit.operator import install_operator_rbac
 
     return install_operator_rbac(kube, kubeconfig, tmp_path_factory.mktemp("operator") / "kubeconfig")
 
@@ -85,7 +85,7 @@ def operator_kubeconfig(kube, kubeconfig, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def prometheus(tmp_path_factory):
     """A real Prometheus (Debian's package) that scrapes whatever targets tests register."""
-    from tests.support.prometheus import PrometheusServer, prometheus_binary
+    from testkit.prometheus import PrometheusServer, prometheus_binary
 
     if prometheus_binary() is None:
         pytest.fail("prometheus is not installed: run `make deps` (apt-get install prometheus)")
@@ -108,7 +108,7 @@ def endpoints_file(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def operator(crds, operator_kubeconfig, prometheus, endpoints_file, tmp_path_factory):
     """The real operator as a subprocess, watching every namespace, under least-privilege RBAC."""
-    from tests.support.operator import OperatorProcess
+    from testkit.operator import OperatorProcess
 
     proc = OperatorProcess(operator_kubeconfig, tmp_path_factory.mktemp("operator-logs"), prometheus_url=prometheus.url,
                            namespaces=[f"t-{SESSION}-*"], env={"MODELPILOT_ENDPOINTS_FILE": str(endpoints_file)})  # fmt: skip
@@ -120,8 +120,8 @@ def operator(crds, operator_kubeconfig, prometheus, endpoints_file, tmp_path_fac
 @pytest.fixture(scope="session")
 def zoo(tmp_path_factory):
     """The closed loop's models, trained once per session (scikit-learn, real weights)."""
-    from e2e.loop.models import build_zoo
-    from tests.support.triton import TritonUnavailable, stub_environment, tritonserver_binary
+    from testkit.loop.models import build_zoo
+    from testkit.triton import TritonUnavailable, stub_environment, tritonserver_binary
 
     try:
         stub_environment(tritonserver_binary())

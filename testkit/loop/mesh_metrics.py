@@ -1,6 +1,6 @@
 """The Istio standard metrics the driver exports, as destination sidecars would report them.
 
-Same names, label set and buckets as ``tests/support/exporter.py`` (which mirrors what the
+Same names, label set and buckets as ``testkit/exporter.py`` (which mirrors what the
 operator's queries expect), so Prometheus cannot tell the driver's scrape from a mesh's.
 """
 
@@ -9,7 +9,8 @@ from __future__ import annotations
 import threading
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
-from tests.support.exporter import ISTIO_DURATION_BUCKETS_MS, ISTIO_LABELS
+
+from testkit.exporter import ISTIO_DURATION_BUCKETS_MS, ISTIO_LABELS
 
 SOURCE_WORKLOAD = "loop-driver"
 PRECREATED_CODES = (200, 500)
