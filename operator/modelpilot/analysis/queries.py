@@ -17,12 +17,13 @@ from datetime import timedelta
 from enum import StrEnum
 from typing import NamedTuple
 
+from modelpilot.api.spec import parse_duration
+
 # A range: CRD duration string ("1m", "1.5m"), seconds, or timedelta.
 Window = str | float | timedelta
 
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 # The CRD accepts Go-style durations ("1.5m", "1h30m"); Prometheus wants integer units.
-_CRD_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
 _UNIT_MS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000}
 _RE2_SPECIAL = set(r"\.+*?()|[]{}^$")
 # Deployment pods are <deployment>-<pod-template-hash>-<suffix>; neither part has a dash,
@@ -132,10 +133,7 @@ def promql_duration(value: Window) -> str:
     elif isinstance(value, int | float):
         millis = float(value) * 1000
     else:
-        parts = _CRD_DURATION_PART.findall(value)
-        if not parts or "".join(n + u for n, u in parts) != value:
-            raise ValueError(f"invalid duration {value!r}; use e.g. 30s, 1m, 1h30m")
-        millis = sum(float(number) * _UNIT_MS[unit] for number, unit in parts)
+        millis = (parse_duration(value) or 0.0) * 1000  # raises on anything but the CRD's form
     whole = round(millis)
     if whole <= 0 or abs(whole - millis) > 1e-6:
         raise ValueError(f"duration {value!r} must be a positive whole number of milliseconds")

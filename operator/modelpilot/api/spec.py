@@ -21,6 +21,8 @@ DEFAULT_TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"
 DEFAULT_REVISION_HEADER = "x-modelpilot-revision"
 REVISION_HASH_LENGTH = 8
 
+# The CRD's one duration form ("30s", "1.5m", "1h30m"): the schemas' pattern, parsed by parse_duration.
+DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
 _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 

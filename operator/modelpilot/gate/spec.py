@@ -10,10 +10,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from modelpilot.api.spec import parse_duration
+from modelpilot.api.spec import DURATION_PATTERN, parse_duration
 from modelpilot.gate.stats import CLASSIFICATION_TESTS, REGRESSION_TESTS
 
-_DURATION = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
+_DURATION = DURATION_PATTERN
 
 # The JSON schema for spec.rollout.steps[].gate (docs/intelligence.md shows it as YAML).
 GATE_SCHEMA: dict[str, Any] = {

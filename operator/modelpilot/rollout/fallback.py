@@ -20,11 +20,11 @@ from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
 from modelpilot.api.reasons import Reason
-from modelpilot.api.spec import parse_duration
+from modelpilot.api.spec import DURATION_PATTERN, parse_duration
 
 ENGAGED, RELEASED = Reason.FALLBACK_ENGAGED, Reason.FALLBACK_RELEASED
 DEFAULT_RECOVER_FRACTION = 0.7  # recovery threshold when only the trigger is given
-_DURATION = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
+_DURATION = DURATION_PATTERN
 _THRESHOLDS = {
     "type": "object",
     "properties": {

@@ -26,7 +26,7 @@ from modelpilot.analysis.queries import (
     promql_duration,
     triton_selector,
 )
-from modelpilot.api.spec import parse_duration
+from modelpilot.api.spec import DURATION_PATTERN, parse_duration
 from modelpilot.rollout.capacity import candidate_replicas
 from modelpilot.serving.manifests import Owner, revision_labels, revision_name
 
@@ -49,11 +49,11 @@ AUTOSCALING_SCHEMA: dict[str, Any] = {
                          "description": "How prometheus-adapter serves the metric to the HPA."},
         "engine": {"type": "string", "enum": list(ENGINES), "default": "auto",
                    "description": "auto: KEDA when its CRDs are installed, else the HPA."},
-        "window": {"type": "string", "pattern": r"^([0-9]+(ms|s|m|h))+$", "default": "1m",
+        "window": {"type": "string", "pattern": DURATION_PATTERN, "default": "1m",
                    "description": "PromQL rate window of the queue-time metric."},
-        "scaleUpStabilization": {"type": "string", "pattern": r"^([0-9]+(ms|s|m|h))+$", "default": "0s"},
-        "scaleDownStabilization": {"type": "string", "pattern": r"^([0-9]+(ms|s|m|h))+$", "default": "5m"},
-        "pollingInterval": {"type": "string", "pattern": r"^([0-9]+(ms|s|m|h))+$", "default": "15s",
+        "scaleUpStabilization": {"type": "string", "pattern": DURATION_PATTERN, "default": "0s"},
+        "scaleDownStabilization": {"type": "string", "pattern": DURATION_PATTERN, "default": "5m"},
+        "pollingInterval": {"type": "string", "pattern": DURATION_PATTERN, "default": "15s",
                             "description": "KEDA only: how often the query runs."},
     },
     "x-kubernetes-validations": [
