@@ -74,6 +74,7 @@ demo: deps install-crds
 
 lint: venv
 	$(VENV)/bin/ruff check operator tests e2e bench scripts testkit conftest.py
+	$(VENV)/bin/ruff format --check operator tests e2e bench scripts testkit conftest.py
 
 unit: venv
 	$(VENV)/bin/pytest -q tests/unit

@@ -206,15 +206,26 @@ def proxy_process(upstream_url: str, monitor_url: str, sample_rate: float) -> It
     (port,) = free_ports(1)
     spool = tempfile.mkdtemp(prefix="capture-bench-spool-")
     command = [
-        sys.executable, "-m", "modelpilot.capture.proxy",
-        "--listen", f"127.0.0.1:{port}",
-        "--upstream", upstream_url,
-        "--monitor-url", monitor_url,
-        "--model", "iris", "--revision", "bench",
-        "--sample-rate", str(sample_rate),
-        "--spool-dir", spool,
-        "--log-level", "WARNING",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "modelpilot.capture.proxy",
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--upstream",
+        upstream_url,
+        "--monitor-url",
+        monitor_url,
+        "--model",
+        "iris",
+        "--revision",
+        "bench",
+        "--sample-rate",
+        str(sample_rate),
+        "--spool-dir",
+        spool,
+        "--log-level",
+        "WARNING",
+    ]
     process = subprocess.Popen(command)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -466,7 +477,8 @@ def _print(result: dict[str, Any]) -> None:
     dropped = sum(v for k, v in m.items() if k.startswith("modelpilot_capture_dropped_total"))
     print(
         f"capture: {result['records_at_monitor']} records at the monitor in {result['monitor_posts']} posts for "
-        f"{result['proxied_requests_sent']} proxied requests; sampled {m.get('modelpilot_capture_sampled_total', 0):g}, "
+        f"{result['proxied_requests_sent']} proxied requests; sampled "
+        f"{m.get('modelpilot_capture_sampled_total', 0):g}, "
         f"spooled {m.get('modelpilot_capture_spooled_total', 0):g}, "
         f"shipped {m.get('modelpilot_capture_shipped_total', 0):g}, dropped {dropped:g}"
     )

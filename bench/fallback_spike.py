@@ -69,8 +69,11 @@ class Pool:
 
 def arrivals(rng: np.random.Generator, args: argparse.Namespace) -> np.ndarray:
     """Piecewise-constant Poisson arrivals: base, spike, base."""
-    segments = [(0.0, args.spike_at, args.base_rps), (args.spike_at, args.spike_at + args.spike_s, args.spike_rps),
-                (args.spike_at + args.spike_s, args.duration, args.base_rps)]  # fmt: skip
+    segments = [
+        (0.0, args.spike_at, args.base_rps),
+        (args.spike_at, args.spike_at + args.spike_s, args.spike_rps),
+        (args.spike_at + args.spike_s, args.duration, args.base_rps),
+    ]
     out = []
     for start, end, rate in segments:
         count = rng.poisson(rate * (end - start))
@@ -78,7 +81,9 @@ def arrivals(rng: np.random.Generator, args: argparse.Namespace) -> np.ndarray:
     return np.concatenate(out)
 
 
-def simulate(name: str, times: np.ndarray, fallback: dict | None, args: argparse.Namespace, seed: int) -> Outcome:
+def simulate(
+    name: str, times: np.ndarray, fallback: dict | None, args: argparse.Namespace, seed: int
+) -> Outcome:
     rng = np.random.default_rng(seed)
     big = Pool(args.big_servers, args.big_ms, rng, times.size)
     small = Pool(args.small_servers, args.small_ms, rng, times.size)
@@ -109,12 +114,16 @@ def row(out: Outcome, args: argparse.Namespace) -> str:
     within = np.mean(lat <= args.slo_ms) * 100
     within_spike = np.mean(lat[spike] <= args.slo_ms) * 100
     spike_p95 = np.percentile(lat[spike], 95)
-    return (f"{out.name:<22} {p50:>8.1f} {p95:>10.1f} {p99:>10.1f} {spike_p95:>12.1f} "
-            f"{within:>9.1f}% {within_spike:>10.1f}% {out.to_fallback.mean() * 100:>9.1f}% {out.switches:>5}")  # fmt: skip
+    return (
+        f"{out.name:<22} {p50:>8.1f} {p95:>10.1f} {p99:>10.1f} {spike_p95:>12.1f} "
+        f"{within:>9.1f}% {within_spike:>10.1f}% {out.to_fallback.mean() * 100:>9.1f}% {out.switches:>5}"
+    )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--duration", type=float, default=600.0)
     parser.add_argument("--base-rps", type=float, default=150.0)
     parser.add_argument("--spike-rps", type=float, default=320.0)
@@ -131,20 +140,29 @@ def main() -> None:
 
     started = time.perf_counter()
     times = arrivals(np.random.default_rng(args.seed), args)
-    base = {"host": "small.ml.svc", "triggers": {"queueP95Ms": 100, "requestRate": 250},
-            "recoverBelow": {"queueP95Ms": 40, "requestRate": 180}, "consecutive": 2,
-            "recoverConsecutive": 3, "minDwell": "30s"}  # fmt: skip
+    base = {
+        "host": "small.ml.svc",
+        "triggers": {"queueP95Ms": 100, "requestRate": 250},
+        "recoverBelow": {"queueP95Ms": 40, "requestRate": 180},
+        "consecutive": 2,
+        "recoverConsecutive": 3,
+        "minDwell": "30s",
+    }
     runs = [
         simulate("no fallback", times, None, args, args.seed + 1),
         simulate("fallback share 30 %", times, {**base, "share": 30}, args, args.seed + 1),
         simulate("fallback share 50 %", times, {**base, "share": 50}, args, args.seed + 1),
     ]
     capacity = args.big_servers * 1000 / args.big_ms
-    print(f"{times.size} requests over {args.duration:g} s; spike {args.base_rps:g} -> {args.spike_rps:g} req/s "
-          f"for {args.spike_s:g} s; primary capacity {capacity:g} req/s ({args.big_servers} x {args.big_ms:g} ms), "
-          f"fallback {args.small_servers} x {args.small_ms:g} ms; SLO {args.slo_ms:g} ms")  # fmt: skip
-    print(f"{'policy':<22} {'p50 ms':>8} {'p95 ms':>10} {'p99 ms':>10} {'spike p95':>12} "
-          f"{'in SLO':>10} {'spike SLO':>11} {'fallback':>10} {'swit.':>5}")  # fmt: skip
+    print(
+        f"{times.size} requests over {args.duration:g} s; spike {args.base_rps:g} -> {args.spike_rps:g} req/s "
+        f"for {args.spike_s:g} s; primary capacity {capacity:g} req/s ({args.big_servers} x {args.big_ms:g} ms), "
+        f"fallback {args.small_servers} x {args.small_ms:g} ms; SLO {args.slo_ms:g} ms"
+    )
+    print(
+        f"{'policy':<22} {'p50 ms':>8} {'p95 ms':>10} {'p99 ms':>10} {'spike p95':>12} "
+        f"{'in SLO':>10} {'spike SLO':>11} {'fallback':>10} {'swit.':>5}"
+    )
     for out in runs:
         print(row(out, args))
     print(f"({time.perf_counter() - started:.1f} s)")

@@ -120,8 +120,27 @@ README = REPO / "README.md"
 T0 = 1_000_000  # simulated epoch seconds (whole seconds: status timestamps are RFC 3339 to the second)
 DEFAULT_HORIZON_S = 4 * 3600
 # Istio's default buckets for istio_request_duration_milliseconds.
-ISTIO_BUCKETS_MS = (0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000,
-                    600000, 1800000, 3600000)  # fmt: skip
+ISTIO_BUCKETS_MS = (
+    0.5,
+    1,
+    5,
+    10,
+    25,
+    50,
+    100,
+    250,
+    500,
+    1000,
+    2500,
+    5000,
+    10000,
+    30000,
+    60000,
+    300000,
+    600000,
+    1800000,
+    3600000,
+)
 LATENCY_QUANTILES = {"latencyP50": 0.5, "latencyP90": 0.9, "latencyP95": 0.95, "latencyP99": 0.99}
 HEALTHY_TRITON_MS = 2.0
 HEALTHY_CUSTOM = 0.0
@@ -284,9 +303,11 @@ def describe_metrics(raw: Mapping[str, Any]) -> list[str]:
 def sequential_text(m: Mapping[str, Any]) -> str:
     """The sequential test's effective settings (the operator's defaults where the spec is silent)."""
     t = ProportionTest.from_metric(m)
-    horizon = (f"horizon: {t.detectable_ratio:g}x or +{t.detectable_increase:g} caught with power {t.power:g}"
-               if m.get("metric") != "predictionDrift" else f"horizon: a {t.detectable_increase:g} shift caught with "
-               f"power {t.power:g}")  # fmt: skip
+    horizon = (
+        f"horizon: {t.detectable_ratio:g}x or +{t.detectable_increase:g} caught with power {t.power:g}"
+        if m.get("metric") != "predictionDrift"
+        else f"horizon: a {t.detectable_increase:g} shift caught with power {t.power:g}"
+    )
     return f"tolerance {t.tolerance:g}, tau {t.tau:g}, minSamples {t.min_samples:g}, {horizon}"
 
 
@@ -451,8 +472,11 @@ class Simulator:
         self.p = (min(1.0, cell.stable_rate * cell.ratio), cell.stable_rate)
         share = model.drift_stable_share
         self.class0 = (min(1.0, max(0.0, share + cell.drift_shift)), share)
-        self.deadline = (int(scenario.raw.get("rollout", {}).get("progressDeadlineSeconds"))
-                         if "progressDeadlineSeconds" in (scenario.raw.get("rollout") or {}) else None)  # fmt: skip
+        self.deadline = (
+            int(scenario.raw.get("rollout", {}).get("progressDeadlineSeconds"))
+            if "progressDeadlineSeconds" in (scenario.raw.get("rollout") or {})
+            else None
+        )
         self.argo_interval = int(first_interval(scenario.raw))
         kinds = {
             (m.get("provider", "istio"), m.get("metric", "errorRate")) for m in analysed_metrics(scenario.raw)
@@ -518,21 +542,42 @@ class Simulator:
         name = str(metric["name"])
         provider, kind = metric.get("provider", "istio"), metric.get("metric", "errorRate")
         (nc, ns), (ec, es) = w.n, w.errors
-        counts = {"candidate_count": float(nc), "stable_count": float(ns),
-                  "candidate_errors": float(ec), "stable_errors": float(es)}  # fmt: skip
+        counts = {
+            "candidate_count": float(nc),
+            "stable_count": float(ns),
+            "candidate_errors": float(ec),
+            "stable_errors": float(es),
+        }
         if provider == "monitor" and kind == "predictionDrift" and not metric.get("query"):
             (pc, ps), (c0, s0) = w.predictions, w.class0
             cand = {"label/0": float(c0), "label/1": float(pc - c0)} if pc else {}
             stab = {"label/0": float(s0), "label/1": float(ps - s0)} if ps else {}
-            return MetricSample(name, None, candidate_classes=cand, stable_classes=stab,
-                                candidate_count=float(pc), stable_count=float(ps))  # fmt: skip
+            return MetricSample(
+                name,
+                None,
+                candidate_classes=cand,
+                stable_classes=stab,
+                candidate_count=float(pc),
+                stable_count=float(ps),
+            )
         if provider == "monitor" and kind == "accuracy" and not metric.get("query"):
             (wc, ws) = w.wrong
-            return MetricSample(name, 1 - wc / nc if nc else None, 1 - ws / ns if ns else None, candidate_count=float(nc),
-                                stable_count=float(ns), candidate_errors=float(wc), stable_errors=float(ws))  # fmt: skip
+            return MetricSample(
+                name,
+                1 - wc / nc if nc else None,
+                1 - ws / ns if ns else None,
+                candidate_count=float(nc),
+                stable_count=float(ns),
+                candidate_errors=float(wc),
+                stable_errors=float(ws),
+            )
         if provider == "monitor" and kind == "shadowAgreement" and not metric.get("query"):
-            return MetricSample(name, 1 - w.disagreements / nc if nc else None, candidate_count=float(nc),
-                                candidate_errors=float(w.disagreements))  # fmt: skip
+            return MetricSample(
+                name,
+                1 - w.disagreements / nc if nc else None,
+                candidate_count=float(nc),
+                candidate_errors=float(w.disagreements),
+            )
         if provider in ("istio", "triton"):
             if kind == "errorRate":
                 values = (ec / nc if nc else None, es / ns if ns else None)
@@ -578,7 +623,8 @@ class Simulator:
             if status.get("phase") == "RolledBack":
                 outcome, reason = (
                     ROLLED_BACK,
-                    f"rolled back ({ro.get('rollbackReason', '')}) at step {int(ro.get('step', 0)) + 1} by {failed(ro)}",
+                    f"rolled back ({ro.get('rollbackReason', '')}) at step {int(ro.get('step', 0)) + 1} by "
+                    f"{failed(ro)}",
                 )
                 break
             if ro.get("pausedReason") == "Inconclusive":
@@ -590,8 +636,12 @@ class Simulator:
                 window, step_key = Window(len(self.probs)), key
             if scaled_up:
                 continue  # pods asked for now are Available on the next pass, at the same time
-            if (index < len(steps) and "pause" in steps[index] and not (steps[index]["pause"] or {}).get("duration")
-                    and request == ro.get("handledRequest")):  # fmt: skip
+            if (
+                index < len(steps)
+                and "pause" in steps[index]
+                and not (steps[index]["pause"] or {}).get("duration")
+                and request == ro.get("handledRequest")
+            ):
                 promotes += 1  # a pause until promoted: QA says yes at once
                 request = f"promote@{promotes}"
                 continue
@@ -628,8 +678,9 @@ class Simulator:
         result.flagger = {
             t: flagger(result.windows, t, self.model.flagger_iterations) for t in FLAGGER_THRESHOLDS
         }
-        result.argo = argo(windows(offsets, n, errors, self.argo_interval, shift), ARGO_FAILURE_LIMIT,
-                           self.model.argo_count)  # fmt: skip
+        result.argo = argo(
+            windows(offsets, n, errors, self.argo_interval, shift), ARGO_FAILURE_LIMIT, self.model.argo_count
+        )
 
 
 def failed(ro: Mapping[str, Any]) -> str:
@@ -819,32 +870,42 @@ def print_scenario(scenario: Scenario, results: Sequence[CellResult], model: Mod
     steps = ", ".join(step_kind(s) + _step_detail(s) for s in scenario.new.rollout.steps)
     print(f"   steps: {steps}")
     deadline = (scenario.raw.get("rollout") or {}).get("progressDeadlineSeconds")
-    print(f"   horizon {model.horizon_s / 3600:g} h" + (f", a step past progressDeadlineSeconds={deadline}s also ends a run"
-                                                       if deadline else ""))  # fmt: skip
+    print(
+        f"   horizon {model.horizon_s / 3600:g} h"
+        + (f", a step past progressDeadlineSeconds={deadline}s also ends a run" if deadline else "")
+    )
     for line in describe_metrics(scenario.raw):
         print(f"   metric {line}")
     for line in describe_analyses(scenario.raw):
         print(f"   analysis {line}")
-    print(f"   baselines: Flagger 1m windows, promote after {model.flagger_iterations} passed checks; Argo every "
-          f"{first_interval(scenario.raw):g}s, failureLimit {ARGO_FAILURE_LIMIT}, count {model.argo_count}")  # fmt: skip
+    print(
+        f"   baselines: Flagger 1m windows, promote after {model.flagger_iterations} passed checks; Argo every "
+        f"{first_interval(scenario.raw):g}s, failureLimit {ARGO_FAILURE_LIMIT}, count {model.argo_count}"
+    )
     print(
         "   % promoted / rolled back / undecided (of which paused as Inconclusive); candidate requests at the "
         "decision p50/p90; time to decision p50"
     )
-    head = (f"   {'stable':>6} {'cand':>5} {'rps':>4} | {'ModelPilot':^50} | {'Flagger t=1':^19} | "
-            f"{'Flagger t=5':^19} | {'Argo':^19}")  # fmt: skip
+    head = (
+        f"   {'stable':>6} {'cand':>5} {'rps':>4} | {'ModelPilot':^50} | {'Flagger t=1':^19} | "
+        f"{'Flagger t=5':^19} | {'Argo':^19}"
+    )
     print(head)
-    print(f"   {'':>6} {'':>5} {'':>4} | {'prom':>5} {'back':>5} {'undec':>5} {'(paus)':>6} {'req50':>6} {'req90':>6}"
-          f" {'t50':>6}  {'runs':>4} | {'prom':>5} {'back':>5} {'req50':>6} | {'prom':>5} {'back':>5} {'req50':>6} | "
-          f"{'prom':>5} {'back':>5} {'req50':>6}")  # fmt: skip
+    print(
+        f"   {'':>6} {'':>5} {'':>4} | {'prom':>5} {'back':>5} {'undec':>5} {'(paus)':>6} {'req50':>6} {'req90':>6}"
+        f" {'t50':>6}  {'runs':>4} | {'prom':>5} {'back':>5} {'req50':>6} | {'prom':>5} {'back':>5} {'req50':>6} | "
+        f"{'prom':>5} {'back':>5} {'req50':>6}"
+    )
     for res in results:
         c, o = res.cell, res.ours
         f1, f5, a = res.flagger[1], res.flagger[5], res.argo
-        print(f"   {100 * c.stable_rate:5.1f}% {c.ratio:4.2g}x {c.rps:4.0f} | {pct(o.promoted)} {pct(o.rolled_back)} "
-              f"{pct(o.undecided)} ({pct(o.paused)}) {num(o.requests_p50)} {num(o.requests_p90)} {dur(o.seconds_p50)}"
-              f"  {o.runs:4d} | {pct(f1.promoted)} {pct(f1.rolled_back)} {num(f1.requests_p50)} | {pct(f5.promoted)} "
-              f"{pct(f5.rolled_back)} {num(f5.requests_p50)} | {pct(a.promoted)} {pct(a.rolled_back)} "
-              f"{num(a.requests_p50)}")  # fmt: skip
+        print(
+            f"   {100 * c.stable_rate:5.1f}% {c.ratio:4.2g}x {c.rps:4.0f} | {pct(o.promoted)} {pct(o.rolled_back)} "
+            f"{pct(o.undecided)} ({pct(o.paused)}) {num(o.requests_p50)} {num(o.requests_p90)} {dur(o.seconds_p50)}"
+            f"  {o.runs:4d} | {pct(f1.promoted)} {pct(f1.rolled_back)} {num(f1.requests_p50)} | {pct(f5.promoted)} "
+            f"{pct(f5.rolled_back)} {num(f5.requests_p50)} | {pct(a.promoted)} {pct(a.rolled_back)} "
+            f"{num(a.requests_p50)}"
+        )
     reasons: dict[str, int] = {}
     for res in results:
         for k, v in res.reasons.items():
@@ -896,9 +957,16 @@ def check_targets(scenario: Scenario, results: Sequence[CellResult], iterations:
         ok = all((v >= bound) if above else (v <= bound) for v, _ in vals)
         c, runs = bad[1].cell, bad[1].ours.runs
         low, high = clopper_pearson(round(bad[0] * runs), runs)
-        out.append(Target(scenario.name, name, ok, f"worst {what} {100 * bad[0]:.1f}% (95% CI {100 * low:.1f}-"
-                                                    f"{100 * high:.1f}%) at stable {100 * c.stable_rate:g}%, "
-                                                    f"{c.rps:g} req/s ({len(cells)} cells)"))  # fmt: skip
+        out.append(
+            Target(
+                scenario.name,
+                name,
+                ok,
+                f"worst {what} {100 * bad[0]:.1f}% (95% CI {100 * low:.1f}-"
+                f"{100 * high:.1f}%) at stable {100 * c.stable_rate:g}%, "
+                f"{c.rps:g} req/s ({len(cells)} cells)",
+            )
+        )
 
     healthy = [r for r in results if r.cell.ratio == 1.0]
     worst(
@@ -985,8 +1053,10 @@ def flagger_comparison(scenario: Scenario, results: Sequence[CellResult], iterat
             continue
         c = healthy.cell
         ours_fr, ours_req = healthy.ours.rolled_back, reg.ours.to_rollback_p50
-        head = (f"stable {100 * c.stable_rate:g}% {c.rps:g} req/s: ours false rollbacks {100 * ours_fr:.1f}%, 2x caught "
-                f"{100 * reg.ours.rolled_back:.0f}%, median requests to rollback {num(ours_req).strip()}")  # fmt: skip
+        head = (
+            f"stable {100 * c.stable_rate:g}% {c.rps:g} req/s: ours false rollbacks {100 * ours_fr:.1f}%, 2x caught "
+            f"{100 * reg.ours.rolled_back:.0f}%, median requests to rollback {num(ours_req).strip()}"
+        )
         # (a) Flagger's threshold at 99 %
         t = min(FLAGGER_THRESHOLDS, key=lambda t: abs(healthy.flagger[t].rolled_back - ours_fr))
         fl_fr = healthy.flagger[t].rolled_back
@@ -996,7 +1066,8 @@ def flagger_comparison(scenario: Scenario, results: Sequence[CellResult], iterat
             caught = reg.flagger[t]
             good, verdict = ratio_text(caught.to_rollback_p50, ours_req)
             oks_a.append(good)
-            text += f", 2x caught {100 * caught.rolled_back:.0f}%, {num(caught.to_rollback_p50).strip()} req -> {verdict}"
+            requests = num(caught.to_rollback_p50).strip()
+            text += f", 2x caught {100 * caught.rolled_back:.0f}%, {requests} req -> {verdict}"
         else:
             text += " [not comparable]"
         lines_a.append(f"{head}\n          {text}")
@@ -1009,8 +1080,10 @@ def flagger_comparison(scenario: Scenario, results: Sequence[CellResult], iterat
                 continue
             m, fr = cal
             caught = summarise(flagger(w, threshold, iterations, m) for w in reg.windows)
-            text = (f"Flagger threshold {threshold} @min {100 * m:.1f}%: false rollbacks {100 * fr:.1f}%, 2x caught "
-                    f"{100 * caught.rolled_back:.0f}%, {num(caught.to_rollback_p50).strip()} req")  # fmt: skip
+            text = (
+                f"Flagger threshold {threshold} @min {100 * m:.1f}%: false rollbacks {100 * fr:.1f}%, 2x caught "
+                f"{100 * caught.rolled_back:.0f}%, {num(caught.to_rollback_p50).strip()} req"
+            )
             if best is None or caught.to_rollback_p50 < best[0]:
                 best = (caught.to_rollback_p50, text)
         if best is None:
@@ -1025,11 +1098,17 @@ def flagger_comparison(scenario: Scenario, results: Sequence[CellResult], iterat
         return Target(scenario.name, name, all(oks) if oks else None, detail)
 
     return [
-        target("2x regression: >= 2x fewer requests than Flagger (a: its threshold at 99%, closest false rollbacks)",
-               oks_a, lines_a),
-        target("2x regression: >= 2x fewer requests than Flagger (b: thresholdRange.min tuned to our false rollbacks)",
-               oks_b, lines_b),
-    ]  # fmt: skip
+        target(
+            "2x regression: >= 2x fewer requests than Flagger (a: its threshold at 99%, closest false rollbacks)",
+            oks_a,
+            lines_a,
+        ),
+        target(
+            "2x regression: >= 2x fewer requests than Flagger (b: thresholdRange.min tuned to our false rollbacks)",
+            oks_b,
+            lines_b,
+        ),
+    ]
 
 
 def print_targets(targets: Sequence[Target]) -> None:
@@ -1046,23 +1125,35 @@ def drift_section(
     runs: int, seed: int, model: Model, rps_list: Sequence[float], shifts: Sequence[float], pool: Any = None
 ) -> list[Target]:
     sc = drift_scenario()
-    print(f"\n== prediction drift ({sc.source}); stable predicts class 0 in {100 * model.drift_stable_share:g}% "
-          f"(the demo's binary classifier), {100 * model.drift_sample_rate:g}% of predictions captured; "
-          "errors equal (1%)")  # fmt: skip
+    print(
+        f"\n== prediction drift ({sc.source}); stable predicts class 0 in {100 * model.drift_stable_share:g}% "
+        f"(the demo's binary classifier), {100 * model.drift_sample_rate:g}% of predictions captured; "
+        "errors equal (1%)"
+    )
     print(f"   steps: {', '.join(step_kind(s) + _step_detail(s) for s in sc.new.rollout.steps)}")
     for line in describe_metrics(sc.raw) + describe_analyses(sc.raw):
         print(f"   {line}")
-    print(f"   {'shift':>6} {'rps':>4} | {'prom':>5} {'back':>5} {'undec':>5} {'(paus)':>6} {'req50':>6} {'req90':>6} "
-          f"{'t50':>6}  runs")  # fmt: skip
+    print(
+        f"   {'shift':>6} {'rps':>4} | {'prom':>5} {'back':>5} {'undec':>5} {'(paus)':>6} {'req50':>6} {'req90':>6} "
+        f"{'t50':>6}  runs"
+    )
     targets = []
     cells = [Cell(0.01, 1.0, rps, shift) for shift in shifts for rps in rps_list]
     for res in run_cells(pool, sc.name, cells, runs, seed, model):
         shift, rps, o = res.cell.drift_shift, res.cell.rps, res.ours
-        print(f"   {100 * shift:+5.0f}p {rps:4.0f} | {pct(o.promoted)} {pct(o.rolled_back)} {pct(o.undecided)} "
-              f"({pct(o.paused)}) {num(o.requests_p50)} {num(o.requests_p90)} {dur(o.seconds_p50)}  {o.runs}")  # fmt: skip
+        print(
+            f"   {100 * shift:+5.0f}p {rps:4.0f} | {pct(o.promoted)} {pct(o.rolled_back)} {pct(o.undecided)} "
+            f"({pct(o.paused)}) {num(o.requests_p50)} {num(o.requests_p90)} {dur(o.seconds_p50)}  {o.runs}"
+        )
         if shift == 0:
-            targets.append(Target(sc.name, f"drift false rollbacks <= 1% at {rps:g} req/s", o.rolled_back <= 0.01,
-                                  f"{100 * o.rolled_back:.1f}% of {o.runs}"))  # fmt: skip
+            targets.append(
+                Target(
+                    sc.name,
+                    f"drift false rollbacks <= 1% at {rps:g} req/s",
+                    o.rolled_back <= 0.01,
+                    f"{100 * o.rolled_back:.1f}% of {o.runs}",
+                )
+            )
     return targets
 
 
@@ -1102,17 +1193,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.runs = min(args.runs, 40)
         args.stable = [0.01]
         args.ratios = [1.0, 2.0, 3.0]
-    model = Model(ab_share=args.ab_share, latency_median_ms=args.latency_median_ms, latency_sigma=args.latency_sigma,
-                  drift_stable_share=args.drift_stable_share, drift_sample_rate=args.drift_sample_rate,
-                  flagger_iterations=args.flagger_iterations, argo_count=args.argo_count, accuracy=args.accuracy,
-                  shadow_disagreement=args.shadow_disagreement)  # fmt: skip
+    model = Model(
+        ab_share=args.ab_share,
+        latency_median_ms=args.latency_median_ms,
+        latency_sigma=args.latency_sigma,
+        drift_stable_share=args.drift_stable_share,
+        drift_sample_rate=args.drift_sample_rate,
+        flagger_iterations=args.flagger_iterations,
+        argo_count=args.argo_count,
+        accuracy=args.accuracy,
+        shadow_disagreement=args.shadow_disagreement,
+    )
     started, cpu_started = time.perf_counter(), _cpu_seconds()
     fast = "off" if args.no_fast_paths else install_fast_paths()
     scenarios, skipped = load_scenarios(args.specs)
     pool = ProcessPoolExecutor(args.jobs) if args.jobs > 1 else None
-    print(f"rollout decisions: {args.runs} runs per cell, seed {args.seed}, traffic {args.rps} req/s, "
-          f"latency lognormal median {model.latency_median_ms:g} ms sigma {model.latency_sigma:g}, "
-          f"abTest matched share {100 * model.ab_share:g}%; fast paths: {fast}")  # fmt: skip
+    print(
+        f"rollout decisions: {args.runs} runs per cell, seed {args.seed}, traffic {args.rps} req/s, "
+        f"latency lognormal median {model.latency_median_ms:g} ms sigma {model.latency_sigma:g}, "
+        f"abTest matched share {100 * model.ab_share:g}%; fast paths: {fast}"
+    )
     for note in skipped:
         print(f"skipped {note}")
     targets: list[Target] = []
@@ -1160,7 +1260,10 @@ def install_fast_paths(check: int = 500, patch: Any = setattr) -> str:
         functools.lru_cache(8192)(status_module.rfc3339),
         functools.lru_cache(8192)(status_module.parse_rfc3339),
     )
-    core = [importlib.import_module(f"modelpilot.rollout.{m.name}") for m in pkgutil.iter_modules(modelpilot.rollout.__path__)]
+    core = [
+        importlib.import_module(f"modelpilot.rollout.{m.name}")
+        for m in pkgutil.iter_modules(modelpilot.rollout.__path__)
+    ]
     for module in core:
         for name, memo in (("rfc3339", fmt), ("parse_rfc3339", parse)):
             if hasattr(module, name):

@@ -31,7 +31,9 @@ BENCHES: dict[str, tuple[list[str], list[str]]] = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("names", nargs="*", help=f"only these benchmarks ({', '.join(BENCHES)})")
     parser.add_argument("--quick", action="store_true", help="smoke runs: every bench runs, no figures")
     args = parser.parse_args(argv)

@@ -153,8 +153,14 @@ def main() -> None:
         f"tau {args.tau:g}, {args.runs} runs per row, seed {args.seed}"
     )
     print("cells: rolled back within horizon | median candidate requests | median seconds (rolled-back runs)")
-    header = ["stable", "candidate", f"mSPRT {args.look}s looks", "mSPRT 60s looks", "Flagger threshold=1",
-              "Flagger threshold=5"]  # fmt: skip
+    header = [
+        "stable",
+        "candidate",
+        f"mSPRT {args.look}s looks",
+        "mSPRT 60s looks",
+        "Flagger threshold=1",
+        "Flagger threshold=5",
+    ]
     print(f"{header[0]:>7} {header[1]:>9} | " + " | ".join(f"{h:<22}" for h in header[2:]))
     scenarios = [(args.baseline, c) for c in args.candidates]
     if args.noisy_baseline:

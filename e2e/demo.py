@@ -38,19 +38,32 @@ LATENCY = {"name": "p99", "provider": "istio", "metric": "latencyP99", "maxRelat
 # The candidate's predicted-label shares against the stable revision's (sequential, Bonferroni over the
 # classes): a good retrain moves them by a point or two, the drifting build by about 40 points.
 DRIFT = {"name": "prediction-drift", "provider": "monitor", "metric": "predictionDrift", "output": "LABEL"}
-MONITORING = {"enabled": True, "sampleRate": 1.0, "outputs": {"prediction": "LABEL"}, "window": "1h",
-              "labelJoinWindow": "1h"}  # fmt: skip
+MONITORING = {
+    "enabled": True,
+    "sampleRate": 1.0,
+    "outputs": {"prediction": "LABEL"},
+    "window": "1h",
+    "labelJoinWindow": "1h",
+}
 # Checks every 3 s (the demo is short); the inconclusive limit is raised to match: 200 checks = 10 minutes
 # of collecting evidence before a human is asked. Everything else is the operator's default.
 CHECKS = {"interval": "3s", "inconclusiveLimit": 200}
-CANARY = [{"setWeight": 30}, {"analysis": {**CHECKS, "metrics": [ERRORS, LATENCY, DRIFT]}}, {"setWeight": 60},
-          {"analysis": {**CHECKS, "metrics": [ERRORS, LATENCY, DRIFT]}}]  # fmt: skip
+CANARY = [
+    {"setWeight": 30},
+    {"analysis": {**CHECKS, "metrics": [ERRORS, LATENCY, DRIFT]}},
+    {"setWeight": 60},
+    {"analysis": {**CHECKS, "metrics": [ERRORS, LATENCY, DRIFT]}},
+]
 DRIFT_CANARY = [{"setWeight": 50}, {"analysis": {**CHECKS, "metrics": [ERRORS, LATENCY, DRIFT]}}]
-SHADOW = [{"shadow": {"mirrorPercentage": 100, "duration": "6s"}}, {"setWeight": 50},
-          {"analysis": {**CHECKS, "metrics": [ERRORS, LATENCY, DRIFT]}}]  # fmt: skip
+SHADOW = [
+    {"shadow": {"mirrorPercentage": 100, "duration": "6s"}},
+    {"setWeight": 50},
+    {"analysis": {**CHECKS, "metrics": [ERRORS, LATENCY, DRIFT]}},
+]
 # The A/B step is analysed while it runs, with spec.rollout.analysis (the two arms are compared).
 AB = [{"abTest": {"header": {"name": "x-user-group", "exact": "beta"}, "duration": "6s"}}]
 AB_ANALYSIS = {**CHECKS, "metrics": [ERRORS, LATENCY, DRIFT]}
+
 
 @dataclass(frozen=True)
 class Stage:
@@ -69,7 +82,9 @@ STAGES = (
     Stage("canary v2 failing 30% of requests", "failing-v2", CANARY, "RolledBack", "AnalysisFailed"),
     Stage("canary v2 whose predictions drift", "drifting-v2", DRIFT_CANARY, "RolledBack", "DriftDetected"),
     Stage("shadow v1 (mirrored), then canary", "good-v1", SHADOW, "promoted", seen=("mirror",)),
-    Stage("A/B test v2 on x-user-group: beta", "good-v2", AB, "promoted", seen=("match",), analysis=AB_ANALYSIS),
+    Stage(
+        "A/B test v2 on x-user-group: beta", "good-v2", AB, "promoted", seen=("match",), analysis=AB_ANALYSIS
+    ),
 )
 
 
@@ -121,16 +136,32 @@ def run_stage(loop: ClosedLoop, kube, zoo, namespace: str, stage: Stage, timeout
             if route.get("name") == "ab-candidate":
                 seen.add("match")
         ro = st.get("rollout") or {}
-        if stage.outcome == "RolledBack" and st.get("phase") == "RolledBack" and ro.get("blocked") == revision:
+        if (
+            stage.outcome == "RolledBack"
+            and st.get("phase") == "RolledBack"
+            and ro.get("blocked") == revision
+        ):
             break
-        if stage.outcome != "RolledBack" and st.get("stableRevision") == revision and st.get("phase") == "Ready":
+        if (
+            stage.outcome != "RolledBack"
+            and st.get("stableRevision") == revision
+            and st.get("phase") == "Ready"
+        ):
             break
         time.sleep(0.3)
     ro = st.get("rollout") or {}
     elapsed = time.monotonic() - started
     if stage.outcome == "RolledBack":
-        got = f"RolledBack ({ro.get('rollbackReason', '?')})" if st.get("phase") == "RolledBack" else str(st.get("phase"))
-        ok = st.get("phase") == "RolledBack" and ro.get("blocked") == revision and ro.get("rollbackReason") == stage.reason
+        got = (
+            f"RolledBack ({ro.get('rollbackReason', '?')})"
+            if st.get("phase") == "RolledBack"
+            else str(st.get("phase"))
+        )
+        ok = (
+            st.get("phase") == "RolledBack"
+            and ro.get("blocked") == revision
+            and ro.get("rollbackReason") == stage.reason
+        )
         detail = str(ro.get("rollbackMessage", ""))
     else:
         done = st.get("stableRevision") == revision and st.get("phase") == "Ready"
@@ -144,12 +175,17 @@ def summary(results: Sequence[Result], loop: ClosedLoop) -> str:
     lines = ["", f"{'stage':<38} {'expected':<28} {'got':<28} {'time':>6}  result"]
     for r in results:
         expected = f"{r.stage.outcome} ({r.stage.reason})" if r.stage.reason else r.stage.outcome
-        lines.append(f"{r.stage.title:<38} {expected:<28} {r.got:<28} {r.seconds:5.0f}s  {'OK' if r.ok else 'MISMATCH'}")
+        lines.append(
+            f"{r.stage.title:<38} {expected:<28} {r.got:<28} {r.seconds:5.0f}s  {'OK' if r.ok else 'MISMATCH'}"
+        )
         lines.append(f"{'':<38} {r.detail}")
     lines += ["", "what users were served, per revision (as the traffic driver saw it):"]
     for rev, counts in sorted(loop.stats().revisions.items()):
         acc = f"{counts.accuracy:.3f}" if counts.accuracy is not None else "-"
-        lines.append(f"  {rev} {loop.revisions.get(rev, '?'):<12} requests {counts.served:>6}  5xx {counts.errors:>5}  accuracy {acc}")
+        lines.append(
+            f"  {rev} {loop.revisions.get(rev, '?'):<12} requests {counts.served:>6}  5xx {counts.errors:>5} "
+            f" accuracy {acc}"
+        )
     return "\n".join(lines)
 
 
@@ -188,16 +224,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         prometheus = stack.enter_context(PrometheusServer([], scrape_interval="1s", file_sd=sd))
         monitor = stack.enter_context(running_monitor(work / "monitor", args.namespace))
         print(f"prometheus {prometheus.url}   monitor {monitor.url}")
-        operator = OperatorProcess(install_operator_rbac(kube, cluster.kubeconfig, work / "kubeconfig"), work,
-                                   prometheus_url=prometheus.url, namespaces=[args.namespace])  # fmt: skip
+        operator = OperatorProcess(
+            install_operator_rbac(kube, cluster.kubeconfig, work / "kubeconfig"),
+            work,
+            prometheus_url=prometheus.url,
+            namespaces=[args.namespace],
+        )
         operator.start()
         stack.callback(operator.stop)
         stack.callback(kube.delete, "ModelDeployment", NAME, args.namespace)
         beta = ClientMix("beta", 0.3, {"x-user-group": "beta"})
-        loop = stack.enter_context(ClosedLoop(
-            kube=kube, zoo=zoo, namespace=args.namespace, name=NAME, prometheus=WithMonitor(prometheus, monitor.url.removeprefix("http://")),
-            revisions=revisions, rate=args.rate, monitor_url=monitor.url, clients=[beta], duration_s=3600, log_dir=work,
-        ))  # fmt: skip
+        loop = stack.enter_context(
+            ClosedLoop(
+                kube=kube,
+                zoo=zoo,
+                namespace=args.namespace,
+                name=NAME,
+                prometheus=WithMonitor(prometheus, monitor.url.removeprefix("http://")),
+                revisions=revisions,
+                rate=args.rate,
+                monitor_url=monitor.url,
+                clients=[beta],
+                duration_s=3600,
+                log_dir=work,
+            )
+        )
         for stage in STAGES:
             results.append(run_stage(loop, kube, zoo, args.namespace, stage, args.stage_timeout))
             if not results[-1].ok:

@@ -33,7 +33,11 @@ def render_rules() -> str:
     """The chart's rules file, exactly as rbac.py defines the rules now."""
     from modelpilot.controller import rbac
 
-    body = {"namespaced": rbac.NAMESPACED_RULES, "cluster": rbac.CLUSTER_RULES, "clusterWide": rbac.CLUSTER_WIDE_RULES}
+    body = {
+        "namespaced": rbac.NAMESPACED_RULES,
+        "cluster": rbac.CLUSTER_RULES,
+        "clusterWide": rbac.CLUSTER_WIDE_RULES,
+    }
     return HEADER + yaml.safe_dump(body, sort_keys=False, default_flow_style=False)
 
 
@@ -66,7 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     RULES_FILE.write_text(render_rules())
     for src, dst in crd_pairs():
         shutil.copyfile(src, dst)
-    print(f"wrote {RULES_FILE.relative_to(REPO)} and {len(crd_pairs())} CRD file(s) under {CRD_TARGET.relative_to(REPO)}")
+    print(
+        f"wrote {RULES_FILE.relative_to(REPO)} and {len(crd_pairs())} CRD file(s) under {CRD_TARGET.relative_to(REPO)}"
+    )
     return 0
 
 

@@ -78,7 +78,9 @@ def constraints(schema: dict[str, Any]) -> str:
         parts.append(f"pattern `{schema['pattern']}`")
     if schema.get("x-kubernetes-list-type"):
         keys = schema.get("x-kubernetes-list-map-keys")
-        parts.append(f"list-type {schema['x-kubernetes-list-type']}" + (f" (keys {', '.join(keys)})" if keys else ""))
+        parts.append(
+            f"list-type {schema['x-kubernetes-list-type']}" + (f" (keys {', '.join(keys)})" if keys else "")
+        )
     return "; ".join(parts)
 
 
@@ -101,8 +103,14 @@ def walk(schema: dict[str, Any], path: str, required: bool = False) -> Iterator[
         if item.get("type") != "array":
             extra = constraints(item)
             if extra:
-                yield Field(path, type_name(item), _value(item["default"]) if "default" in item else "", extra,
-                            " ".join(str(item.get("description", "")).split()), False)  # fmt: skip
+                yield Field(
+                    path,
+                    type_name(item),
+                    _value(item["default"]) if "default" in item else "",
+                    extra,
+                    " ".join(str(item.get("description", "")).split()),
+                    False,
+                )
             return
     needed = set(item.get("required") or ())
     for name, child in (item.get("properties") or {}).items():
@@ -131,7 +139,9 @@ def _table(fields: list[Field]) -> list[str]:
     for f in fields:
         name = f"`{f.path}`" + (" (required)" if f.required else "")
         default = f"`{f.default}`" if f.default else ""
-        lines.append(f"| {_cell(name)} | {_cell(f.type)} | {_cell(default)} | {_cell(f.constraints)} | {_cell(f.description)} |")
+        lines.append(
+            f"| {_cell(name)} | {_cell(f.type)} | {_cell(default)} | {_cell(f.constraints)} | {_cell(f.description)} |"
+        )
     return lines
 
 
@@ -160,8 +170,18 @@ def render(crd: dict[str, Any]) -> str:
     out += ["## Contents", ""]
     for name in root["properties"]["spec"]["properties"]:
         out.append(f"- [`spec.{name}`](#spec{name.lower()})")
-    out += ["- [`status`](#status)", "- [Validation rules](#validation-rules)", "- [kubectl columns](#kubectl-columns)", ""]
-    out += ["## metadata", "", "Standard object metadata. `metadata.name` is limited to 45 characters (see the rules below).", ""]
+    out += [
+        "- [`status`](#status)",
+        "- [Validation rules](#validation-rules)",
+        "- [kubectl columns](#kubectl-columns)",
+        "",
+    ]
+    out += [
+        "## metadata",
+        "",
+        "Standard object metadata. `metadata.name` is limited to 45 characters (see the rules below).",
+        "",
+    ]
     spec_schema = root["properties"]["spec"]
     needed = set(spec_schema.get("required") or ())
     for name, child in spec_schema["properties"].items():
@@ -171,12 +191,25 @@ def render(crd: dict[str, Any]) -> str:
     out += ["## status", "", "Written by the operator only (status subresource).", ""]
     out += _table([f for f in walk(root["properties"]["status"], "status") if f.path != "status"])
     out.append("")
-    out += ["## Validation rules", "", "CEL rules the API server evaluates on create and update.", "",
-            "| Where | Rule | Message |", "| --- | --- | --- |"]
+    out += [
+        "## Validation rules",
+        "",
+        "CEL rules the API server evaluates on create and update.",
+        "",
+        "| Where | Rule | Message |",
+        "| --- | --- | --- |",
+    ]
     for where, rule, message in rules(root, ""):
         out.append(f"| `{_cell(where.lstrip('.') or '(object)')}` | `{_cell(rule)}` | {_cell(message)} |")
-    out += ["", "## kubectl columns", "", "`kubectl get modeldeployments` (`-o wide` adds the priority-1 columns).", "",
-            "| Column | JSONPath | Type | Wide only |", "| --- | --- | --- | --- |"]
+    out += [
+        "",
+        "## kubectl columns",
+        "",
+        "`kubectl get modeldeployments` (`-o wide` adds the priority-1 columns).",
+        "",
+        "| Column | JSONPath | Type | Wide only |",
+        "| --- | --- | --- | --- |",
+    ]
     for col in version.get("additionalPrinterColumns") or ():
         wide = "yes" if col.get("priority", 0) > 0 else ""
         out.append(f"| {col['name']} | `{col['jsonPath']}` | {col['type']} | {wide} |")

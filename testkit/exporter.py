@@ -18,9 +18,26 @@ from prometheus_client.registry import Collector
 LOOPBACK = "127.0.0.1"
 # Istio's default buckets for istio_request_duration_milliseconds.
 ISTIO_DURATION_BUCKETS_MS = (
-    0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000,
-    30000, 60000, 300000, 600000, 1800000, 3600000,
-)  # fmt: skip
+    0.5,
+    1,
+    5,
+    10,
+    25,
+    50,
+    100,
+    250,
+    500,
+    1000,
+    2500,
+    5000,
+    10000,
+    30000,
+    60000,
+    300000,
+    600000,
+    1800000,
+    3600000,
+)
 ISTIO_LABELS = (
     "reporter",
     "source_workload",
@@ -63,8 +80,11 @@ class _TritonCounters(Collector):
             yield family
         if queue_p95 is not None:  # what Triton serves with --metrics-config=summary_latencies=true
             family = Metric("nv_inference_queue_summary_us", "Triton queue summary", "summary")
-            family.add_sample("nv_inference_queue_summary_us", {"model": self.model, "version": self.version,
-                                                                 "quantile": "0.95"}, queue_p95)  # fmt: skip
+            family.add_sample(
+                "nv_inference_queue_summary_us",
+                {"model": self.model, "version": self.version, "quantile": "0.95"},
+                queue_p95,
+            )
             yield family
 
 

@@ -110,8 +110,13 @@ def operator(crds, operator_kubeconfig, prometheus, endpoints_file, tmp_path_fac
     """The real operator as a subprocess, watching every namespace, under least-privilege RBAC."""
     from testkit.operator import OperatorProcess
 
-    proc = OperatorProcess(operator_kubeconfig, tmp_path_factory.mktemp("operator-logs"), prometheus_url=prometheus.url,
-                           namespaces=[f"t-{SESSION}-*"], env={"MODELPILOT_ENDPOINTS_FILE": str(endpoints_file)})  # fmt: skip
+    proc = OperatorProcess(
+        operator_kubeconfig,
+        tmp_path_factory.mktemp("operator-logs"),
+        prometheus_url=prometheus.url,
+        namespaces=[f"t-{SESSION}-*"],
+        env={"MODELPILOT_ENDPOINTS_FILE": str(endpoints_file)},
+    )
     proc.start()
     yield proc
     proc.stop()

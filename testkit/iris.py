@@ -19,7 +19,7 @@ WEIGHTS = np.array([[0.5, 1.0, -2.0, -1.0], [0.4, -0.6, 1.2, -1.5], [-0.9, -0.7,
 BIAS = np.array([0.3, 0.1, -0.4], dtype=np.float32)
 CLASSES = ["setosa", "versicolor", "virginica"]
 
-_MODEL_PY = '''
+_MODEL_PY = """
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
@@ -42,17 +42,30 @@ class TritonPythonModel:
                 tensors.append(pb_utils.Tensor("CLASS", names))
             responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
         return responses
-'''
+"""
 
 
 def model_spec(*, with_class: bool = False, **config: Any) -> dict[str, Any]:
     """spec.model for the classifier; keyword arguments add or replace keys under `config`."""
-    outputs = [{"name": "SCORES", "dataType": "TYPE_FP32", "dims": [3]}, {"name": "LABEL", "dataType": "TYPE_INT64", "dims": [1]}]
+    outputs = [
+        {"name": "SCORES", "dataType": "TYPE_FP32", "dims": [3]},
+        {"name": "LABEL", "dataType": "TYPE_INT64", "dims": [1]},
+    ]
     if with_class:
         outputs.append({"name": "CLASS", "dataType": "TYPE_STRING", "dims": [1]})
-    base = {"maxBatchSize": 8, "instanceGroups": [{"count": 1, "kind": "KIND_CPU"}],
-            "inputs": [{"name": "INPUT0", "dataType": "TYPE_FP32", "dims": [4]}], "outputs": outputs}  # fmt: skip
-    return {"name": "iris", "repository": "/models", "version": "1", "format": "python", "config": {**base, **copy.deepcopy(config)}}
+    base = {
+        "maxBatchSize": 8,
+        "instanceGroups": [{"count": 1, "kind": "KIND_CPU"}],
+        "inputs": [{"name": "INPUT0", "dataType": "TYPE_FP32", "dims": [4]}],
+        "outputs": outputs,
+    }
+    return {
+        "name": "iris",
+        "repository": "/models",
+        "version": "1",
+        "format": "python",
+        "config": {**base, **copy.deepcopy(config)},
+    }
 
 
 def write_repository(root: Path, model: dict[str, Any]) -> str:
@@ -60,7 +73,9 @@ def write_repository(root: Path, model: dict[str, Any]) -> str:
     with_class = any(o["name"] == "CLASS" for o in model["config"]["outputs"])
     model_dir = root / model["name"]
     (model_dir / model["version"]).mkdir(parents=True, exist_ok=True)
-    code = _MODEL_PY.format(weights=WEIGHTS.tolist(), bias=BIAS.tolist(), classes=CLASSES, with_class=with_class)
+    code = _MODEL_PY.format(
+        weights=WEIGHTS.tolist(), bias=BIAS.tolist(), classes=CLASSES, with_class=with_class
+    )
     (model_dir / model["version"] / "model.py").write_text(textwrap.dedent(code))
     config = render_config_pbtxt(model)
     (model_dir / "config.pbtxt").write_text(config)

@@ -45,7 +45,11 @@ def install_operator_rbac(kube: KubeClient, admin_kubeconfig: Path, out: Path) -
     token = kube._call(
         "POST",
         f"/api/v1/namespaces/{OPERATOR_NAMESPACE}/serviceaccounts/{SERVICE_ACCOUNT}/token",
-        body={"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": 86400}},
+        body={
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": {"expirationSeconds": 86400},
+        },
     )["status"]["token"]
     admin = yaml.safe_load(admin_kubeconfig.read_text())
     cluster = admin["clusters"][0]["cluster"]
@@ -53,12 +57,19 @@ def install_operator_rbac(kube: KubeClient, admin_kubeconfig: Path, out: Path) -
     config = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": "local", "cluster": {"server": cluster["server"],
-                                                   "certificate-authority-data": base64.b64encode(ca).decode()}}],
+        "clusters": [
+            {
+                "name": "local",
+                "cluster": {
+                    "server": cluster["server"],
+                    "certificate-authority-data": base64.b64encode(ca).decode(),
+                },
+            }
+        ],
         "users": [{"name": SERVICE_ACCOUNT, "user": {"token": token}}],
         "contexts": [{"name": "operator", "context": {"cluster": "local", "user": SERVICE_ACCOUNT}}],
         "current-context": "operator",
-    }  # fmt: skip
+    }
     out.write_text(yaml.safe_dump(config))
     return out
 
@@ -66,13 +77,27 @@ def install_operator_rbac(kube: KubeClient, admin_kubeconfig: Path, out: Path) -
 def _apply_any(kube: KubeClient, obj: dict) -> None:
     """Server-side apply objects of kinds the operator's client has no table entry for (RBAC)."""
     group_version = obj["apiVersion"]
-    plural = {"ServiceAccount": "serviceaccounts", "ClusterRole": "clusterroles", "ClusterRoleBinding": "clusterrolebindings",
-              "Role": "roles", "RoleBinding": "rolebindings"}[obj["kind"]]  # fmt: skip
+    plural = {
+        "ServiceAccount": "serviceaccounts",
+        "ClusterRole": "clusterroles",
+        "ClusterRoleBinding": "clusterrolebindings",
+        "Role": "roles",
+        "RoleBinding": "rolebindings",
+    }[obj["kind"]]
     base = "/api/v1" if group_version == "v1" else f"/apis/{group_version}"
     ns = obj["metadata"].get("namespace")
-    path = f"{base}/namespaces/{ns}/{plural}/{obj['metadata']['name']}" if ns else f"{base}/{plural}/{obj['metadata']['name']}"
-    kube._call("PATCH", path, body=obj, query=[("fieldManager", "modelpilot-tests"), ("force", "true")],
-               content_type="application/apply-patch+yaml")  # fmt: skip
+    path = (
+        f"{base}/namespaces/{ns}/{plural}/{obj['metadata']['name']}"
+        if ns
+        else f"{base}/{plural}/{obj['metadata']['name']}"
+    )
+    kube._call(
+        "PATCH",
+        path,
+        body=obj,
+        query=[("fieldManager", "modelpilot-tests"), ("force", "true")],
+        content_type="application/apply-patch+yaml",
+    )
 
 
 def _renice(pid: int, priority: int) -> None:
@@ -89,8 +114,14 @@ def _renice(pid: int, priority: int) -> None:
 class OperatorProcess:
     """A running `modelpilot run`; restartable, with its /metrics readable."""
 
-    def __init__(self, kubeconfig: Path, log_dir: Path, prometheus_url: str | None = None,
-                 namespaces: list[str] | None = None, env: dict[str, str] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        kubeconfig: Path,
+        log_dir: Path,
+        prometheus_url: str | None = None,
+        namespaces: list[str] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.kubeconfig = kubeconfig
         self.extra_env = dict(env or {})
         self.namespaces = namespaces or []
@@ -102,8 +133,16 @@ class OperatorProcess:
         self._spare: tuple[subprocess.Popen, int] | None = None  # (process, its metrics port), see use_spares
 
     def _run_args(self, metrics_port: int) -> list[str]:
-        args = ["run", "--standalone", "--kubeconfig", str(self.kubeconfig),
-                "--metrics-port", str(metrics_port), "--metrics-addr", "127.0.0.1"]  # fmt: skip
+        args = [
+            "run",
+            "--standalone",
+            "--kubeconfig",
+            str(self.kubeconfig),
+            "--metrics-port",
+            str(metrics_port),
+            "--metrics-addr",
+            "127.0.0.1",
+        ]
         for pattern in self.namespaces:
             args += ["--namespace", pattern]
         return args
@@ -127,17 +166,25 @@ class OperatorProcess:
             port = free_port()
             log = open(self.log_dir / f"operator-{self.starts + 1}.log", "wb")  # noqa: SIM115 - owned by the child
             priority = os.getpriority(os.PRIO_PROCESS, 0)
-            code = ("import os, sys\n"
-                    "import modelpilot.cli, modelpilot.controller.handlers, modelpilot.controller.measure\n"
-                    "import modelpilot.controller.gate\n"
-                    "if sys.stdin.readline().strip() != 'go':\n    sys.exit(0)\n"
-                    "try:\n"
-                    f"    os.setpriority(os.PRIO_PROCESS, 0, {priority})\n"
-                    "except OSError:\n    pass\n"
-                    "sys.exit(modelpilot.cli.main(sys.argv[1:]))\n")  # fmt: skip
+            code = (
+                "import os, sys\n"
+                "import modelpilot.cli, modelpilot.controller.handlers, modelpilot.controller.measure\n"
+                "import modelpilot.controller.gate\n"
+                "if sys.stdin.readline().strip() != 'go':\n    sys.exit(0)\n"
+                "try:\n"
+                f"    os.setpriority(os.PRIO_PROCESS, 0, {priority})\n"
+                "except OSError:\n    pass\n"
+                "sys.exit(modelpilot.cli.main(sys.argv[1:]))\n"
+            )
             argv = ["nice", "-n", "19", sys.executable, "-c", code, *self._run_args(port)]
-            proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT, env=self._env(),
-                                    start_new_session=True)  # fmt: skip
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.PIPE,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self._env(),
+                start_new_session=True,
+            )
             self._spare = (proc, port)
 
     def _discard_spare(self) -> None:
@@ -152,7 +199,9 @@ class OperatorProcess:
         self.starts += 1
         if self._spare is not None and self._spare[0].poll() is None:
             (self.proc, self.metrics_port), self._spare = self._spare, None
-            _renice(self.proc.pid, os.getpriority(os.PRIO_PROCESS, 0))  # imports not done yet: finish them at full speed
+            _renice(
+                self.proc.pid, os.getpriority(os.PRIO_PROCESS, 0)
+            )  # imports not done yet: finish them at full speed
             assert self.proc.stdin is not None
             self.proc.stdin.write(b"go\n")
             self.proc.stdin.close()
@@ -160,7 +209,9 @@ class OperatorProcess:
         else:
             log = open(self.log_dir / f"operator-{self.starts}.log", "wb")  # noqa: SIM115 - owned by the child
             argv = [sys.executable, "-m", "modelpilot.cli", *self._run_args(self.metrics_port)]
-            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=self._env(), start_new_session=True)
+            self.proc = subprocess.Popen(
+                argv, stdout=log, stderr=subprocess.STDOUT, env=self._env(), start_new_session=True
+            )
         end = time.monotonic() + 30
         while time.monotonic() < end:
             if self.proc.poll() is not None:
@@ -185,7 +236,9 @@ class OperatorProcess:
 
     def _stop(self, sig: int) -> None:
         if self.proc and self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):  # `kill` from another thread may have got there first
+            with contextlib.suppress(
+                ProcessLookupError
+            ):  # `kill` from another thread may have got there first
                 os.killpg(self.proc.pid, sig)
             try:
                 self.proc.wait(15)
@@ -207,7 +260,9 @@ class OperatorProcess:
         """API writes the operator made in one namespace, by operation (its own counter)."""
         out: dict[str, float] = {}
         for line in self.metrics_text().splitlines():
-            m = re.match(r'^modelpilot_api_writes_total\{namespace="([^"]*)",operation="([^"]+)"\} ([0-9.e+]+)$', line)
+            m = re.match(
+                r'^modelpilot_api_writes_total\{namespace="([^"]*)",operation="([^"]+)"\} ([0-9.e+]+)$', line
+            )
             if m and m.group(1) == namespace:
                 out[m.group(2)] = float(m.group(3))
         return out

@@ -54,7 +54,9 @@ class ScrapeTarget:
     labels: Mapping[str, str] = field(default_factory=dict)
 
 
-def scrape_config(targets: Sequence[ScrapeTarget], scrape_interval: str, file_sd: Path | None = None) -> dict[str, Any]:
+def scrape_config(
+    targets: Sequence[ScrapeTarget], scrape_interval: str, file_sd: Path | None = None
+) -> dict[str, Any]:
     """A prometheus.yml as a dict (JSON is valid YAML, so no YAML writer is needed).
 
     With `file_sd`, targets listed in that JSON file are scraped too and picked up when it
@@ -67,8 +69,16 @@ def scrape_config(targets: Sequence[ScrapeTarget], scrape_interval: str, file_sd
         }
     ]
     if file_sd is not None:
-        jobs.append({"job_name": "modelpilot-file-sd", "file_sd_configs": [{"files": [str(file_sd)], "refresh_interval": "1s"}]})
-    return {"global": {"scrape_interval": scrape_interval, "scrape_timeout": scrape_interval}, "scrape_configs": jobs}
+        jobs.append(
+            {
+                "job_name": "modelpilot-file-sd",
+                "file_sd_configs": [{"files": [str(file_sd)], "refresh_interval": "1s"}],
+            }
+        )
+    return {
+        "global": {"scrape_interval": scrape_interval, "scrape_timeout": scrape_interval},
+        "scrape_configs": jobs,
+    }
 
 
 class PrometheusServer:

@@ -9,8 +9,13 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def wait_for(predicate: Callable[[], T], timeout: float = 30.0, interval: float = 0.25, what: str = "condition",
-             diagnose: Callable[[], str] | None = None) -> T:  # fmt: skip
+def wait_for(
+    predicate: Callable[[], T],
+    timeout: float = 30.0,
+    interval: float = 0.25,
+    what: str = "condition",
+    diagnose: Callable[[], str] | None = None,
+) -> T:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         value = predicate()

@@ -116,9 +116,23 @@ def _client_cert(pki: Path, name: str, subject: str) -> None:
     _openssl("req", "-new", "-key", f"{name}.key", "-subj", subject, "-out", f"{name}.csr", cwd=pki)
     (pki / f"{name}.ext").write_text("extendedKeyUsage=clientAuth\n")
     _openssl(
-        "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-        "-days", "3650", "-extfile", f"{name}.ext", "-out", f"{name}.crt", cwd=pki,
-    )  # fmt: skip
+        "x509",
+        "-req",
+        "-in",
+        f"{name}.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "3650",
+        "-extfile",
+        f"{name}.ext",
+        "-out",
+        f"{name}.crt",
+        cwd=pki,
+    )
 
 
 def generate_pki(pki: Path) -> None:
@@ -128,27 +142,77 @@ def generate_pki(pki: Path) -> None:
     pki.mkdir(parents=True, exist_ok=True)
     _openssl("genrsa", "-out", "ca.key", "2048", cwd=pki)
     _openssl(
-        "req", "-x509", "-new", "-key", "ca.key", "-subj", "/CN=modelpilot-local-ca", "-days", "3650",
-        "-out", "ca.crt", cwd=pki,
-    )  # fmt: skip
+        "req",
+        "-x509",
+        "-new",
+        "-key",
+        "ca.key",
+        "-subj",
+        "/CN=modelpilot-local-ca",
+        "-days",
+        "3650",
+        "-out",
+        "ca.crt",
+        cwd=pki,
+    )
     _openssl("genrsa", "-out", "apiserver.key", "2048", cwd=pki)
-    _openssl("req", "-new", "-key", "apiserver.key", "-subj", "/CN=kube-apiserver", "-out", "apiserver.csr", cwd=pki)
+    _openssl(
+        "req",
+        "-new",
+        "-key",
+        "apiserver.key",
+        "-subj",
+        "/CN=kube-apiserver",
+        "-out",
+        "apiserver.csr",
+        cwd=pki,
+    )
     (pki / "apiserver.ext").write_text(
         "subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,"
         "DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local\n"
         "extendedKeyUsage=serverAuth\n"
     )
     _openssl(
-        "x509", "-req", "-in", "apiserver.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-        "-days", "3650", "-extfile", "apiserver.ext", "-out", "apiserver.crt", cwd=pki,
-    )  # fmt: skip
+        "x509",
+        "-req",
+        "-in",
+        "apiserver.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "3650",
+        "-extfile",
+        "apiserver.ext",
+        "-out",
+        "apiserver.crt",
+        cwd=pki,
+    )
     _openssl("genrsa", "-out", "etcd.key", "2048", cwd=pki)
     _openssl("req", "-new", "-key", "etcd.key", "-subj", "/CN=etcd", "-out", "etcd.csr", cwd=pki)
-    (pki / "etcd.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n")
+    (pki / "etcd.ext").write_text(
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n"
+    )
     _openssl(
-        "x509", "-req", "-in", "etcd.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-        "-days", "3650", "-extfile", "etcd.ext", "-out", "etcd.crt", cwd=pki,
-    )  # fmt: skip
+        "x509",
+        "-req",
+        "-in",
+        "etcd.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "3650",
+        "-extfile",
+        "etcd.ext",
+        "-out",
+        "etcd.crt",
+        cwd=pki,
+    )
     _client_cert(pki, "apiserver-etcd-client", "/CN=kube-apiserver-etcd-client")
     _client_cert(pki, "admin", "/O=system:masters/CN=kubernetes-admin")
     _client_cert(pki, "controller-manager", "/CN=system:kube-controller-manager")
@@ -164,8 +228,21 @@ def write_kubeconfig(path: Path, server: str, pki: Path, user: str) -> None:
     config = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": "modelpilot-local", "cluster": {"server": server, "certificate-authority": str(pki / "ca.crt")}}],
-        "users": [{"name": user, "user": {"client-certificate": str(pki / f"{user}.crt"), "client-key": str(pki / f"{user}.key")}}],
+        "clusters": [
+            {
+                "name": "modelpilot-local",
+                "cluster": {"server": server, "certificate-authority": str(pki / "ca.crt")},
+            }
+        ],
+        "users": [
+            {
+                "name": user,
+                "user": {
+                    "client-certificate": str(pki / f"{user}.crt"),
+                    "client-key": str(pki / f"{user}.key"),
+                },
+            }
+        ],
         "contexts": [{"name": "modelpilot-local", "context": {"cluster": "modelpilot-local", "user": user}}],
         "current-context": "modelpilot-local",
     }
@@ -237,68 +314,126 @@ class LocalCluster:
 
         etcd_url = f"https://127.0.0.1:{ports['etcd']}"
         peer_url = f"https://127.0.0.1:{ports['etcd_peer']}"
-        tls = [f"--trusted-ca-file={pki / 'ca.crt'}", f"--cert-file={pki / 'etcd.crt'}", f"--key-file={pki / 'etcd.key'}",
-               "--client-cert-auth", f"--peer-trusted-ca-file={pki / 'ca.crt'}", f"--peer-cert-file={pki / 'etcd.crt'}",
-               f"--peer-key-file={pki / 'etcd.key'}", "--peer-client-cert-auth"]  # fmt: skip
-        start("etcd", [
-            str(bindir / "etcd"), "--data-dir", str(data), "--name", "local",
-            "--listen-client-urls", etcd_url, "--advertise-client-urls", etcd_url,
-            "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
-            "--initial-cluster", f"local={peer_url}", *tls,
-            "--unsafe-no-fsync", "--quota-backend-bytes", str(4 << 30), "--log-level", "warn",
-        ])  # fmt: skip
+        tls = [
+            f"--trusted-ca-file={pki / 'ca.crt'}",
+            f"--cert-file={pki / 'etcd.crt'}",
+            f"--key-file={pki / 'etcd.key'}",
+            "--client-cert-auth",
+            f"--peer-trusted-ca-file={pki / 'ca.crt'}",
+            f"--peer-cert-file={pki / 'etcd.crt'}",
+            f"--peer-key-file={pki / 'etcd.key'}",
+            "--peer-client-cert-auth",
+        ]
+        start(
+            "etcd",
+            [
+                str(bindir / "etcd"),
+                "--data-dir",
+                str(data),
+                "--name",
+                "local",
+                "--listen-client-urls",
+                etcd_url,
+                "--advertise-client-urls",
+                etcd_url,
+                "--listen-peer-urls",
+                peer_url,
+                "--initial-advertise-peer-urls",
+                peer_url,
+                "--initial-cluster",
+                f"local={peer_url}",
+                *tls,
+                "--unsafe-no-fsync",
+                "--quota-backend-bytes",
+                str(4 << 30),
+                "--log-level",
+                "warn",
+            ],
+        )
         etcd_ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
-        etcd_ctx.load_cert_chain(str(pki / "apiserver-etcd-client.crt"), str(pki / "apiserver-etcd-client.key"))
+        etcd_ctx.load_cert_chain(
+            str(pki / "apiserver-etcd-client.crt"), str(pki / "apiserver-etcd-client.key")
+        )
         _wait_http(f"{etcd_url}/health", timeout=30, what="etcd", context=etcd_ctx)
-        start("kube-apiserver", [
-            str(bindir / "kube-apiserver"),
-            f"--etcd-servers={etcd_url}", f"--etcd-cafile={pki / 'ca.crt'}",
-            f"--etcd-certfile={pki / 'apiserver-etcd-client.crt'}", f"--etcd-keyfile={pki / 'apiserver-etcd-client.key'}",
-            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={ports['apiserver']}",
-            f"--tls-cert-file={pki / 'apiserver.crt'}", f"--tls-private-key-file={pki / 'apiserver.key'}",
-            f"--client-ca-file={pki / 'ca.crt'}",
-            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-            f"--service-account-key-file={pki / 'sa.pub'}",
-            f"--service-account-signing-key-file={pki / 'sa.key'}",
-            f"--service-cluster-ip-range={SERVICE_CIDR}",
-            "--authorization-mode=Node,RBAC",
-            "--endpoint-reconciler-type=none",
-            "--allow-privileged=true", "--profiling=false", "--v=1",
-        ])  # fmt: skip
+        start(
+            "kube-apiserver",
+            [
+                str(bindir / "kube-apiserver"),
+                f"--etcd-servers={etcd_url}",
+                f"--etcd-cafile={pki / 'ca.crt'}",
+                f"--etcd-certfile={pki / 'apiserver-etcd-client.crt'}",
+                f"--etcd-keyfile={pki / 'apiserver-etcd-client.key'}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={ports['apiserver']}",
+                f"--tls-cert-file={pki / 'apiserver.crt'}",
+                f"--tls-private-key-file={pki / 'apiserver.key'}",
+                f"--client-ca-file={pki / 'ca.crt'}",
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                f"--service-account-key-file={pki / 'sa.pub'}",
+                f"--service-account-signing-key-file={pki / 'sa.key'}",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "--authorization-mode=Node,RBAC",
+                "--endpoint-reconciler-type=none",
+                "--allow-privileged=true",
+                "--profiling=false",
+                "--v=1",
+            ],
+        )
         self._wait_apiserver(timeout=60)
-        start("kube-controller-manager", [
-            str(bindir / "kube-controller-manager"),
-            f"--kubeconfig={self.root / 'controller-manager.kubeconfig'}",
-            f"--authentication-kubeconfig={self.root / 'controller-manager.kubeconfig'}",
-            f"--authorization-kubeconfig={self.root / 'controller-manager.kubeconfig'}",
-            "--bind-address=127.0.0.1", f"--secure-port={ports['cm']}",
-            f"--service-account-private-key-file={pki / 'sa.key'}", f"--root-ca-file={pki / 'ca.crt'}",
-            "--use-service-account-credentials=true", "--leader-elect=false",
-            f"--cluster-cidr={POD_CIDR}", f"--service-cluster-ip-range={SERVICE_CIDR}",
-            "--controllers=*,-nodeipam,-cloud-node-lifecycle,-service-lb-controller,-node-route-controller",
-            "--concurrent-deployment-syncs=10", "--concurrent-replicaset-syncs=10", "--concurrent-gc-syncs=20",
-            "--profiling=false", "--v=1",
-        ])  # fmt: skip
-        start("kube-scheduler", [
-            str(bindir / "kube-scheduler"),
-            f"--kubeconfig={self.root / 'scheduler.kubeconfig'}",
-            f"--authentication-kubeconfig={self.root / 'scheduler.kubeconfig'}",
-            f"--authorization-kubeconfig={self.root / 'scheduler.kubeconfig'}",
-            "--bind-address=127.0.0.1", f"--secure-port={ports['scheduler']}",
-            "--leader-elect=false", "--profiling=false", "--v=1",
-        ])  # fmt: skip
+        start(
+            "kube-controller-manager",
+            [
+                str(bindir / "kube-controller-manager"),
+                f"--kubeconfig={self.root / 'controller-manager.kubeconfig'}",
+                f"--authentication-kubeconfig={self.root / 'controller-manager.kubeconfig'}",
+                f"--authorization-kubeconfig={self.root / 'controller-manager.kubeconfig'}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={ports['cm']}",
+                f"--service-account-private-key-file={pki / 'sa.key'}",
+                f"--root-ca-file={pki / 'ca.crt'}",
+                "--use-service-account-credentials=true",
+                "--leader-elect=false",
+                f"--cluster-cidr={POD_CIDR}",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "--controllers=*,-nodeipam,-cloud-node-lifecycle,-service-lb-controller,-node-route-controller",
+                "--concurrent-deployment-syncs=10",
+                "--concurrent-replicaset-syncs=10",
+                "--concurrent-gc-syncs=20",
+                "--profiling=false",
+                "--v=1",
+            ],
+        )
+        start(
+            "kube-scheduler",
+            [
+                str(bindir / "kube-scheduler"),
+                f"--kubeconfig={self.root / 'scheduler.kubeconfig'}",
+                f"--authentication-kubeconfig={self.root / 'scheduler.kubeconfig'}",
+                f"--authorization-kubeconfig={self.root / 'scheduler.kubeconfig'}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={ports['scheduler']}",
+                "--leader-elect=false",
+                "--profiling=false",
+                "--v=1",
+            ],
+        )
         stages = sorted((bindir.parent / "stages").glob("*.yaml"))
-        start("kwok", [
-            str(bindir / "kwok"),
-            f"--kubeconfig={self.root / 'kwok.kubeconfig'}",
-            "--manage-all-nodes=false",
-            "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
-            "--disregard-status-with-annotation-selector=kwok.x-k8s.io/status=custom",
-            f"--cidr={POD_CIDR}", "--node-ip=127.0.0.1",
-            f"--server-address=127.0.0.1:{ports['kwok']}",
-            "--node-lease-duration-seconds=40",
-            *[f"--config={s}" for s in stages],
-        ])  # fmt: skip
+        start(
+            "kwok",
+            [
+                str(bindir / "kwok"),
+                f"--kubeconfig={self.root / 'kwok.kubeconfig'}",
+                "--manage-all-nodes=false",
+                "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+                "--disregard-status-with-annotation-selector=kwok.x-k8s.io/status=custom",
+                f"--cidr={POD_CIDR}",
+                "--node-ip=127.0.0.1",
+                f"--server-address=127.0.0.1:{ports['kwok']}",
+                "--node-lease-duration-seconds=40",
+                *[f"--config={s}" for s in stages],
+            ],
+        )
         self._bootstrap(bindir, deadline=started + timeout)
 
     def _bootstrap(self, bindir: Path, deadline: float) -> None:
@@ -317,7 +452,9 @@ class LocalCluster:
             nodes = client.get("/api/v1/nodes")["items"]
             ready = [n for n in nodes if _condition(n, "Ready") == "True"]
             established = all(
-                _condition(client.get(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{n}"), "Established")
+                _condition(
+                    client.get(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{n}"), "Established"
+                )
                 == "True"
                 for n in crd_names
             )
@@ -376,7 +513,9 @@ class LocalCluster:
             except (OSError, urllib.error.HTTPError) as exc:
                 last = exc
             time.sleep(0.3)
-        raise TimeoutError(f"kube-apiserver not ready: {last}; see {self.root / 'logs' / 'kube-apiserver.log'}")
+        raise TimeoutError(
+            f"kube-apiserver not ready: {last}; see {self.root / 'logs' / 'kube-apiserver.log'}"
+        )
 
     def api(self) -> AdminClient:
         return AdminClient.from_dir(self.root)
@@ -420,8 +559,17 @@ class AdminClient:
         out = json.loads(self.raw(path, "PATCH", body, "application/apply-patch+yaml"))
         if kind == "Node":  # status is a subresource: capacity and allocatable go there
             status_path = f"{base}/{plural}/{name}/status?fieldManager=modelpilot-localcluster&force=true"
-            status_body = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}, "status": obj["status"]}
-            out = json.loads(self.raw(status_path, "PATCH", json.dumps(status_body).encode(), "application/apply-patch+yaml"))
+            status_body = {
+                "apiVersion": "v1",
+                "kind": "Node",
+                "metadata": {"name": name},
+                "status": obj["status"],
+            }
+            out = json.loads(
+                self.raw(
+                    status_path, "PATCH", json.dumps(status_body).encode(), "application/apply-patch+yaml"
+                )
+            )
         return out
 
 
@@ -481,7 +629,9 @@ def running_cluster(root: Path = DEFAULT_DIR) -> Iterator[LocalCluster]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("command", choices=["up", "down", "status", "build"])
     parser.add_argument("--dir", type=Path, default=DEFAULT_DIR)
     args = parser.parse_args(argv)

@@ -25,7 +25,9 @@ ACTIONS = ("promote", "abort", "retry", "pause", "resume")
 def _kube(args: argparse.Namespace):
     from modelpilot.controller.kube import KubeClient
 
-    return KubeClient.from_environment(args.kubeconfig or os.environ.get("KUBECONFIG"), field_manager="modelpilot-cli")
+    return KubeClient.from_environment(
+        args.kubeconfig or os.environ.get("KUBECONFIG"), field_manager="modelpilot-cli"
+    )
 
 
 def request_patch(action: str, now: datetime | None = None) -> dict:
@@ -34,7 +36,10 @@ def request_patch(action: str, now: datetime | None = None) -> dict:
         return {"spec": {"rollout": {"paused": True}}}
     if action == "resume":
         stamp = (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        return {"spec": {"rollout": {"paused": False}}, "metadata": {"annotations": {REQUEST_ANNOTATION: f"resume@{stamp}"}}}
+        return {
+            "spec": {"rollout": {"paused": False}},
+            "metadata": {"annotations": {REQUEST_ANNOTATION: f"resume@{stamp}"}},
+        }
     if action not in (*ACTIONS, "promote-full"):
         raise ValueError(f"unknown action {action!r}")
     stamp = (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -63,8 +68,10 @@ def format_status(body: dict) -> str:
         f"Stable:    {status.get('stableRevision', '-')}  ready {status.get('ready', '-')}",
     ]
     if status.get("canaryRevision"):
-        lines.append(f"Candidate: {status['canaryRevision']}  weight {status.get('canaryWeight', 0)}%  "
-                     f"step {int(ro.get('step', 0)) + 1}/{len(steps)}")  # fmt: skip
+        lines.append(
+            f"Candidate: {status['canaryRevision']}  weight {status.get('canaryWeight', 0)}%  "
+            f"step {int(ro.get('step', 0)) + 1}/{len(steps)}"
+        )
     for i, step in enumerate(steps):
         marker = "->" if status.get("canaryRevision") and i == int(ro.get("step", 0)) else "  "
         lines.append(f"  {marker} {i + 1}. {step}")
@@ -72,7 +79,9 @@ def format_status(body: dict) -> str:
         if cond["type"] in {c.value for c in ConditionType}:
             lines.append(f"  {cond['type']:<16} {cond['status']:<6} {cond['reason']}: {cond['message']}")
     for check in (ro.get("checks") or [])[-5:]:
-        metrics = ", ".join(f"{m['name']}={m.get('value', 'n/a')} {m['outcome']}" for m in check.get("metrics", []))
+        metrics = ", ".join(
+            f"{m['name']}={m.get('value', 'n/a')} {m['outcome']}" for m in check.get("metrics", [])
+        )
         lines.append(f"  check {check['time']} {check['outcome']}: {metrics}")
     return "\n".join(lines)
 
@@ -117,44 +126,67 @@ def cmd_run(args: argparse.Namespace) -> int:
         os.environ["MODELPILOT_PROMETHEUS_URL"] = args.prometheus_url
     if args.metrics_port:
         opmetrics.serve(args.metrics_port, args.metrics_addr)
-    kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.PLAIN)
+    kopf.configure(
+        verbose=args.verbose,
+        log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.PLAIN,
+    )
     namespaces = args.namespace or []
-    asyncio.run(kopf.operator(
-        clusterwide=not namespaces,
-        namespaces=namespaces,
-        standalone=args.standalone,
-        priority=args.priority,
-        peering_name=args.peering,
-        liveness_endpoint=args.liveness,
-    ))  # fmt: skip
+    asyncio.run(
+        kopf.operator(
+            clusterwide=not namespaces,
+            namespaces=namespaces,
+            standalone=args.standalone,
+            priority=args.priority,
+            peering_name=args.peering,
+            liveness_endpoint=args.liveness,
+        )
+    )
     return 0
 
 
 def cmd_fetch_model(args: argparse.Namespace) -> int:
     from modelpilot.serving.storage import fetch_model
 
-    fetch_model(args.repository, args.model, args.destination, config=args.config, version=args.version,
-                pvc_mount=args.pvc_mount)  # fmt: skip
+    fetch_model(
+        args.repository,
+        args.model,
+        args.destination,
+        config=args.config,
+        version=args.version,
+        pvc_mount=args.pvc_mount,
+    )
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="modelpilot", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="modelpilot", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--kubeconfig", default=None, help="defaults to in-cluster config, then $KUBECONFIG")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", parents=[common], help="run the operator")
     run.add_argument("--namespace", "-n", action="append", help="watch only these namespaces (repeatable)")
-    run.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace (the default)")
+    run.add_argument(
+        "--all-namespaces", "-A", action="store_true", help="watch every namespace (the default)"
+    )
     run.add_argument("--standalone", action="store_true", help="no peering: for a single replica")
     run.add_argument("--priority", type=int, default=int(os.environ.get("MODELPILOT_PRIORITY", "0")))
-    run.add_argument("--peering", default=os.environ.get("MODELPILOT_PEERING"), help="kopf peering object name")
+    run.add_argument(
+        "--peering", default=os.environ.get("MODELPILOT_PEERING"), help="kopf peering object name"
+    )
     run.add_argument("--prometheus-url", default=os.environ.get("MODELPILOT_PROMETHEUS_URL"))
-    run.add_argument("--metrics-port", type=int, default=int(os.environ.get("MODELPILOT_METRICS_PORT", "8080")))
+    run.add_argument(
+        "--metrics-port", type=int, default=int(os.environ.get("MODELPILOT_METRICS_PORT", "8080"))
+    )
     run.add_argument("--metrics-addr", default=os.environ.get("MODELPILOT_METRICS_ADDR", "0.0.0.0"))
-    run.add_argument("--liveness", default=os.environ.get("MODELPILOT_LIVENESS"), help="e.g. http://0.0.0.0:8081/healthz")
-    run.add_argument("--log-format", choices=["text", "json"], default=os.environ.get("MODELPILOT_LOG_FORMAT", "text"))
+    run.add_argument(
+        "--liveness", default=os.environ.get("MODELPILOT_LIVENESS"), help="e.g. http://0.0.0.0:8081/healthz"
+    )
+    run.add_argument(
+        "--log-format", choices=["text", "json"], default=os.environ.get("MODELPILOT_LOG_FORMAT", "text")
+    )
     run.add_argument("--verbose", action="store_true")
     run.set_defaults(func=cmd_run)
 
@@ -177,7 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
     for name, module in DELEGATED.items():
         sub.add_parser(name, help=f"run the {name} component (flags: modelpilot {name} --help; {module})")
 
-    fetch = sub.add_parser("fetch-model", parents=[common], help="(init container) assemble a local model repository")
+    fetch = sub.add_parser(
+        "fetch-model", parents=[common], help="(init container) assemble a local model repository"
+    )
     fetch.add_argument("--repository", required=True)
     fetch.add_argument("--model", required=True)
     fetch.add_argument("--destination", required=True)

@@ -50,8 +50,11 @@ def validate(spec: ModelDeploymentSpec) -> list[str]:
     """
     problems: list[str] = []
     checks: tuple[Callable[[ModelDeploymentSpec], list[str]], ...] = (
-        _check_model, _check_serving, _check_rollout, _check_monitoring,
-    )  # fmt: skip
+        _check_model,
+        _check_serving,
+        _check_rollout,
+        _check_monitoring,
+    )
     for check in checks:
         try:
             problems += check(spec)
@@ -142,7 +145,9 @@ def _check_model(spec: ModelDeploymentSpec) -> list[str]:
     if repo.startswith("pvc://"):
         claim = repo.removeprefix("pvc://").split("/", 1)[0]
         if not _DNS_LABEL.match(claim) or len(claim) > 253:
-            problems.append(f"spec.model.repository: {_show(claim)} is not a valid PersistentVolumeClaim name")
+            problems.append(
+                f"spec.model.repository: {_show(claim)} is not a valid PersistentVolumeClaim name"
+            )
     from modelpilot.serving.manifests import PVC_MOUNT
     from modelpilot.serving.triton import TritonConfigError, model_repository_path, render_config_pbtxt
 
@@ -167,10 +172,14 @@ def _check_optimize(spec: ModelDeploymentSpec) -> list[str]:
     if not source.isdigit() or int(source) < 1:
         return [f"spec.model.optimize.sourceVersion: {_show(source)} is not a positive integer"]
     if not target.isdigit() or int(target) < 1:
-        return [f"spec.model.version: {_show(target)} must be a positive integer: the optimisation Job writes it"]
+        return [
+            f"spec.model.version: {_show(target)} must be a positive integer: the optimisation Job writes it"
+        ]
     if int(source) == int(target):
-        return [f"spec.model.optimize.sourceVersion {source} and spec.model.version {target} are the same version; "
-                "the Job must write a new one"]  # fmt: skip
+        return [
+            f"spec.model.optimize.sourceVersion {source} and spec.model.version {target} are the same version; "
+            "the Job must write a new one"
+        ]
     from modelpilot.controller.optimize import request_from_spec
 
     try:
@@ -184,10 +193,14 @@ def _check_serving(spec: ModelDeploymentSpec) -> list[str]:
     problems = []
     serving = spec.serving
     if not _QUANTITY.match(serving.resources.cpu):
-        problems.append(f"spec.serving.resources.cpu: {_show(serving.resources.cpu)} is not a CPU quantity "
-                        "(cores such as 2 or 0.5, at most 999999, or millicores such as 500m)")  # fmt: skip
+        problems.append(
+            f"spec.serving.resources.cpu: {_show(serving.resources.cpu)} is not a CPU quantity "
+            "(cores such as 2 or 0.5, at most 999999, or millicores such as 500m)"
+        )
     if not _MEMORY.match(serving.resources.memory):
-        problems.append(f"spec.serving.resources.memory: {_show(serving.resources.memory)} is not a memory quantity")
+        problems.append(
+            f"spec.serving.resources.memory: {_show(serving.resources.memory)} is not a memory quantity"
+        )
     for arg in serving.args:
         flag = arg.split("=", 1)[0]
         if flag in RESERVED_TRITON_FLAGS:
@@ -197,7 +210,9 @@ def _check_serving(spec: ModelDeploymentSpec) -> list[str]:
             )
     problems += _duplicates("spec.serving.env", (e.get("name") for e in serving.env))
     if serving.placement.node_pool and not _DNS_LABEL.match(serving.placement.node_pool):
-        problems.append(f"spec.serving.placement.nodePool: {_show(serving.placement.node_pool)} is not a valid label value")
+        problems.append(
+            f"spec.serving.placement.nodePool: {_show(serving.placement.node_pool)} is not a valid label value"
+        )
     for key in serving.placement.node_selector:
         problems += _label_key("spec.serving.placement.nodeSelector", key)
     for i, toleration in enumerate(serving.placement.tolerations):
@@ -212,10 +227,16 @@ def _label_key(where: str, key: Any) -> list[str]:
     """A label key as the Pod API checks it: [prefix/]name, the prefix a DNS subdomain of at most 253."""
     text = str(key)
     prefix, _, name = text.rpartition("/")
-    if "/" in prefix or ("/" in text and (not prefix or len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix))) \
-            or len(name) > 63 or not _LABEL_NAME.match(name):  # fmt: skip
-        return [f"{where}: {_show(text)} is not a label key ([prefix/]name: a DNS subdomain of at most 253 characters, "
-                "then at most 63 letters, digits, '-', '_' or '.')"]  # fmt: skip
+    if (
+        "/" in prefix
+        or ("/" in text and (not prefix or len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix)))
+        or len(name) > 63
+        or not _LABEL_NAME.match(name)
+    ):
+        return [
+            f"{where}: {_show(text)} is not a label key ([prefix/]name: a DNS subdomain of at most 253 characters, "
+            "then at most 63 letters, digits, '-', '_' or '.')"
+        ]
     return []
 
 
@@ -231,10 +252,14 @@ def _check_autoscaling(spec: ModelDeploymentSpec) -> list[str]:
         return [f"spec.serving.autoscaling: {exc}"]
     assert settings is not None
     problems = []
-    for name, seconds in (("scaleUpStabilization", settings.scale_up_window_s),
-                          ("scaleDownStabilization", settings.scale_down_window_s)):  # fmt: skip
+    for name, seconds in (
+        ("scaleUpStabilization", settings.scale_up_window_s),
+        ("scaleDownStabilization", settings.scale_down_window_s),
+    ):
         if seconds > HPA_MAX_STABILIZATION_SECONDS:
-            problems.append(f"spec.serving.autoscaling.{name}: {seconds}s is longer than the HPA's limit of 1h")
+            problems.append(
+                f"spec.serving.autoscaling.{name}: {seconds}s is longer than the HPA's limit of 1h"
+            )
     try:
         if quantity(settings.target_queue_ms) == "0m":
             problems.append("spec.serving.autoscaling.targetQueueTimeMs must be at least 0.001")
@@ -253,7 +278,11 @@ def _check_fallback(spec: ModelDeploymentSpec) -> list[str]:
         parse_fallback(raw)
     except ValueError as exc:
         message = str(exc)
-        return [f"spec.serving.{message}" if message.startswith("fallback") else f"spec.serving.fallback: {message}"]
+        return [
+            f"spec.serving.{message}"
+            if message.startswith("fallback")
+            else f"spec.serving.fallback: {message}"
+        ]
     return []
 
 
@@ -271,9 +300,11 @@ def _check_traffic_for_analysis(steps: Any) -> list[str]:
             continue  # a malformed step is the schema's to report
         if weight == 0:
             after = "the start" if source is None else f"steps[{source}].{step_kind(steps[source])}"
-            problems.append(f"spec.rollout.steps[{i}].analysis: the candidate gets no traffic here (weight 0 after "
-                            f"{after}); analyse within the shadow/abTest/blueGreen step (spec.rollout.analysis) or "
-                            "set a weight first")  # fmt: skip
+            problems.append(
+                f"spec.rollout.steps[{i}].analysis: the candidate gets no traffic here (weight 0 after "
+                f"{after}); analyse within the shadow/abTest/blueGreen step (spec.rollout.analysis) or "
+                "set a weight first"
+            )
     return problems
 
 
@@ -291,7 +322,9 @@ def _check_rollout(spec: ModelDeploymentSpec) -> list[str]:
             problems += _check_analysis(f"{where}.analysis", step["analysis"])
             merged = {**rollout.analysis, **step["analysis"]}
             if not merged.get("metrics"):
-                problems.append(f"{where}.analysis has no metrics, and spec.rollout.analysis gives none either")
+                problems.append(
+                    f"{where}.analysis has no metrics, and spec.rollout.analysis gives none either"
+                )
     problems += _duplicates("spec.rollout.flags", (f.get("name") for f in rollout.flags))
     return problems
 
@@ -316,7 +349,9 @@ def _check_gate(where: str, raw: Any) -> list[str]:
         parse_gate(raw)
     except GateSpecError as exc:
         message = str(exc)
-        return [f"{where}{message.removeprefix('gate')}" if message.startswith("gate.") else f"{where}: {message}"]
+        return [
+            f"{where}{message.removeprefix('gate')}" if message.startswith("gate.") else f"{where}: {message}"
+        ]
     return []
 
 
@@ -331,8 +366,17 @@ def _check_metric(where: str, metric: Mapping[str, Any], alpha: Any) -> list[str
             test = ProportionTest.from_metric(metric)
             # No requests yet: the test checks its parameters, then returns before any statistics.
             min_samples = test.min_samples if test.min_samples < 0 else max(test.min_samples, 1)
-            msprt_two_proportions(0, 0, 0, 0, alpha=float(alpha), tau=test.tau, min_samples=min_samples,
-                                  tolerance=test.tolerance, ratio=test.ratio)  # fmt: skip
+            msprt_two_proportions(
+                0,
+                0,
+                0,
+                0,
+                alpha=float(alpha),
+                tau=test.tau,
+                min_samples=min_samples,
+                tolerance=test.tolerance,
+                ratio=test.ratio,
+            )
         else:
             ThresholdRule.from_spec({**metric, "minSamples": metric.get("minSamples", defaults.MIN_SAMPLES)})
     except (ValueError, TypeError) as exc:
@@ -349,11 +393,15 @@ def _check_horizon(where: str, metric: Mapping[str, Any]) -> list[str]:
     ratio = 1.0 + float(metric.get("toleranceRelative") or 0.0)
     detectable_ratio = float(metric.get("detectableRatio") or defaults.DETECTABLE_RATIO)
     detectable_increase = float(metric.get("detectableIncrease") or defaults.DETECTABLE_INCREASE)
-    reference = 0.01  # a typical stable error rate: the regression to detect must lie beyond the allowance there
+    reference = (
+        0.01  # a typical stable error rate: the regression to detect must lie beyond the allowance there
+    )
     if max(detectable_ratio * reference, reference + detectable_increase) <= ratio * reference + tolerance:
-        return [f"{where}: the regression to detect (detectableRatio {detectable_ratio:g}, detectableIncrease "
-                f"{detectable_increase:g}) is within the tolerance at a 1% stable error rate, so the test could "
-                "never pass by its horizon; raise them or set maxSamples"]  # fmt: skip
+        return [
+            f"{where}: the regression to detect (detectableRatio {detectable_ratio:g}, detectableIncrease "
+            f"{detectable_increase:g}) is within the tolerance at a 1% stable error rate, so the test could "
+            "never pass by its horizon; raise them or set maxSamples"
+        ]
     return []
 
 

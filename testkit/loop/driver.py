@@ -424,9 +424,16 @@ class TrafficDriver:
         return UNAVAILABLE, b""
 
     def _call(
-        self, endpoint: Endpoint, row: int, request_id: str, client: str, route: str, *, mirror: bool,
+        self,
+        endpoint: Endpoint,
+        row: int,
+        request_id: str,
+        client: str,
+        route: str,
+        *,
+        mirror: bool,
         authority: str | None = None,
-    ) -> Answer:  # fmt: skip
+    ) -> Answer:
         started = time.perf_counter()
         wall = time.time()
         # What the mesh forwards: Envoy's x-request-id (a mirror keeps it) and the authority.
@@ -450,10 +457,16 @@ class TrafficDriver:
         )
         self.answers.append(answer)
         if code == 200 and self.monitor is not None and (not mirror or self.config.post_mirrors):
-            self.monitor.prediction({
-                "request_id": request_id, "model": MODEL_NAME, "revision": endpoint.revision, "timestamp": wall,
-                "inputs": self.holdout.inputs(row), "outputs": {LABEL: label, PROBABILITIES: probabilities},
-            })  # fmt: skip
+            self.monitor.prediction(
+                {
+                    "request_id": request_id,
+                    "model": MODEL_NAME,
+                    "revision": endpoint.revision,
+                    "timestamp": wall,
+                    "inputs": self.holdout.inputs(row),
+                    "outputs": {LABEL: label, PROBABILITIES: probabilities},
+                }
+            )
         return answer
 
     # ---- views

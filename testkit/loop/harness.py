@@ -103,8 +103,13 @@ class ClosedLoop:
     # ---- Prometheus
 
     def targets(self) -> list[ScrapeTarget]:
-        out = [ScrapeTarget(e.metrics_address, {"namespace": self.namespace, "pod": pod_name(self.name, rev), "revision": rev})
-               for rev, e in sorted(self.fleet.endpoints().items())]  # fmt: skip
+        out = [
+            ScrapeTarget(
+                e.metrics_address,
+                {"namespace": self.namespace, "pod": pod_name(self.name, rev), "revision": rev},
+            )
+            for rev, e in sorted(self.fleet.endpoints().items())
+        ]
         if self.driver is not None:
             out.append(ScrapeTarget(self.driver.metrics_address, {"app": "modelpilot-loop-driver"}))
         return out
@@ -140,8 +145,10 @@ class ClosedLoop:
     def progress_line(self, status: Mapping[str, Any] | None = None) -> str:
         """One line: rollout phase and weight, then what each revision served as the driver saw it."""
         st = self.status() if status is None else status
-        parts = [f"{time.monotonic() - self._started:5.1f}s {st.get('phase', '-')}",
-                 f"stable={st.get('stableRevision', '-')}"]  # fmt: skip
+        parts = [
+            f"{time.monotonic() - self._started:5.1f}s {st.get('phase', '-')}",
+            f"stable={st.get('stableRevision', '-')}",
+        ]
         if st.get("canaryRevision"):
             parts.append(f"canary={st['canaryRevision']}@{st.get('canaryWeight', 0)}%")
         stats = self.stats()
@@ -190,8 +197,10 @@ class ClosedLoop:
             if done:
                 return st
             if time.monotonic() > deadline:
-                conditions = "; ".join(f"{c.get('type')}={c.get('status')} {c.get('reason')}: {c.get('message')}"
-                                       for c in st.get("conditions") or [])  # fmt: skip
+                conditions = "; ".join(
+                    f"{c.get('type')}={c.get('status')} {c.get('reason')}: {c.get('message')}"
+                    for c in st.get("conditions") or []
+                )
                 raise TimeoutError(
                     f"timed out after {timeout:.0f}s waiting for {what}; last: {self.progress_line(st)}\n"
                     f"message: {st.get('message')!r}\nconditions: {conditions}"

@@ -33,8 +33,12 @@ def deployment_spec(
 
 
 def model_deployment(name: str, namespace: str, spec: Mapping[str, Any]) -> dict[str, Any]:
-    return {"apiVersion": API_VERSION, "kind": "ModelDeployment",
-            "metadata": {"name": name, "namespace": namespace}, "spec": dict(spec)}  # fmt: skip
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "ModelDeployment",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": dict(spec),
+    }
 
 
 def revision_of(spec: Mapping[str, Any]) -> str:

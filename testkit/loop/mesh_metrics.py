@@ -23,8 +23,13 @@ class MeshMetrics:
         self.namespace, self.name = namespace, name
         self.registry = CollectorRegistry()
         self._requests = Counter("istio_requests", "Istio requests", ISTIO_LABELS, registry=self.registry)
-        self._durations = Histogram("istio_request_duration_milliseconds", "Istio request duration",
-                                    ISTIO_LABELS, buckets=ISTIO_DURATION_BUCKETS_MS, registry=self.registry)  # fmt: skip
+        self._durations = Histogram(
+            "istio_request_duration_milliseconds",
+            "Istio request duration",
+            ISTIO_LABELS,
+            buckets=ISTIO_DURATION_BUCKETS_MS,
+            registry=self.registry,
+        )
         self._known: set[str] = set()
         self._lock = threading.Lock()
         self._server = None

@@ -136,8 +136,10 @@ def flipped(features: np.ndarray, share: float) -> np.ndarray:
     """Which rows a ``flip_share`` variant answers with the other class: sha256 of the row's float32
     bytes, read as a fraction of 2**64, below ``share``. model.py applies the same rule."""
     rows = np.ascontiguousarray(np.atleast_2d(features), dtype=np.float32)
-    return np.array([int.from_bytes(hashlib.sha256(r.tobytes()).digest()[:8], "big") / 2.0**64 < share
-                     for r in rows], dtype=bool)  # fmt: skip
+    return np.array(
+        [int.from_bytes(hashlib.sha256(r.tobytes()).digest()[:8], "big") / 2.0**64 < share for r in rows],
+        dtype=bool,
+    )
 
 
 @dataclass(frozen=True)
@@ -287,9 +289,14 @@ def write_repository(root: Path, variant: Variant, weights: Weights, *, seed: in
     version_dir.mkdir(parents=True, exist_ok=True)
     for name in ("mean", "scale", "coef", "intercept"):
         np.save(version_dir / f"{name}.npy", getattr(weights, name))
-    behaviour = {"error_share": variant.error_share, "bias_share": variant.bias_share,
-                 "bias_class": variant.bias_class, "flip_share": variant.flip_share, "seed": seed,
-                 "variant": variant.name}  # fmt: skip
+    behaviour = {
+        "error_share": variant.error_share,
+        "bias_share": variant.bias_share,
+        "bias_class": variant.bias_class,
+        "flip_share": variant.flip_share,
+        "seed": seed,
+        "variant": variant.name,
+    }
     (version_dir / "behaviour.json").write_text(json.dumps(behaviour, indent=2))
     (version_dir / "model.py").write_text(MODEL_PY)
     (model_dir / "config.pbtxt").write_text(

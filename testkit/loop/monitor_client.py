@@ -72,9 +72,11 @@ class MonitorClient:
 
     def _post(self, path: str, body: dict[str, Any]) -> bool:
         request = urllib.request.Request(
-            self.url + path, data=json.dumps(body).encode(), method="POST",
+            self.url + path,
+            data=json.dumps(body).encode(),
+            method="POST",
             headers={"Content-Type": "application/json"},
-        )  # fmt: skip
+        )
         try:
             with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
                 response.read()

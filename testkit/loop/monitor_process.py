@@ -52,11 +52,17 @@ def write_config(workdir: Path, namespace: str, *, seed: int = 0) -> Path:
     reference = build_reference_profile({name: x_train[:, i] for i, name in enumerate(holdout.feature_names)})
     (workdir / "reference.json").write_text(json.dumps(reference.to_dict()))
     config = {
-        "models": [{
-            "name": MODEL_NAME, "namespace": namespace, "labelJoinWindow": "1h", "window": "1h",
-            "reference": {"uri": str(workdir / "reference.json")}, "outputs": {"prediction": LABEL},
-        }],
-    }  # fmt: skip
+        "models": [
+            {
+                "name": MODEL_NAME,
+                "namespace": namespace,
+                "labelJoinWindow": "1h",
+                "window": "1h",
+                "reference": {"uri": str(workdir / "reference.json")},
+                "outputs": {"prediction": LABEL},
+            }
+        ],
+    }
     path = workdir / "monitor.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -71,11 +77,29 @@ def running_monitor(
     config = write_config(workdir, namespace)
     port = _free_port()
     log_path = workdir / "monitor.log"
-    argv = [sys.executable, "-m", "modelpilot.monitor.server", "--config", str(config), "--db", str(workdir / "monitor.db"),
-            "--host", "127.0.0.1", "--port", str(port), "--evaluate-every", evaluate_every]  # fmt: skip
+    argv = [
+        sys.executable,
+        "-m",
+        "modelpilot.monitor.server",
+        "--config",
+        str(config),
+        "--db",
+        str(workdir / "monitor.db"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--evaluate-every",
+        evaluate_every,
+    ]
     with log_path.open("wb") as log:
-        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})  # fmt: skip
+        process = subprocess.Popen(
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
     handle = MonitorHandle(f"http://127.0.0.1:{port}", process, log_path)
     try:
         deadline = time.monotonic() + ready_timeout

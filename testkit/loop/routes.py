@@ -119,9 +119,12 @@ class RouteTable:
             if route.mirror is not None and rng.random() * 100.0 < route.mirror_percent:
                 mirror = route.mirror.revision
             return Decision(
-                route.name, dest.subset if dest else None, dest.revision if dest else None, mirror,
+                route.name,
+                dest.subset if dest else None,
+                dest.revision if dest else None,
+                mirror,
                 self.authority,
-            )  # fmt: skip
+            )
         return Decision("<no route>", None, None, authority=self.authority)
 
     def weights(self) -> dict[str, int]:

@@ -124,10 +124,24 @@ async def test_no_acknowledged_record_is_lost_when_proxy_then_monitor_are_killed
     db, spool = tmp_path / "monitor.db", tmp_path / "spool"
     monitor = Process(
         "monitor",
-        [sys.executable, "-m", "modelpilot.cli", "monitor", "--config", str(config), "--db", str(db),
-         "--host", "127.0.0.1", "--port", str(monitor_port), "--log-level", "warning"],
+        [
+            sys.executable,
+            "-m",
+            "modelpilot.cli",
+            "monitor",
+            "--config",
+            str(config),
+            "--db",
+            str(db),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(monitor_port),
+            "--log-level",
+            "warning",
+        ],
         tmp_path / "monitor.log",
-    )  # fmt: skip
+    )
     monitor_url = f"http://127.0.0.1:{monitor_port}"
     proxy_url = f"http://127.0.0.1:{proxy_port}"
     answered: dict[str, float] = {}  # request id -> when the client had its answer
@@ -138,12 +152,33 @@ async def test_no_acknowledged_record_is_lost_when_proxy_then_monitor_are_killed
     async with running_fake_triton() as triton, aiohttp.ClientSession() as session:
         proxy = Process(
             "proxy",
-            [sys.executable, "-m", "modelpilot.capture.proxy", "--listen", f"127.0.0.1:{proxy_port}",
-             "--upstream", triton.url, "--monitor-url", monitor_url, "--model", "iris", "--revision", "r1",
-             "--spool-dir", str(spool), "--batch-size", "16", "--flush-interval", "0.2",
-             "--backoff-max", "0.5", "--log-level", "INFO"],
+            [
+                sys.executable,
+                "-m",
+                "modelpilot.capture.proxy",
+                "--listen",
+                f"127.0.0.1:{proxy_port}",
+                "--upstream",
+                triton.url,
+                "--monitor-url",
+                monitor_url,
+                "--model",
+                "iris",
+                "--revision",
+                "r1",
+                "--spool-dir",
+                str(spool),
+                "--batch-size",
+                "16",
+                "--flush-interval",
+                "0.2",
+                "--backoff-max",
+                "0.5",
+                "--log-level",
+                "INFO",
+            ],
             tmp_path / "proxy.log",
-        )  # fmt: skip
+        )
         diagnose = lambda: f"proxy:\n{proxy.tail()}\nmonitor:\n{monitor.tail()}"  # noqa: E731
 
         async def worker(w: int) -> None:
@@ -152,8 +187,10 @@ async def test_no_acknowledged_record_is_lost_when_proxy_then_monitor_are_killed
             while not stop.is_set():
                 request_id = f"w{w}-{n}"
                 n += 1
-                body = {"id": request_id, "inputs": [{"name": "INPUT0", "shape": [1, 2], "datatype": "FP32",
-                                                      "data": [[w, n]]}]}  # fmt: skip
+                body = {
+                    "id": request_id,
+                    "inputs": [{"name": "INPUT0", "shape": [1, 2], "datatype": "FP32", "data": [[w, n]]}],
+                }
                 sent[request_id] = time.monotonic()
                 try:
                     async with session.post(

@@ -85,10 +85,24 @@ async def _proxy_process(
 ) -> AsyncIterator[tuple[str, int]]:
     (port,) = free_ports(1)
     cmd = [
-        sys.executable, "-m", "modelpilot.capture.proxy", "--listen", f"127.0.0.1:{port}",
-        "--upstream", upstream, "--monitor-url", monitor, "--model", "iris", "--revision", "r1",
-        "--spool-dir", str(spool), "--log-level", "WARNING",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "modelpilot.capture.proxy",
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--upstream",
+        upstream,
+        "--monitor-url",
+        monitor,
+        "--model",
+        "iris",
+        "--revision",
+        "r1",
+        "--spool-dir",
+        str(spool),
+        "--log-level",
+        "WARNING",
+    ]
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -162,9 +176,10 @@ async def test_peak_rss_stays_under_the_container_limit(tmp_path: Path) -> None:
 
                 async def capturable(i: int) -> int:
                     async with session.post(
-                        f"{url}/v2/models/iris/infer", data=_body(CAPTURABLE, b"x"),
+                        f"{url}/v2/models/iris/infer",
+                        data=_body(CAPTURABLE, b"x"),
                         headers={"Content-Length": str(CAPTURABLE)},
-                    ) as response:  # fmt: skip
+                    ) as response:
                         await response.read()
                         return response.status
 

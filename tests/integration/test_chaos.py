@@ -54,15 +54,32 @@ KILLS = 20
 RATE = 200.0  # requests/s per revision
 GOOD, BAD = 0.005, 0.12  # error ratios
 # maxSamples: the planned horizon fits a few seconds of synthetic traffic (RATE per arm).
-ERRORS = {"name": "errors", "provider": "istio", "metric": "errorRate", "test": "sequential", "minSamples": 200,
-          "maxSamples": 600, "max": 0.05}  # fmt: skip
-STEPS = [{"setWeight": 20}, {"analysis": {"interval": "2s", "metrics": [ERRORS]}},
-         {"setWeight": 60}, {"analysis": {"interval": "2s", "metrics": [ERRORS]}}]  # fmt: skip
+ERRORS = {
+    "name": "errors",
+    "provider": "istio",
+    "metric": "errorRate",
+    "test": "sequential",
+    "minSamples": 200,
+    "maxSamples": 600,
+    "max": 0.05,
+}
+STEPS = [
+    {"setWeight": 20},
+    {"analysis": {"interval": "2s", "metrics": [ERRORS]}},
+    {"setWeight": 60},
+    {"analysis": {"interval": "2s", "metrics": [ERRORS]}},
+]
 # Per ModelDeployment, the quality of versions 1, 2, 3, ...: G promotes, B must roll back.
 # Long enough never to run out during the kills; exporters are made a version ahead, as needed.
 PLANS = {"h1": "G" * 30, "r1": "GB" * 15, "r2": "GBB" * 10}
-STRATEGIES = ["after-routes"] * 5 + ["after-status"] * 3 + ["promotion"] * 3 + ["rollback"] * 3 + \
-             ["random"] * 4 + ["new-revision"] * 2  # fmt: skip
+STRATEGIES = (
+    ["after-routes"] * 5
+    + ["after-status"] * 3
+    + ["promotion"] * 3
+    + ["rollback"] * 3
+    + ["random"] * 4
+    + ["new-revision"] * 2
+)
 MD = "ModelDeployment"
 # The operator bugs this file once found are fixed: their evidence now fails the test. Set to True only
 # while a newly found bug is open (its evidence then marks the test xfail once every other invariant held).
@@ -86,9 +103,12 @@ def create(api_client, ns: str, name: str, body_spec: dict) -> None:
     import kubernetes
 
     kubernetes.client.CustomObjectsApi(api_client).create_namespaced_custom_object(
-        "modelpilot.io", "v1alpha1", ns, "modeldeployments",
+        "modelpilot.io",
+        "v1alpha1",
+        ns,
+        "modeldeployments",
         {"apiVersion": "modelpilot.io/v1alpha1", "kind": MD, "metadata": {"name": name}, "spec": body_spec},
-    )  # fmt: skip
+    )
 
 
 def set_version(kube, ns: str, name: str, version: str) -> None:
@@ -104,7 +124,9 @@ def primary(vs: dict | None) -> dict[str, int]:
     if not vs:
         return {}
     route = next((r for r in vs["spec"]["http"] if r.get("name") == "primary"), vs["spec"]["http"][-1])
-    return {d["destination"]["subset"]: int(d.get("weight", 100)) for d in route["route"] if d.get("weight", 100)}
+    return {
+        d["destination"]["subset"]: int(d.get("weight", 100)) for d in route["route"] if d.get("weight", 100)
+    }
 
 
 def expected_routes(st: dict) -> dict[str, int]:
@@ -158,9 +180,14 @@ class Traffic:
 
 
 @contextlib.contextmanager
-def exporters(prometheus, ns: str, arms: list[tuple[str, str]]) -> Iterator[dict[tuple[str, str], RevisionExporter]]:
+def exporters(
+    prometheus, ns: str, arms: list[tuple[str, str]]
+) -> Iterator[dict[tuple[str, str], RevisionExporter]]:
     """One exporter per (ModelDeployment, revision), all scraped by the session's Prometheus."""
-    exps = {(n, r): RevisionExporter(namespace=ns, name=n, revision=r, model="clf", error_codes=(503,)) for n, r in arms}
+    exps = {
+        (n, r): RevisionExporter(namespace=ns, name=n, revision=r, model="clf", error_codes=(503,))
+        for n, r in arms
+    }
     with contextlib.ExitStack() as stack:
         for e in exps.values():
             stack.enter_context(e)
@@ -175,8 +202,11 @@ def register(prometheus, exps) -> None:
     exps = list(exps)
     prometheus.set_file_targets([ScrapeTarget(e.address, e.target_labels()) for e in exps])
     ns = exps[0].namespace
-    prometheus.wait_until(f'count(istio_requests_total{{destination_workload_namespace="{ns}",response_code="200"}})',
-                          lambda r: bool(r) and int(float(r[0]["value"][1])) == len(exps), timeout_s=60)  # fmt: skip
+    prometheus.wait_until(
+        f'count(istio_requests_total{{destination_workload_namespace="{ns}",response_code="200"}})',
+        lambda r: bool(r) and int(float(r[0]["value"][1])) == len(exps),
+        timeout_s=60,
+    )
 
 
 # --------------------------------------------------------------------------- watching every write
@@ -201,11 +231,20 @@ class Watcher(threading.Thread):
         import kubernetes
 
         if self.kind[0] == "core":
-            return getattr(kubernetes.client.CoreV1Api(self.client), f"list_namespaced_{self.kind[1]}"), (self.ns,)
+            return getattr(kubernetes.client.CoreV1Api(self.client), f"list_namespaced_{self.kind[1]}"), (
+                self.ns,
+            )
         if self.kind[0] == "apps":
-            return getattr(kubernetes.client.AppsV1Api(self.client), f"list_namespaced_{self.kind[1]}"), (self.ns,)
+            return getattr(kubernetes.client.AppsV1Api(self.client), f"list_namespaced_{self.kind[1]}"), (
+                self.ns,
+            )
         group, version, plural = self.kind
-        return kubernetes.client.CustomObjectsApi(self.client).list_namespaced_custom_object, (group, version, self.ns, plural)
+        return kubernetes.client.CustomObjectsApi(self.client).list_namespaced_custom_object, (
+            group,
+            version,
+            self.ns,
+            plural,
+        )
 
     def run(self) -> None:
         import kubernetes
@@ -252,10 +291,14 @@ class Ledger:
     operator: OperatorProcess
     lock: threading.Lock = field(default_factory=threading.Lock)
     violations: list[str] = field(default_factory=list)
-    progress: dict[tuple[str, str], tuple[str, int]] = field(default_factory=dict)  # (name, cand) -> (startedAt, step)
+    progress: dict[tuple[str, str], tuple[str, int]] = field(
+        default_factory=dict
+    )  # (name, cand) -> (startedAt, step)
     rolled_back: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     stables: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
-    blocked_at: dict[str, tuple[str, int]] = field(default_factory=dict)  # name -> (revision, MD resourceVersion)
+    blocked_at: dict[str, tuple[str, int]] = field(
+        default_factory=dict
+    )  # name -> (revision, MD resourceVersion)
     mds: dict[str, dict] = field(default_factory=dict)
     vss: dict[str, dict] = field(default_factory=dict)
     armed: Callable[[str, str, dict | None, dict], bool] | None = None
@@ -263,7 +306,9 @@ class Ledger:
     fired_by: str = ""
     withdrawn: dict[tuple[str, str], float] = field(default_factory=dict)  # (name, bad revision) -> when
     reexposed: list[str] = field(default_factory=list)
-    probe: Callable[[str, str], str] | None = None  # (name, revision) -> what its Deployment and status say now
+    probe: Callable[[str, str], str] | None = (
+        None  # (name, revision) -> what its Deployment and status say now
+    )
 
     def desired(self, name: str) -> str | None:
         md = self.mds.get(name)
@@ -284,9 +329,13 @@ class Ledger:
                 started, step = ro.get("startedAt"), int(ro.get("step", 0))
                 prev = self.progress.get((name, cand))
                 if prev and prev[0] != started:
-                    self.violations.append(f"{name}: rollout of {cand} restarted (startedAt {prev[0]} -> {started})")
+                    self.violations.append(
+                        f"{name}: rollout of {cand} restarted (startedAt {prev[0]} -> {started})"
+                    )
                 if prev and step < prev[1]:
-                    self.violations.append(f"{name}: step of {cand} went backwards {prev[1]} -> {step} (rv {rv})")
+                    self.violations.append(
+                        f"{name}: step of {cand} went backwards {prev[1]} -> {step} (rv {rv})"
+                    )
                 self.progress[(name, cand)] = (started, max(step, prev[1] if prev else 0))
             if st.get("phase") == "RolledBack" and ro.get("blocked"):
                 self.rolled_back[name].add(ro["blocked"])
@@ -298,11 +347,17 @@ class Ledger:
             if stable:
                 self.stables[name].add(stable)
                 if stable in self.rolled_back[name] or (name, stable) in self.bad:
-                    self.violations.append(f"{name}: revision {stable} became stable but must roll back / was rolled back")
+                    self.violations.append(
+                        f"{name}: revision {stable} became stable but must roll back / was rolled back"
+                    )
             if desired in self.rolled_back[name] and st.get("phase") != "RolledBack":
-                self.violations.append(f"{name}: lost rollback: {desired} was RolledBack, now {st.get('phase')} (rv {rv})")
+                self.violations.append(
+                    f"{name}: lost rollback: {desired} was RolledBack, now {st.get('phase')} (rv {rv})"
+                )
             if desired in self.rolled_back[name] and int(st.get("canaryWeight") or 0):
-                self.violations.append(f"{name}: rolled-back {desired} has canaryWeight {st.get('canaryWeight')}")
+                self.violations.append(
+                    f"{name}: rolled-back {desired} has canaryWeight {st.get('canaryWeight')}"
+                )
             self._maybe_fire("md", name, old, obj)
 
     def on_vs(self, type_: str, obj: dict) -> None:
@@ -316,8 +371,10 @@ class Ledger:
             if name in self.blocked_at:
                 rev, at = self.blocked_at[name]
                 if rv > at and primary(obj).get(rev):
-                    self.violations.append(f"{name}: VirtualService (rv {rv}) routes {primary(obj)[rev]}% to {rev}, "
-                                           f"rolled back at rv {at}")  # fmt: skip
+                    self.violations.append(
+                        f"{name}: VirtualService (rv {rv}) routes {primary(obj)[rev]}% to {rev}, "
+                        f"rolled back at rv {at}"
+                    )
             was, now = primary(old), primary(obj)
             for rev in set(was) | set(now):
                 if (name, rev) not in self.bad:
@@ -325,9 +382,14 @@ class Ledger:
                 if was.get(rev) and not now.get(rev):
                     self.withdrawn[(name, rev)] = time.monotonic()
                 elif now.get(rev) and not was.get(rev) and (name, rev) in self.withdrawn:
-                    probes.append((rev, f"{name}: regressed {rev} got {now[rev]}% again (VirtualService rv {rv}) "
-                                        f"{time.monotonic() - self.withdrawn[(name, rev)]:.1f}s after its routes were "
-                                        f"withdrawn, the rollback not yet in status"))  # fmt: skip
+                    probes.append(
+                        (
+                            rev,
+                            f"{name}: regressed {rev} got {now[rev]}% again (VirtualService rv {rv}) "
+                            f"{time.monotonic() - self.withdrawn[(name, rev)]:.1f}s after its routes were "
+                            f"withdrawn, the rollback not yet in status",
+                        )
+                    )
             self._maybe_fire("vs", name, old, obj)
         for rev, line in probes:  # what it was routed to, read at once (outside the lock: kills never wait)
             detail = self.probe(name, rev) if self.probe else ""
@@ -403,7 +465,11 @@ def problems(state: State, orphans: dict[tuple[str, str], str] | None = None) ->
     for name in names:
         md = state.mds[name]
         st, uid = md.get("status") or {}, md["metadata"]["uid"]
-        mine = [d for d in state.deps if (d["metadata"].get("labels") or {}).get("modelpilot.io/deployment") == name]
+        mine = [
+            d
+            for d in state.deps
+            if (d["metadata"].get("labels") or {}).get("modelpilot.io/deployment") == name
+        ]
         revs = [d["metadata"]["labels"].get("modelpilot.io/revision") for d in mine]
         if len(revs) != len(set(revs)):
             out.append(f"{name}: duplicate Deployments per revision: {sorted(revs)}")
@@ -415,7 +481,11 @@ def problems(state: State, orphans: dict[tuple[str, str], str] | None = None) ->
         # Every Deployment is a revision the status knows; every revision it sizes above zero has one.
         if not set(revs) <= set(listed) or not {r for r, n in listed.items() if n} <= set(revs):
             out.append(f"{name}: Deployments for {sorted(revs)} but status.revisions {listed}")
-        svcs = [s for s in state.svcs if (s["metadata"].get("labels") or {}).get("modelpilot.io/deployment") == name]
+        svcs = [
+            s
+            for s in state.svcs
+            if (s["metadata"].get("labels") or {}).get("modelpilot.io/deployment") == name
+        ]
         by_role = defaultdict(list)
         for s in svcs:
             labels = s["metadata"]["labels"]
@@ -425,7 +495,9 @@ def problems(state: State, orphans: dict[tuple[str, str], str] | None = None) ->
         if len(by_role["revision"]) != len(set(by_role["revision"])):
             out.append(f"{name}: duplicate revision Services {sorted(by_role['revision'])}")
         if not set(revs) <= set(by_role["revision"]):
-            out.append(f"{name}: revision Services {sorted(by_role['revision'])} but Deployments {sorted(revs)}")
+            out.append(
+                f"{name}: revision Services {sorted(by_role['revision'])} but Deployments {sorted(revs)}"
+            )
         for rev in sorted(set(by_role["revision"]) - set(revs)):
             detail = f"Service {name}-{rev} has no Deployment; status: {describe(st)}, revisions {listed}"
             if listed.get(rev):
@@ -436,8 +508,10 @@ def problems(state: State, orphans: dict[tuple[str, str], str] | None = None) ->
                 out.append(detail)
         routes, want = primary(state.vss.get(name)), expected_routes(st)
         if routes != want:
-            out.append(f"{name}: VirtualService routes {routes} but status says {want} "
-                       f"(phase {st.get('phase')}, step {(st.get('rollout') or {}).get('step')})")  # fmt: skip
+            out.append(
+                f"{name}: VirtualService routes {routes} but status says {want} "
+                f"(phase {st.get('phase')}, step {(st.get('rollout') or {}).get('step')})"
+            )
         subsets = {s["name"] for s in ((state.drs.get(name) or {}).get("spec") or {}).get("subsets") or []}
         if not set(routes) <= subsets:
             out.append(f"{name}: routes {sorted(routes)} outside DestinationRule subsets {sorted(subsets)}")
@@ -478,12 +552,18 @@ def resumed(name: str, desired: str, before: dict, after: dict, bad: set) -> tup
         return True, f"{name}: step {int(rb.get('step', 0)) + 1} -> {int(ra.get('step', 0)) + 1}"
     if before.get("phase") == "RolledBack" and rb.get("blocked") == desired:
         ok = after.get("phase") == "RolledBack" and ra.get("blocked") == desired
-        return ok, f"{name}: {desired} stays rolled back" if ok else f"{name}: rollback lost: {describe(after)}"
+        return (
+            ok,
+            f"{name}: {desired} stays rolled back" if ok else f"{name}: rollback lost: {describe(after)}",
+        )
     if before.get("stableRevision") == desired:
         ok = after.get("stableRevision") == desired
         return ok, f"{name}: stays at {desired}" if ok else f"{name}: {describe(after)}"
     # A new revision was applied just before the kill: its rollout has begun (or even finished).
-    return outcome_of(desired) or (True, f"{name}: new rollout of {desired} at step {int(ra.get('step', 0)) + 1}")
+    return outcome_of(desired) or (
+        True,
+        f"{name}: new rollout of {desired} at step {int(ra.get('step', 0)) + 1}",
+    )
 
 
 # --------------------------------------------------------------------------- 1. twenty SIGKILLs
@@ -493,8 +573,12 @@ def test_twenty_sigkills_resume_at_the_recorded_step(operator, prometheus, kube,
     t0 = time.monotonic()
     rng = random.Random(SEED)
     ns = namespace
-    revisions = {(n, str(v)): revision_of(str(v)) for n, plan in PLANS.items() for v in range(1, len(plan) + 1)}
-    bad = {(n, revisions[(n, str(i + 1))]) for n, plan in PLANS.items() for i, q in enumerate(plan) if q == "B"}
+    revisions = {
+        (n, str(v)): revision_of(str(v)) for n, plan in PLANS.items() for v in range(1, len(plan) + 1)
+    }
+    bad = {
+        (n, revisions[(n, str(i + 1))]) for n, plan in PLANS.items() for i, q in enumerate(plan) if q == "B"
+    }
     arms = sorted({(n, revisions[(n, str(v))]) for n in PLANS for v in (1, 2, 3)})
     operator.use_spares()
     ledger = Ledger(revisions, bad, operator)
@@ -502,19 +586,25 @@ def test_twenty_sigkills_resume_at_the_recorded_step(operator, prometheus, kube,
     def probe(name: str, rev: str) -> str:
         dep = kube.get("Deployment", f"{name}-{rev}", ns) or {}
         st = status_of(kube, ns, name)
-        return (f"its Deployment: replicas {(dep.get('spec') or {}).get('replicas')}, ready "
-                f"{(dep.get('status') or {}).get('readyReplicas', 0)}; status: {describe(st)}: {st.get('message')}")  # fmt: skip
+        return (
+            f"its Deployment: replicas {(dep.get('spec') or {}).get('replicas')}, ready "
+            f"{(dep.get('status') or {}).get('readyReplicas', 0)}; status: {describe(st)}: {st.get('message')}"
+        )
 
     ledger.probe = probe
     report: list[str] = []
     exposures: dict[tuple, list] = {}  # (kill, name, revision, why) -> [first seen, last seen, detail]
     with exporters(prometheus, ns, arms) as exps, Traffic() as traffic, contextlib.ExitStack() as more:
+
         def add_arm(n: str, v: int) -> None:  # an exporter for a later version, scraped before it is applied
             rev = revisions[(n, str(v))]
             if (n, rev) not in exps:
-                exps[(n, rev)] = more.enter_context(RevisionExporter(namespace=ns, name=n, revision=rev, model="clf",
-                                                                     error_codes=(503,)))  # fmt: skip
-                prometheus.set_file_targets([ScrapeTarget(e.address, e.target_labels()) for e in exps.values()])
+                exps[(n, rev)] = more.enter_context(
+                    RevisionExporter(namespace=ns, name=n, revision=rev, model="clf", error_codes=(503,))
+                )
+                prometheus.set_file_targets(
+                    [ScrapeTarget(e.address, e.target_labels()) for e in exps.values()]
+                )
 
         def feed() -> None:  # traffic for each ModelDeployment's stable and desired revisions only
             live = set()
@@ -528,22 +618,31 @@ def test_twenty_sigkills_resume_at_the_recorded_step(operator, prometheus, kube,
         feed()
         for n in PLANS:
             create(api_client, ns, n, md_spec("1", STEPS))
-        wait_for(lambda: all(status_of(kube, ns, n).get("phase") == "Ready" for n in PLANS), 90, 0.5,
-                 what="every v1 Ready", diagnose=operator.log_tail)  # fmt: skip
+        wait_for(
+            lambda: all(status_of(kube, ns, n).get("phase") == "Ready" for n in PLANS),
+            90,
+            0.5,
+            what="every v1 Ready",
+            diagnose=operator.log_tail,
+        )
         history: list[str] = []  # creations and deletions of revision children, for the diagnosis of a leak
 
         def on_child(kind: str) -> Callable[[str, dict], None]:
             def record(type_: str, obj: dict) -> None:
                 if type_ in ("ADDED", "DELETED"):
-                    history.append(f"{time.monotonic() - t0:6.1f}s {type_} {kind} {obj['metadata']['name']} "
-                                   f"rv {obj['metadata']['resourceVersion']}")  # fmt: skip
+                    history.append(
+                        f"{time.monotonic() - t0:6.1f}s {type_} {kind} {obj['metadata']['name']} "
+                        f"rv {obj['metadata']['resourceVersion']}"
+                    )
 
             return record
 
-        watchers = [Watcher(api_client, ns, ("modelpilot.io", "v1alpha1", "modeldeployments"), ledger.on_md),
-                    Watcher(api_client, ns, ("networking.istio.io", "v1", "virtualservices"), ledger.on_vs),
-                    Watcher(api_client, ns, ("apps", "deployment"), on_child("Deployment")),
-                    Watcher(api_client, ns, ("core", "service"), on_child("Service"))]  # fmt: skip
+        watchers = [
+            Watcher(api_client, ns, ("modelpilot.io", "v1alpha1", "modeldeployments"), ledger.on_md),
+            Watcher(api_client, ns, ("networking.istio.io", "v1", "virtualservices"), ledger.on_vs),
+            Watcher(api_client, ns, ("apps", "deployment"), on_child("Deployment")),
+            Watcher(api_client, ns, ("core", "service"), on_child("Service")),
+        ]
         for w in watchers:
             w.start()
             assert w.synced.wait(30)
@@ -597,15 +696,30 @@ def test_twenty_sigkills_resume_at_the_recorded_step(operator, prometheus, kube,
                 return s if not last_problems[0] else None
 
             def why():
-                return (f"{last_problems[0]}\nkills so far:\n" + "\n".join(report) + "\nchildren created/deleted:\n"
-                        + "\n".join(history[-60:]) + f"\n{operator.log_tail(30)}")  # fmt: skip
+                return (
+                    f"{last_problems[0]}\nkills so far:\n"
+                    + "\n".join(report)
+                    + "\nchildren created/deleted:\n"
+                    + "\n".join(history[-60:])
+                    + f"\n{operator.log_tail(30)}"
+                )
 
             t = time.monotonic()
-            wait_for(lambda: reconciles(operator) >= len(PLANS), 60, 0.3, what="a pass per ModelDeployment",
-                     diagnose=operator.log_tail)  # fmt: skip
+            wait_for(
+                lambda: reconciles(operator) >= len(PLANS),
+                60,
+                0.3,
+                what="a pass per ModelDeployment",
+                diagnose=operator.log_tail,
+            )
             t_pass = time.monotonic() - t
-            state = wait_for(ok, 90, 0.4, what="routes and children matching the recorded status", diagnose=why)
-            for key, detail in orphans.items():  # still there once everything else agrees: nothing will delete it
+            state = wait_for(
+                ok, 90, 0.4, what="routes and children matching the recorded status", diagnose=why
+            )
+            for (
+                key,
+                detail,
+            ) in orphans.items():  # still there once everything else agrees: nothing will delete it
                 if key not in leaks:
                     made = [h for h in history if key[1] in h.split() or " KILL " in h][-4:]
                     leaks[key] = f"after kill {kill}: {detail}; history: {' | '.join(made)}"
@@ -613,13 +727,23 @@ def test_twenty_sigkills_resume_at_the_recorded_step(operator, prometheus, kube,
 
         def at_promotion(kind, name, old, new):  # the route switch to 100% candidate, before status says so
             cand = ledger.desired(name)
-            return kind == "vs" and old is not None and 0 < primary(old).get(cand, 0) < 100 and primary(new) == {cand: 100}
+            return (
+                kind == "vs"
+                and old is not None
+                and 0 < primary(old).get(cand, 0) < 100
+                and primary(new) == {cand: 100}
+            )
 
         def at_rollback(kind, name, old, new):  # the route switch back to stable, before status says so
             cand = ledger.desired(name)
             st = (ledger.mds.get(name) or {}).get("status") or {}
-            return (kind == "vs" and old is not None and primary(old).get(cand, 0) > 0 and not primary(new).get(cand)
-                    and st.get("phase") != "RolledBack")  # fmt: skip
+            return (
+                kind == "vs"
+                and old is not None
+                and primary(old).get(cand, 0) > 0
+                and not primary(new).get(cand)
+                and st.get("phase") != "RolledBack"
+            )
 
         def after_routes(kind, name, old, new):  # any route apply: the status write comes after it
             return kind == "vs" and old is not None and old["spec"] != new["spec"]
@@ -631,8 +755,12 @@ def test_twenty_sigkills_resume_at_the_recorded_step(operator, prometheus, kube,
 
             return kind == "md" and old is not None and key(old) != key(new)
 
-        triggers = {"after-routes": (after_routes, 20.0), "after-status": (after_status, 20.0),
-                    "promotion": (at_promotion, 45.0), "rollback": (at_rollback, 45.0)}  # fmt: skip
+        triggers = {
+            "after-routes": (after_routes, 20.0),
+            "after-status": (after_status, 20.0),
+            "promotion": (at_promotion, 45.0),
+            "rollback": (at_rollback, 45.0),
+        }
         threading.Thread(target=driver, daemon=True).start()
         strategies = STRATEGIES[:]
         rng.shuffle(strategies)
@@ -640,9 +768,19 @@ def test_twenty_sigkills_resume_at_the_recorded_step(operator, prometheus, kube,
         for i, strategy in enumerate(strategies, 1):
             ledger.arm(None)
             if strategy == "new-revision":  # kill just after a new revision is applied
-                target = wait_for(lambda: next((n for n in PLANS if version[n] < len(PLANS[n])
-                                                and finished(n, status_of(kube, ns, n))), None),
-                                  60, 0.2, what="a finished rollout to follow with a new revision")  # fmt: skip
+                target = wait_for(
+                    lambda: next(
+                        (
+                            n
+                            for n in PLANS
+                            if version[n] < len(PLANS[n]) and finished(n, status_of(kube, ns, n))
+                        ),
+                        None,
+                    ),
+                    60,
+                    0.2,
+                    what="a finished rollout to follow with a new revision",
+                )
                 bump(target)
                 time.sleep(rng.uniform(0.05, 1.0))
                 fired = ledger.disarm_and_kill()
@@ -656,7 +794,9 @@ def test_twenty_sigkills_resume_at_the_recorded_step(operator, prometheus, kube,
                     ledger.fired.wait(timeout)
                 fired = ledger.disarm_and_kill()
                 driving.clear()
-            with drive_lock:  # no new revision while the dead operator's state is read and the new one settles
+            with (
+                drive_lock
+            ):  # no new revision while the dead operator's state is read and the new one settles
                 killed_at = time.monotonic()
                 history.append(f"{killed_at - t0:6.1f}s KILL {i} ({strategy})")
                 operator.proc.wait(10)
@@ -671,19 +811,26 @@ def test_twenty_sigkills_resume_at_the_recorded_step(operator, prometheus, kube,
             ok, notes = True, []
             for n in PLANS:
                 desired = revisions[(n, str(frozen.mds[n]["spec"]["model"]["version"]))]
-                good, note = resumed(n, desired, frozen.mds[n].get("status") or {},
-                                     settled.mds[n].get("status") or {}, bad)  # fmt: skip
+                good, note = resumed(
+                    n, desired, frozen.mds[n].get("status") or {}, settled.mds[n].get("status") or {}, bad
+                )
                 ok &= good
                 notes.append(note)
             with ledger.lock:
                 violations = list(ledger.violations)
             ok &= not violations
             where = "; ".join(f"{n} {describe(frozen.mds[n].get('status') or {})}" for n in PLANS)
-            landed = f"BETWEEN the children's apply and the status write: {between[0]}" if between else "status and children agreed"
-            line = (f"kill {i:2d} [{strategy}{' fired on ' + ledger.fired_by if fired else ''}] at {killed_at - t0:5.1f}s: "
-                    f"{where}\n         {landed}\n         new operator up {t_up:.1f}s, a pass each {t_pass:.1f}s, "
-                    f"settled {t_settle:.1f}s -> {'RESUMED' if ok else 'FAILED'}: {'; '.join(notes)}"
-                    f"{' VIOLATIONS: ' + str(violations) if violations else ''}")  # fmt: skip
+            landed = (
+                f"BETWEEN the children's apply and the status write: {between[0]}"
+                if between
+                else "status and children agreed"
+            )
+            line = (
+                f"kill {i:2d} [{strategy}{' fired on ' + ledger.fired_by if fired else ''}] at {killed_at - t0:5.1f}s: "
+                f"{where}\n         {landed}\n         new operator up {t_up:.1f}s, a pass each {t_pass:.1f}s, "
+                f"settled {t_settle:.1f}s -> {'RESUMED' if ok else 'FAILED'}: {'; '.join(notes)}"
+                f"{' VIOLATIONS: ' + str(violations) if violations else ''}"
+            )
             print(line, flush=True)
             report.append(line)
             results.append((strategy, bool(between), ok))
@@ -693,8 +840,13 @@ def test_twenty_sigkills_resume_at_the_recorded_step(operator, prometheus, kube,
         def all_finished():
             return all(finished(n, status_of(kube, ns, n)) for n in PLANS)
 
-        wait_for(all_finished, 120, 0.5, what="every rollout in flight to finish",
-                 diagnose=lambda: f"{[describe(status_of(kube, ns, n)) for n in PLANS]}\n{operator.log_tail()}")  # fmt: skip
+        wait_for(
+            all_finished,
+            120,
+            0.5,
+            what="every rollout in flight to finish",
+            diagnose=lambda: f"{[describe(status_of(kube, ns, n)) for n in PLANS]}\n{operator.log_tail()}",
+        )
         for n in PLANS:
             if version[n] > 1:
                 outcomes[n].append(finished(n, status_of(kube, ns, n)))
@@ -702,9 +854,11 @@ def test_twenty_sigkills_resume_at_the_recorded_step(operator, prometheus, kube,
         for w in watchers:
             w.stop()
     summary = "\n".join(report)
-    print(f"\n{sum(ok for *_, ok in results)}/{len(results)} kills resumed correctly; "
-          f"{sum(b for _, b, _ in results)} landed between the children's apply and the status write; "
-          f"outcomes {dict(outcomes)}; {time.monotonic() - t0:.0f}s")  # fmt: skip
+    print(
+        f"\n{sum(ok for *_, ok in results)}/{len(results)} kills resumed correctly; "
+        f"{sum(b for _, b, _ in results)} landed between the children's apply and the status write; "
+        f"outcomes {dict(outcomes)}; {time.monotonic() - t0:.0f}s"
+    )
     assert not problems(final, {}), problems(final, {})
     assert not ledger.violations, ledger.violations
     assert len(results) == KILLS and all(ok for *_, ok in results), summary
@@ -713,20 +867,30 @@ def test_twenty_sigkills_resume_at_the_recorded_step(operator, prometheus, kube,
         assert "".join(got) == want, f"{n}: outcomes {got}, plan {want}\n{summary}"
         assert not {r for r in ledger.stables[n] if (n, r) in bad}, f"{n}: a bad revision became stable"
     assert sum(len(v) for v in outcomes.values()) >= 8, outcomes
-    assert any(b for _, b, _ in results), f"no kill landed between the children's apply and the status write\n{summary}"
+    assert any(b for _, b, _ in results), (
+        f"no kill landed between the children's apply and the status write\n{summary}"
+    )
     bugs = []
     if leaks:
-        bugs.append("leaked children: a kill between a retired revision's Deployment delete and its Service delete "
-                    "leaves the Service for good (cleanup iterates live Deployments only):\n    "
-                    + "\n    ".join(leaks.values()))  # fmt: skip
+        bugs.append(
+            "leaked children: a kill between a retired revision's Deployment delete and its Service delete "
+            "leaves the Service for good (cleanup iterates live Deployments only):\n    "
+            + "\n    ".join(leaks.values())
+        )
     if ledger.reexposed:
-        bugs.append("lost rollback until decided again: after a kill between a rollback's children apply and its "
-                    "status write, the regressed candidate is scaled up again and gets its step's weight back:\n    "
-                    + "\n    ".join(ledger.reexposed))  # fmt: skip
+        bugs.append(
+            "lost rollback until decided again: after a kill between a rollback's children apply and its "
+            "status write, the regressed candidate is scaled up again and gets its step's weight back:\n    "
+            + "\n    ".join(ledger.reexposed)
+        )
     if exposures:
-        bugs.append("traffic routed to a revision without ready pods:\n    " + "\n    ".join(
-            f"after kill {k}: {name} routed to {rev} {why} from {a:.1f}s to {b:.1f}s after the restart ({detail})"
-            for (k, name, rev, why), (a, b, detail) in sorted(exposures.items())))  # fmt: skip
+        bugs.append(
+            "traffic routed to a revision without ready pods:\n    "
+            + "\n    ".join(
+                f"after kill {k}: {name} routed to {rev} {why} from {a:.1f}s to {b:.1f}s after the restart ({detail})"
+                for (k, name, rev, why), (a, b, detail) in sorted(exposures.items())
+            )
+        )
     if bugs:
         print("\nPRODUCT BUGS SEEN:\n  " + "\n  ".join(bugs))
         if not KNOWN_BUGS_XFAIL:
@@ -735,18 +899,25 @@ def test_twenty_sigkills_resume_at_the_recorded_step(operator, prometheus, kube,
 
 
 def routed_without_pods(state: State) -> dict[tuple[str, str, str], str]:
-    """(name, revision, why) -> detail, for each revision the live routes send traffic to that has no pod to serve it."""
+    """(name, revision, why) -> detail, for each revision the live routes send traffic to without a pod to serve it."""
     out = {}
     for name, md in state.mds.items():
         st = md.get("status") or {}
-        deps = {(d["metadata"].get("labels") or {}).get("modelpilot.io/revision"): d for d in state.deps
-                if (d["metadata"].get("labels") or {}).get("modelpilot.io/deployment") == name}  # fmt: skip
+        deps = {
+            (d["metadata"].get("labels") or {}).get("modelpilot.io/revision"): d
+            for d in state.deps
+            if (d["metadata"].get("labels") or {}).get("modelpilot.io/deployment") == name
+        }
         for rev, weight in primary(state.vss.get(name)).items():
-            detail = f"{weight}% by the VirtualService; status: {describe(st)}, stable {st.get('stableRevision')}"
+            detail = (
+                f"{weight}% by the VirtualService; status: {describe(st)}, stable {st.get('stableRevision')}"
+            )
             if rev not in deps:
                 out[(name, rev, "without a Deployment")] = detail
             elif not int((deps[rev].get("status") or {}).get("readyReplicas") or 0):
-                out[(name, rev, "with 0 ready replicas")] = f"{detail}, replicas {deps[rev]['spec'].get('replicas')}"
+                out[(name, rev, "with 0 ready replicas")] = (
+                    f"{detail}, replicas {deps[rev]['spec'].get('replicas')}"
+                )
     return out
 
 
@@ -755,26 +926,41 @@ def reconciles(operator: OperatorProcess) -> float:
         text = operator.metrics_text()
     except OSError:
         return 0.0
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith("modelpilot_reconcile_total{"))  # fmt: skip
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("modelpilot_reconcile_total{")
+    )
 
 
 # --------------------------------------------------------------------------- 2. Prometheus outage
 
 
-def test_prometheus_outage_mid_analysis_pauses_cuts_and_recovers(operator, prometheus, kube, api_client, namespace):
+def test_prometheus_outage_mid_analysis_pauses_cuts_and_recovers(
+    operator, prometheus, kube, api_client, namespace
+):
     ns = namespace
     analysis = {"interval": "2s", "inconclusiveLimit": 100, "metrics": [ERRORS]}
-    steps = {"wait": [{"setWeight": 20}, {"analysis": analysis}],  # the default outageTimeout, 10m
-             "cut": [{"setWeight": 20}, {"analysis": {**analysis, "outageTimeout": "6s"}}]}  # fmt: skip
-    revs = {n: (parse_spec(md_spec("1", s)).revision, parse_spec(md_spec("2", s)).revision) for n, s in steps.items()}
+    steps = {
+        "wait": [{"setWeight": 20}, {"analysis": analysis}],  # the default outageTimeout, 10m
+        "cut": [{"setWeight": 20}, {"analysis": {**analysis, "outageTimeout": "6s"}}],
+    }
+    revs = {
+        n: (parse_spec(md_spec("1", s)).revision, parse_spec(md_spec("2", s)).revision)
+        for n, s in steps.items()
+    }
     arms = [(n, r) for n, pair in revs.items() for r in pair]
     with exporters(prometheus, ns, arms) as exps, Traffic() as traffic:
         for n, (stable, cand) in revs.items():
             traffic.set(exps[(n, stable)], RATE, GOOD)
             traffic.set(exps[(n, cand)], 5.0, GOOD)  # too few requests to decide before the outage
             create(api_client, ns, n, md_spec("1", steps[n]))
-        wait_for(lambda: all(status_of(kube, ns, n).get("phase") == "Ready" for n in revs), 90, 0.5, what="v1 Ready")
+        wait_for(
+            lambda: all(status_of(kube, ns, n).get("phase") == "Ready" for n in revs),
+            90,
+            0.5,
+            what="v1 Ready",
+        )
         for n in revs:
             set_version(kube, ns, n, "2")
 
@@ -782,28 +968,48 @@ def test_prometheus_outage_mid_analysis_pauses_cuts_and_recovers(operator, prome
             ro = status_of(kube, ns, n).get("rollout") or {}
             return ro.get("step") == 1 and any(c["step"] == 1 for c in ro.get("checks") or [])
 
-        wait_for(lambda: all(analysing(n) for n in revs), 60, 0.3, what="analysis under way (one check each)",
-                 diagnose=operator.log_tail)  # fmt: skip
+        wait_for(
+            lambda: all(analysing(n) for n in revs),
+            60,
+            0.3,
+            what="analysis under way (one check each)",
+            diagnose=operator.log_tail,
+        )
         for n, (stable, cand) in revs.items():
             assert primary(kube.get("VirtualService", n, ns)) == {stable: 80, cand: 20}
         prometheus.stop()
         stopped = time.monotonic()
         try:
+
             def paused(n):
                 st = status_of(kube, ns, n)
-                return st.get("phase") == "Paused" and condition(st, "AnalysisHealthy").get("reason") == "MetricsUnavailable"
+                return (
+                    st.get("phase") == "Paused"
+                    and condition(st, "AnalysisHealthy").get("reason") == "MetricsUnavailable"
+                )
 
-            wait_for(lambda: all(paused(n) for n in revs), 30, 0.3, what="Paused / MetricsUnavailable",
-                     diagnose=lambda: f"{[status_of(kube, ns, n) for n in revs]}")  # fmt: skip
+            wait_for(
+                lambda: all(paused(n) for n in revs),
+                30,
+                0.3,
+                what="Paused / MetricsUnavailable",
+                diagnose=lambda: f"{[status_of(kube, ns, n) for n in revs]}",
+            )
             assert "unreachable" in condition(status_of(kube, ns, "wait"), "AnalysisHealthy")["message"]
             # Checks from here on can only be unreachable ones.
             inconclusive_before = int(status_of(kube, ns, "wait")["rollout"].get("inconclusive", 0))
             stable, cand = revs["cut"]
             # Routes are applied before the status records them: wait for both.
-            wait_for(lambda: primary(kube.get("VirtualService", "cut", ns)) == {stable: 100}
-                     and status_of(kube, ns, "cut").get("canaryWeight") == 0, 30, 0.3,
-                     what="outageTimeout 6s: the candidate's weight goes to 0",
-                     diagnose=lambda: f"{status_of(kube, ns, 'cut')}")  # fmt: skip
+            wait_for(
+                lambda: (
+                    primary(kube.get("VirtualService", "cut", ns)) == {stable: 100}
+                    and status_of(kube, ns, "cut").get("canaryWeight") == 0
+                ),
+                30,
+                0.3,
+                what="outageTimeout 6s: the candidate's weight goes to 0",
+                diagnose=lambda: f"{status_of(kube, ns, 'cut')}",
+            )
             cut_after = time.monotonic() - stopped
             st = status_of(kube, ns, "cut")
             assert st["canaryWeight"] == 0 and st["phase"] == "Paused" and st["canaryRevision"] == cand
@@ -813,10 +1019,15 @@ def test_prometheus_outage_mid_analysis_pauses_cuts_and_recovers(operator, prome
             assert primary(kube.get("VirtualService", "wait", ns)) == {w_stable: 80, w_cand: 20}
             assert status_of(kube, ns, "wait")["canaryWeight"] == 20
             assert condition(status_of(kube, ns, "wait"), "AnalysisHealthy")["reason"] == "MetricsUnavailable"
-            events = [e for e in kube.list("Event", ns) if e["reason"] == "MetricsUnavailable"
-                      and e["involvedObject"]["name"] == "cut"]  # fmt: skip
+            events = [
+                e
+                for e in kube.list("Event", ns)
+                if e["reason"] == "MetricsUnavailable" and e["involvedObject"]["name"] == "cut"
+            ]
             assert events and events[0]["type"] == "Warning"
-            phases = defaultdict(int)  # what `kubectl get mdep` shows for 'wait' while metrics are unavailable
+            phases = defaultdict(
+                int
+            )  # what `kubectl get mdep` shows for 'wait' while metrics are unavailable
             while time.monotonic() - stopped < 18:  # it stays cut while the outage lasts
                 assert primary(kube.get("VirtualService", "cut", ns)) == {stable: 100}
                 st = status_of(kube, ns, "wait")
@@ -824,41 +1035,65 @@ def test_prometheus_outage_mid_analysis_pauses_cuts_and_recovers(operator, prome
                     phases[f"{st.get('phase')} ({st.get('message', '')[:40]})"] += 1
                 time.sleep(0.5)
             ro = status_of(kube, ns, "wait")["rollout"]
-            unreachable = sum("unreachable" in (m.get("message") or "") for c in ro.get("checks") or []
-                              for m in c.get("metrics") or [])  # fmt: skip
+            unreachable = sum(
+                "unreachable" in (m.get("message") or "")
+                for c in ro.get("checks") or []
+                for m in c.get("metrics") or []
+            )
             inconclusive_outage = int(ro.get("inconclusive", 0)) - inconclusive_before
         finally:
             prometheus.start()
             register(prometheus, exps.values())
         # Metrics are back: the cut canary returns to its step's weight (few requests still: no verdict yet).
-        wait_for(lambda: primary(kube.get("VirtualService", "cut", ns)) == {stable: 80, cand: 20}, 30, 0.3,
-                 what="the cut candidate's weight restored", diagnose=lambda: f"{status_of(kube, ns, 'cut')}")  # fmt: skip
+        wait_for(
+            lambda: primary(kube.get("VirtualService", "cut", ns)) == {stable: 80, cand: 20},
+            30,
+            0.3,
+            what="the cut candidate's weight restored",
+            diagnose=lambda: f"{status_of(kube, ns, 'cut')}",
+        )
         for n, (_, c) in revs.items():
             traffic.set(exps[(n, c)], RATE, GOOD)
         done = ("wait", "cut")
-        wait_for(lambda: all(status_of(kube, ns, n).get("stableRevision") == revs[n][1] for n in done), 90, 0.3,
-                 what="both promoted after recovery", diagnose=lambda: f"{[status_of(kube, ns, n) for n in revs]}")  # fmt: skip
+        wait_for(
+            lambda: all(status_of(kube, ns, n).get("stableRevision") == revs[n][1] for n in done),
+            90,
+            0.3,
+            what="both promoted after recovery",
+            diagnose=lambda: f"{[status_of(kube, ns, n) for n in revs]}",
+        )
         for n in done:
             assert primary(kube.get("VirtualService", n, ns)) == {revs[n][1]: 100}
-        back = [e for e in kube.list("Event", ns) if e["reason"] == "MetricsUnavailable"
-                and e["involvedObject"]["name"] == "cut" and "back" in e["message"]]  # fmt: skip
+        back = [
+            e
+            for e in kube.list("Event", ns)
+            if e["reason"] == "MetricsUnavailable"
+            and e["involvedObject"]["name"] == "cut"
+            and "back" in e["message"]
+        ]
         assert back and back[0]["type"] == "Normal", "no 'metrics are back' event"
-        print(f"\noutage: the 6s-outageTimeout candidate was cut to 0 after {cut_after:.1f}s of outage and restored; "
-              f"both promoted after recovery")  # fmt: skip
+        print(
+            f"\noutage: the 6s-outageTimeout candidate was cut to 0 after {cut_after:.1f}s of outage and restored; "
+            f"both promoted after recovery"
+        )
     bugs = []
     if inconclusive_outage > 0:
         # An outage is not "inconclusive too often": with the defaults (interval 30s, outageTimeout 10m,
         # inconclusiveLimit 20) an outage past its timeout leaves > 20 such checks, and the first
         # inconclusive check once metrics are back pauses the rollout as Inconclusive for a human,
         # where the outageTimeout documentation promises that "the step then resumes".
-        bugs.append(f"checks that could not reach Prometheus count toward inconclusiveLimit: during the outage "
-                    f"status.rollout.inconclusive of 'wait' rose by {inconclusive_outage} ({unreachable} of its "
-                    f"recorded checks say unreachable)")  # fmt: skip
+        bugs.append(
+            f"checks that could not reach Prometheus count toward inconclusiveLimit: during the outage "
+            f"status.rollout.inconclusive of 'wait' rose by {inconclusive_outage} ({unreachable} of its "
+            f"recorded checks say unreachable)"
+        )
     if any(not k.startswith("Paused") for k in phases):
         # Passes between two checks (pod events, an early requeue) do not measure and fall back to
         # Progressing, so the phase flaps while the metrics stay unavailable.
-        bugs.append(f"the phase flaps during the outage (AnalysisHealthy=MetricsUnavailable throughout): "
-                    f"'wait' was seen as {dict(phases)} (samples every 0.5s)")  # fmt: skip
+        bugs.append(
+            f"the phase flaps during the outage (AnalysisHealthy=MetricsUnavailable throughout): "
+            f"'wait' was seen as {dict(phases)} (samples every 0.5s)"
+        )
     if bugs:
         print("PRODUCT BUGS SEEN:\n  " + "\n  ".join(bugs))
         if not KNOWN_BUGS_XFAIL:
@@ -895,12 +1130,17 @@ class SecondApiServer:
     def start(self, timeout: float = 90) -> float:
         t = time.monotonic()
         with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = subprocess.Popen(
+                self.argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         end = t + timeout
         while time.monotonic() < end:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"kube-apiserver exited {self.proc.returncode}: see {self.log}")
-            with contextlib.suppress(OSError), urllib.request.urlopen(f"{self.server}/readyz", context=self.ctx, timeout=2) as r:
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(f"{self.server}/readyz", context=self.ctx, timeout=2) as r,
+            ):
                 if r.read() == b"ok":
                     return time.monotonic() - t
             time.sleep(0.3)
@@ -917,8 +1157,9 @@ class SecondApiServer:
         self.proc = None
 
 
-def test_api_server_restart_mid_rollout_operator_reconnects(prometheus, kube, api_client, crds, operator_kubeconfig,
-                                                             endpoints_file, tmp_path):  # fmt: skip
+def test_api_server_restart_mid_rollout_operator_reconnects(
+    prometheus, kube, api_client, crds, operator_kubeconfig, endpoints_file, tmp_path
+):
     from e2e.cluster.localcluster import DEFAULT_DIR, LocalCluster
 
     try:
@@ -927,13 +1168,22 @@ def test_api_server_restart_mid_rollout_operator_reconnects(prometheus, kube, ap
         pytest.skip(f"cannot copy the shared kube-apiserver's flags: {exc}")
     # Outside every session's t-<session>-*, so only the operator under test reconciles it.
     ns = f"chaos-api-{uuid.uuid4().hex[:6]}"
-    kube._call("POST", "/api/v1/namespaces", body={"metadata": {"name": ns, "labels": {"modelpilot.io/test": "true"}}})
+    kube._call(
+        "POST",
+        "/api/v1/namespaces",
+        body={"metadata": {"name": ns, "labels": {"modelpilot.io/test": "true"}}},
+    )
     config = yaml.safe_load(operator_kubeconfig.read_text())
     config["clusters"][0]["cluster"]["server"] = apiserver.server
     kubeconfig = tmp_path / "operator-second-apiserver.kubeconfig"
     kubeconfig.write_text(yaml.safe_dump(config))
-    op = OperatorProcess(kubeconfig, tmp_path, prometheus_url=prometheus.url, namespaces=[ns],
-                         env={"MODELPILOT_ENDPOINTS_FILE": str(endpoints_file)})  # fmt: skip
+    op = OperatorProcess(
+        kubeconfig,
+        tmp_path,
+        prometheus_url=prometheus.url,
+        namespaces=[ns],
+        env={"MODELPILOT_ENDPOINTS_FILE": str(endpoints_file)},
+    )
     try:
         first_start = apiserver.start()
         op.start()
@@ -942,25 +1192,52 @@ def test_api_server_restart_mid_rollout_operator_reconnects(prometheus, kube, ap
             traffic.set(exps[("api", stable)], RATE, GOOD)
             traffic.set(exps[("api", cand)], RATE, GOOD)
             create(api_client, ns, "api", md_spec("1", STEPS))
-            wait_for(lambda: status_of(kube, ns, "api").get("phase") == "Ready", 90, 0.5, what="v1 Ready",
-                     diagnose=op.log_tail)  # fmt: skip
+            wait_for(
+                lambda: status_of(kube, ns, "api").get("phase") == "Ready",
+                90,
+                0.5,
+                what="v1 Ready",
+                diagnose=op.log_tail,
+            )
             set_version(kube, ns, "api", "2")
-            wait_for(lambda: (status_of(kube, ns, "api").get("rollout") or {}).get("step") == 1
-                     and primary(kube.get("VirtualService", "api", ns)) == {stable: 80, cand: 20}, 60, 0.2,
-                     what="at the first analysis, weight 20", diagnose=op.log_tail)  # fmt: skip
+            wait_for(
+                lambda: (
+                    (status_of(kube, ns, "api").get("rollout") or {}).get("step") == 1
+                    and primary(kube.get("VirtualService", "api", ns)) == {stable: 80, cand: 20}
+                ),
+                60,
+                0.2,
+                what="at the first analysis, weight 20",
+                diagnose=op.log_tail,
+            )
             before = copy.deepcopy(status_of(kube, ns, "api"))
             pid = op.proc.pid
             apiserver.stop(signal.SIGKILL)  # a crash: connections drop, nothing is drained
             time.sleep(5)
             down = copy.deepcopy(status_of(kube, ns, "api"))  # read through the shared API server
             restart_s = apiserver.start()
-            promoted = wait_for(lambda: (st := status_of(kube, ns, "api")).get("stableRevision") == cand
-                                and st.get("phase") == "Ready" and st, 120, 0.3, what="promotion after the restart",
-                                diagnose=lambda: f"{status_of(kube, ns, 'api')}\n{op.log_tail()}")  # fmt: skip
-            assert op.proc is not None and op.proc.poll() is None and op.proc.pid == pid, "the operator process carried on"
+            promoted = wait_for(
+                lambda: (
+                    (st := status_of(kube, ns, "api")).get("stableRevision") == cand
+                    and st.get("phase") == "Ready"
+                    and st
+                ),
+                120,
+                0.3,
+                what="promotion after the restart",
+                diagnose=lambda: f"{status_of(kube, ns, 'api')}\n{op.log_tail()}",
+            )
+            assert op.proc is not None and op.proc.poll() is None and op.proc.pid == pid, (
+                "the operator process carried on"
+            )
             # The decision is recorded before it is carried out: the routes follow within a pass.
-            wait_for(lambda: primary(kube.get("VirtualService", "api", ns)) == {cand: 100}, 30, 0.3,
-                     what="the routes to follow the recorded promotion", diagnose=op.log_tail)  # fmt: skip
+            wait_for(
+                lambda: primary(kube.get("VirtualService", "api", ns)) == {cand: 100},
+                30,
+                0.3,
+                what="the routes to follow the recorded promotion",
+                diagnose=op.log_tail,
+            )
             final = wait_for(lambda: (s := read_state(kube, ns)).steady and s, 30, 0.5, what="a steady read")
             assert not problems(final), problems(final)
             assert down["rollout"]["startedAt"] == before["rollout"]["startedAt"]
@@ -968,8 +1245,10 @@ def test_api_server_restart_mid_rollout_operator_reconnects(prometheus, kube, ap
             log = (tmp_path / f"operator-{op.starts}.log").read_text(errors="replace")
             saw = [line for line in log.splitlines() if "onnect" in line or "refused" in line.lower()]
             assert saw, "the operator's log shows no sign of the lost connection"
-        print(f"\napi server: second kube-apiserver ready in {first_start:.1f}s, restarted in {restart_s:.1f}s; "
-              f"the operator (pid {pid}) logged {len(saw)} connection errors and promoted {cand}")  # fmt: skip
+        print(
+            f"\napi server: second kube-apiserver ready in {first_start:.1f}s, restarted in {restart_s:.1f}s; "
+            f"the operator (pid {pid}) logged {len(saw)} connection errors and promoted {cand}"
+        )
     finally:
         op.stop()
         apiserver.stop()

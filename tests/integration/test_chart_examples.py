@@ -30,7 +30,13 @@ def load(path: Path) -> list[dict]:
 def dry_run(api_client, namespace: str, body: dict) -> dict:
     api = kubernetes.client.CustomObjectsApi(api_client)
     return api.create_namespaced_custom_object(
-        "modelpilot.io", "v1alpha1", namespace, "modeldeployments", body, dry_run="All", field_validation="Strict"
+        "modelpilot.io",
+        "v1alpha1",
+        namespace,
+        "modeldeployments",
+        body,
+        dry_run="All",
+        field_validation="Strict",
     )
 
 

@@ -41,8 +41,15 @@ def kubectl(kubeconfig: Path, *args: str, stdin: str | None = None) -> str:
 
 def apply(kubeconfig: Path, objs: list[dict[str, Any]]) -> None:
     if objs:
-        kubectl(kubeconfig, "apply", "--server-side", "--field-manager=modelpilot-chart-test", "-f", "-",
-                stdin=yaml.safe_dump_all(objs))  # fmt: skip
+        kubectl(
+            kubeconfig,
+            "apply",
+            "--server-side",
+            "--field-manager=modelpilot-chart-test",
+            "-f",
+            "-",
+            stdin=yaml.safe_dump_all(objs),
+        )
 
 
 def install(kubeconfig: Path, values: dict[str, Any], release: str, namespace: str) -> list[dict[str, Any]]:
@@ -51,7 +58,13 @@ def install(kubeconfig: Path, values: dict[str, Any], release: str, namespace: s
     crds = [o for o in objs if o["kind"] == "CustomResourceDefinition" and o["spec"]["group"] == "kopf.dev"]
     apply(kubeconfig, crds)
     for crd in crds:
-        kubectl(kubeconfig, "wait", "--for=condition=Established", "--timeout=60s", f"crd/{crd['metadata']['name']}")
+        kubectl(
+            kubeconfig,
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            f"crd/{crd['metadata']['name']}",
+        )
     rest = [o for o in objs if o["kind"] != "CustomResourceDefinition"]
     apply(kubeconfig, rest)
     return rest
@@ -65,11 +78,19 @@ def cluster_scoped_cleanup(kubeconfig: Path, objs: list[dict[str, Any]]) -> Iter
         for o in objs:
             if o["kind"] in ("ClusterRole", "ClusterRoleBinding", "ClusterKopfPeering"):
                 with contextlib.suppress(AssertionError):
-                    kubectl(kubeconfig, "delete", "--ignore-not-found", "--wait=false",
-                            f"{o['kind'].lower()}.{o['apiVersion'].split('/')[0]}", o["metadata"]["name"])  # fmt: skip
+                    kubectl(
+                        kubeconfig,
+                        "delete",
+                        "--ignore-not-found",
+                        "--wait=false",
+                        f"{o['kind'].lower()}.{o['apiVersion'].split('/')[0]}",
+                        o["metadata"]["name"],
+                    )
 
 
-def can(api_client, sa: str, sa_ns: str, verb: str, resource: str, namespace: str | None, group: str = "") -> bool:
+def can(
+    api_client, sa: str, sa_ns: str, verb: str, resource: str, namespace: str | None, group: str = ""
+) -> bool:
     """resource may name a subresource: "modeldeployments/status"."""
     api = kubernetes.client.AuthorizationV1Api(api_client)
     resource, _, subresource = resource.partition("/")
@@ -80,24 +101,37 @@ def can(api_client, sa: str, sa_ns: str, verb: str, resource: str, namespace: st
         attrs["namespace"] = namespace
     user = f"system:serviceaccount:{sa_ns}:{sa}"
     groups = ["system:serviceaccounts", f"system:serviceaccounts:{sa_ns}"]
-    review = api.create_subject_access_review({"spec": {"user": user, "groups": groups, "resourceAttributes": attrs}})
+    review = api.create_subject_access_review(
+        {"spec": {"user": user, "groups": groups, "resourceAttributes": attrs}}
+    )
     return bool(review.status.allowed)
 
 
-def service_account_kubeconfig(api_client, admin_kubeconfig: Path, sa: str, namespace: str, path: Path) -> Path:
+def service_account_kubeconfig(
+    api_client, admin_kubeconfig: Path, sa: str, namespace: str, path: Path
+) -> Path:
     """A kubeconfig whose only credential is a TokenRequest token for the ServiceAccount."""
-    token = kubernetes.client.CoreV1Api(api_client).create_namespaced_service_account_token(
-        sa, namespace, {"spec": {"expirationSeconds": 3600}}
-    ).status.token
+    token = (
+        kubernetes.client.CoreV1Api(api_client)
+        .create_namespaced_service_account_token(sa, namespace, {"spec": {"expirationSeconds": 3600}})
+        .status.token
+    )
     admin = yaml.safe_load(admin_kubeconfig.read_text())
     cluster = admin["clusters"][0]
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config",
-        "clusters": [cluster],
-        "users": [{"name": sa, "user": {"token": token}}],
-        "contexts": [{"name": sa, "context": {"cluster": cluster["name"], "user": sa, "namespace": namespace}}],
-        "current-context": sa,
-    }))  # fmt: skip
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [cluster],
+                "users": [{"name": sa, "user": {"token": token}}],
+                "contexts": [
+                    {"name": sa, "context": {"cluster": cluster["name"], "user": sa, "namespace": namespace}}
+                ],
+                "current-context": sa,
+            }
+        )
+    )
     path.chmod(0o600)
     return path
 
@@ -105,8 +139,17 @@ def service_account_kubeconfig(api_client, admin_kubeconfig: Path, sa: str, name
 @pytest.fixture
 def restricted_namespace(api_client, namespace) -> str:
     """The operator's namespace, enforcing the restricted Pod Security Standard."""
-    kubernetes.client.CoreV1Api(api_client).patch_namespace(namespace, {"metadata": {"labels": {
-        "pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/enforce-version": "latest"}}})  # fmt: skip
+    kubernetes.client.CoreV1Api(api_client).patch_namespace(
+        namespace,
+        {
+            "metadata": {
+                "labels": {
+                    "pod-security.kubernetes.io/enforce": "restricted",
+                    "pod-security.kubernetes.io/enforce-version": "latest",
+                }
+            }
+        },
+    )
     return namespace
 
 
@@ -122,31 +165,52 @@ def models_namespace(api_client, namespace) -> Iterator[str]:
             core.delete_namespace(name)
 
 
-def test_namespace_mode_chart_runs_the_operator_to_ready(api_client, kubeconfig, crds, kube, restricted_namespace,
-                                                         models_namespace, tmp_path):  # fmt: skip
+def test_namespace_mode_chart_runs_the_operator_to_ready(
+    api_client, kubeconfig, crds, kube, restricted_namespace, models_namespace, tmp_path
+):
     ns, models = restricted_namespace, models_namespace
     release = f"mp-{ns.removeprefix('t-')}"
-    values = {"rbac": {"scope": "namespace"}, "watchNamespaces": [models], "replicaCount": 2,
-              "peering": {"name": PEERING}, "logFormat": "text"}  # fmt: skip
+    values = {
+        "rbac": {"scope": "namespace"},
+        "watchNamespaces": [models],
+        "replicaCount": 2,
+        "peering": {"name": PEERING},
+        "logFormat": "text",
+    }
     objs = install(kubeconfig, values, release, ns)
     with cluster_scoped_cleanup(kubeconfig, objs):
         (dep,) = [o for o in objs if o["kind"] == "Deployment"]
         assert dep["metadata"]["namespace"] == ns
-        assert [o["metadata"]["namespace"] for o in objs if o["kind"] in ("Role", "RoleBinding", "KopfPeering")] == [models] * 3
+        assert [
+            o["metadata"]["namespace"] for o in objs if o["kind"] in ("Role", "RoleBinding", "KopfPeering")
+        ] == [models] * 3
         sa = dep["spec"]["template"]["spec"]["serviceAccountName"]
         apps, core = kubernetes.client.AppsV1Api(api_client), kubernetes.client.CoreV1Api(api_client)
 
         # The restricted namespace admitted both operator pods (a non-compliant pod is refused, below).
-        wait_for(lambda: (apps.read_namespaced_deployment(dep["metadata"]["name"], ns).status.ready_replicas or 0) == 2,
-                 timeout=60, what="both operator replicas admitted and Ready")  # fmt: skip
+        wait_for(
+            lambda: (
+                (apps.read_namespaced_deployment(dep["metadata"]["name"], ns).status.ready_replicas or 0) == 2
+            ),
+            timeout=60,
+            what="both operator replicas admitted and Ready",
+        )
         with pytest.raises(kubernetes.client.ApiException) as refused:
-            core.create_namespaced_pod(ns, {"metadata": {"name": "noncompliant"},
-                                            "spec": {"containers": [{"name": "c", "image": "busybox"}]}}, dry_run="All")  # fmt: skip
+            core.create_namespaced_pod(
+                ns,
+                {
+                    "metadata": {"name": "noncompliant"},
+                    "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+                },
+                dry_run="All",
+            )
         assert refused.value.status == 403 and "PodSecurity" in refused.value.body
 
         # Least privilege: writes only in the watched namespace, nothing it does not need.
         assert can(api_client, sa, ns, "patch", "modeldeployments/status", models, "modelpilot.io")
-        assert not can(api_client, sa, ns, "patch", "modeldeployments", models, "modelpilot.io"), "spec is the user's"
+        assert not can(api_client, sa, ns, "patch", "modeldeployments", models, "modelpilot.io"), (
+            "spec is the user's"
+        )
         assert can(api_client, sa, ns, "create", "deployments", models, "apps")
         assert not can(api_client, sa, ns, "create", "deployments", ns, "apps")
         assert not can(api_client, sa, ns, "create", "deployments", "default", "apps")
@@ -164,11 +228,25 @@ def test_namespace_mode_chart_runs_the_operator_to_ready(api_client, kubeconfig,
         env["MODELPILOT_WORKERS"] = "2"
         with log_path.open("wb") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "modelpilot.cli", "run", f"--namespace={models}", f"--peering={PEERING}",
-                 f"--priority={PRIORITY}", "--metrics-port=0", f"--liveness=http://127.0.0.1:{free_port()}/healthz",
-                 f"--kubeconfig={sa_kubeconfig}", "--log-format=text"],
-                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path, start_new_session=True,
-            )  # fmt: skip
+                [
+                    sys.executable,
+                    "-m",
+                    "modelpilot.cli",
+                    "run",
+                    f"--namespace={models}",
+                    f"--peering={PEERING}",
+                    f"--priority={PRIORITY}",
+                    "--metrics-port=0",
+                    f"--liveness=http://127.0.0.1:{free_port()}/healthz",
+                    f"--kubeconfig={sa_kubeconfig}",
+                    "--log-format=text",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=tmp_path,
+                start_new_session=True,
+            )
         try:
             manifest = yaml.safe_load((REPO / "examples" / "basic-gpu.yaml").read_text())
             manifest["metadata"]["namespace"] = models
@@ -182,7 +260,9 @@ def test_namespace_mode_chart_runs_the_operator_to_ready(api_client, kubeconfig,
             try:
                 wait_for(lambda: phase() == "Ready", timeout=120, what="ModelDeployment Ready")
             except AssertionError as exc:
-                raise AssertionError(f"{exc}; phase={phase()}\n--- operator log ---\n{log_path.read_text()[-4000:]}") from None
+                raise AssertionError(
+                    f"{exc}; phase={phase()}\n--- operator log ---\n{log_path.read_text()[-4000:]}"
+                ) from None
 
             # It reconciled through the chart's peering object, as the active peer.
             def peers() -> list:
@@ -209,10 +289,23 @@ def test_cluster_mode_grants_every_namespace_but_no_secrets(api_client, kubeconf
     objs = install(kubeconfig, {"rbac": {"scope": "cluster"}, "replicaCount": 0}, release, namespace)
     with cluster_scoped_cleanup(kubeconfig, objs):
         (sa,) = [o["metadata"]["name"] for o in objs if o["kind"] == "ServiceAccount"]
-        wait_for(lambda: can(api_client, sa, namespace, "patch", "modeldeployments/status", "any-namespace", "modelpilot.io"),
-                 timeout=20, what="ClusterRoleBinding in effect")  # fmt: skip
+        wait_for(
+            lambda: can(
+                api_client,
+                sa,
+                namespace,
+                "patch",
+                "modeldeployments/status",
+                "any-namespace",
+                "modelpilot.io",
+            ),
+            timeout=20,
+            what="ClusterRoleBinding in effect",
+        )
         assert can(api_client, sa, namespace, "patch", "virtualservices", "other", "networking.istio.io")
         assert can(api_client, sa, namespace, "patch", "clusterkopfpeerings", None, "kopf.dev")
         assert not can(api_client, sa, namespace, "get", "secrets", "other")
-        assert not can(api_client, sa, namespace, "create", "customresourcedefinitions", None, "apiextensions.k8s.io")
+        assert not can(
+            api_client, sa, namespace, "create", "customresourcedefinitions", None, "apiextensions.k8s.io"
+        )
         assert not can(api_client, sa, namespace, "delete", "nodes", None)

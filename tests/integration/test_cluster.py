@@ -76,10 +76,12 @@ def test_pod_without_toleration_never_lands_on_gpu_nodes(api_client, namespace):
     def unschedulable():
         pods = core.list_namespaced_pod(namespace, label_selector="app=no-toleration").items
         return len(pods) == 2 and all(
-            any(c.type == "PodScheduled" and c.status == "False" and c.reason == "Unschedulable"
-                for c in (p.status.conditions or []))
+            any(
+                c.type == "PodScheduled" and c.status == "False" and c.reason == "Unschedulable"
+                for c in (p.status.conditions or [])
+            )
             for p in pods
-        )  # fmt: skip
+        )
 
     wait_for(unschedulable, what="pods reported Unschedulable")
     for pod in core.list_namespaced_pod(namespace, label_selector="app=no-toleration").items:
@@ -98,7 +100,10 @@ def test_pod_without_toleration_never_lands_on_gpu_nodes(api_client, namespace):
 def test_deleting_an_owner_garbage_collects_children(api_client, namespace):
     apps = kubernetes.client.AppsV1Api(api_client)
     apps.create_namespaced_deployment(namespace, _deployment("owned", gpu=False, tolerate=False))
-    wait_for(lambda: apps.list_namespaced_replica_set(namespace, label_selector="app=owned").items, what="ReplicaSet")
+    wait_for(
+        lambda: apps.list_namespaced_replica_set(namespace, label_selector="app=owned").items,
+        what="ReplicaSet",
+    )
     apps.delete_namespaced_deployment("owned", namespace, propagation_policy="Background")
     wait_for(
         lambda: not apps.list_namespaced_replica_set(namespace, label_selector="app=owned").items,
@@ -118,17 +123,28 @@ def _virtual_service(http: list) -> dict:
 def test_istio_crds_accept_a_valid_virtual_service_and_reject_an_invalid_one(api_client, namespace):
     custom = kubernetes.client.CustomObjectsApi(api_client)
     valid = _virtual_service(
-        [{"route": [{"destination": {"host": "model", "subset": "a"}, "weight": 90},
-                    {"destination": {"host": "model", "subset": "b"}, "weight": 10}],
-          "mirror": {"host": "model", "subset": "b"}, "mirrorPercentage": {"value": 5.0}}]
-    )  # fmt: skip
-    created = custom.create_namespaced_custom_object("networking.istio.io", "v1", namespace, "virtualservices", valid)
+        [
+            {
+                "route": [
+                    {"destination": {"host": "model", "subset": "a"}, "weight": 90},
+                    {"destination": {"host": "model", "subset": "b"}, "weight": 10},
+                ],
+                "mirror": {"host": "model", "subset": "b"},
+                "mirrorPercentage": {"value": 5.0},
+            }
+        ]
+    )
+    created = custom.create_namespaced_custom_object(
+        "networking.istio.io", "v1", namespace, "virtualservices", valid
+    )
     assert created["spec"]["http"][0]["route"][1]["weight"] == 10
 
     invalid = _virtual_service([{"route": [{"destination": {"host": "model"}, "weight": "ninety"}]}])
     invalid["metadata"]["name"] = "vs-invalid"
     with pytest.raises(kubernetes.client.ApiException) as err:
-        custom.create_namespaced_custom_object("networking.istio.io", "v1", namespace, "virtualservices", invalid)
+        custom.create_namespaced_custom_object(
+            "networking.istio.io", "v1", namespace, "virtualservices", invalid
+        )
     assert err.value.status == 422
     assert "weight" in err.value.body
 
@@ -138,11 +154,19 @@ def test_rbac_is_enforced(api_client, namespace):
     core = kubernetes.client.CoreV1Api(api_client)
     auth = kubernetes.client.AuthorizationV1Api(api_client)
     core.create_namespaced_service_account(namespace, {"metadata": {"name": "nobody"}})
-    review = auth.create_subject_access_review({
-        "spec": {"user": f"system:serviceaccount:{namespace}:nobody",
-                 "resourceAttributes": {"namespace": namespace, "verb": "create", "group": "apps",
-                                        "resource": "deployments"}}
-    })  # fmt: skip
+    review = auth.create_subject_access_review(
+        {
+            "spec": {
+                "user": f"system:serviceaccount:{namespace}:nobody",
+                "resourceAttributes": {
+                    "namespace": namespace,
+                    "verb": "create",
+                    "group": "apps",
+                    "resource": "deployments",
+                },
+            }
+        }
+    )
     assert review.status.allowed is False
 
 
@@ -151,7 +175,9 @@ def test_binaries_are_cached_and_a_second_build_rebuilds_nothing(cluster):
 
     bindir = ensure_binaries()
     stamps = {p.name: p.stat().st_mtime_ns for p in bindir.iterdir() if p.is_file()}
-    assert {"kube-apiserver", "kube-controller-manager", "kube-scheduler", "etcd", "kwok", "kubectl"} <= set(stamps)
+    assert {"kube-apiserver", "kube-controller-manager", "kube-scheduler", "etcd", "kwok", "kubectl"} <= set(
+        stamps
+    )
     assert ensure_binaries() == bindir
     assert {p.name: p.stat().st_mtime_ns for p in bindir.iterdir() if p.is_file()} == stamps
     assert "k8s-v1.35.4" in str(bindir)

@@ -27,22 +27,41 @@ from modelpilot.api.spec import parse_spec
 pytestmark = pytest.mark.integration
 
 # The sequential test on predicted-class shares (no threshold on a noisy distance decides a rollback).
-DRIFT = {"name": "drift", "provider": "monitor", "metric": "predictionDrift", "output": "label", "minSamples": 200}
+DRIFT = {
+    "name": "drift",
+    "provider": "monitor",
+    "metric": "predictionDrift",
+    "output": "label",
+    "minSamples": 200,
+}
 
 
 def spec(version: str) -> dict:
     return {
         "model": {"name": "scorer", "repository": "gs://models/scorer", "version": version, "format": "onnx"},
         "serving": {"replicas": 1, "resources": {"cpu": "1", "memory": "1Gi"}},
-        "monitoring": {"enabled": True, "sampleRate": 1.0, "task": "classification", "outputs": {"prediction": "label", "score": "score"},
-                       "window": "10m", "labelJoinWindow": "1h"},
-        "rollout": {"scaleDownDelaySeconds": 0, "steps": [
-            {"setWeight": 50}, {"analysis": {"interval": "3s", "failureLimit": 0, "metrics": [DRIFT]}}]},
-    }  # fmt: skip
+        "monitoring": {
+            "enabled": True,
+            "sampleRate": 1.0,
+            "task": "classification",
+            "outputs": {"prediction": "label", "score": "score"},
+            "window": "10m",
+            "labelJoinWindow": "1h",
+        },
+        "rollout": {
+            "scaleDownDelaySeconds": 0,
+            "steps": [
+                {"setWeight": 50},
+                {"analysis": {"interval": "3s", "failureLimit": 0, "metrics": [DRIFT]}},
+            ],
+        },
+    }
 
 
 def post(url: str, body: dict) -> int:
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(req, timeout=10) as resp:
         return resp.status
 
@@ -63,9 +82,16 @@ class Feeder(threading.Thread):
             for rev, (a, b) in ((self.stable, (2, 5)), (self.candidate, (5, 2))):
                 for score in self.rng.beta(a, b, size=50):
                     self.sent += 1
-                    records.append({"request_id": f"r{self.sent}", "model": "scorer", "revision": rev,
-                                    "timestamp": time.time(), "inputs": {"x": float(score)},
-                                    "outputs": {"score": float(score), "label": "yes" if score > 0.5 else "no"}})  # fmt: skip
+                    records.append(
+                        {
+                            "request_id": f"r{self.sent}",
+                            "model": "scorer",
+                            "revision": rev,
+                            "timestamp": time.time(),
+                            "inputs": {"x": float(score)},
+                            "outputs": {"score": float(score), "label": "yes" if score > 0.5 else "no"},
+                        }
+                    )
             post(f"{self.url}/v1/predictions", {"records": records})
             time.sleep(0.5)
 
@@ -73,8 +99,12 @@ class Feeder(threading.Thread):
 def test_prediction_drift_rolls_back(operator, prometheus, kube, api_client, namespace, tmp_path):
     import kubernetes
 
-    body = {"apiVersion": "modelpilot.io/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": "scorer"},
-            "spec": spec("1")}  # fmt: skip
+    body = {
+        "apiVersion": "modelpilot.io/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": "scorer"},
+        "spec": spec("1"),
+    }
     kubernetes.client.CustomObjectsApi(api_client).create_namespaced_custom_object(
         "modelpilot.io", "v1alpha1", namespace, "modeldeployments", body
     )
@@ -85,7 +115,9 @@ def test_prediction_drift_rolls_back(operator, prometheus, kube, api_client, nam
 
     # The operator runs one monitor for the namespace, owned by the monitored ModelDeployments.
     uid = kube.get("ModelDeployment", "scorer", namespace)["metadata"]["uid"]
-    cm = wait_for(lambda: kube.get("ConfigMap", "modelpilot-monitor-config", namespace), 30, what="monitor config")
+    cm = wait_for(
+        lambda: kube.get("ConfigMap", "modelpilot-monitor-config", namespace), 30, what="monitor config"
+    )
     monitor_dep = kube.get("Deployment", "modelpilot-monitor", namespace)
     assert monitor_dep["metadata"]["ownerReferences"][0]["uid"] == uid
     assert monitor_dep["spec"]["strategy"]["type"] == "Recreate"
@@ -106,20 +138,48 @@ def test_prediction_drift_rolls_back(operator, prometheus, kube, api_client, nam
     port = free_port()
     log = open(tmp_path / "monitor.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
-        [sys.executable, "-m", "modelpilot.cli", "monitor", "--config", str(config), "--db", str(tmp_path / "m.db"),
-         "--host", "127.0.0.1", "--port", str(port), "--evaluate-every", "1s"],
-        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "modelpilot.cli",
+            "monitor",
+            "--config",
+            str(config),
+            "--db",
+            str(tmp_path / "m.db"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--evaluate-every",
+            "1s",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     url = f"http://127.0.0.1:{port}"
     feeder = None
     try:
-        wait_for(lambda: _healthy(url), 30, what="monitor up", diagnose=lambda: Path(tmp_path / "monitor.log").read_text())
+        wait_for(
+            lambda: _healthy(url),
+            30,
+            what="monitor up",
+            diagnose=lambda: Path(tmp_path / "monitor.log").read_text(),
+        )
         prometheus.set_file_targets([ScrapeTarget(f"127.0.0.1:{port}", {})])
         kube.merge_patch("ModelDeployment", "scorer", namespace, {"spec": {"model": {"version": "2"}}})
         feeder = Feeder(url, stable, candidate)
         feeder.start()
-        rolled = wait_for(lambda: (st := status()).get("phase") == "RolledBack" and st, 120, 0.5, what="drift rollback",
-                          diagnose=lambda: f"{status()}\n{operator.log_tail()}\n{(tmp_path / 'monitor.log').read_text()[-3000:]}")  # fmt: skip
+        rolled = wait_for(
+            lambda: (st := status()).get("phase") == "RolledBack" and st,
+            120,
+            0.5,
+            what="drift rollback",
+            diagnose=lambda: (
+                f"{status()}\n{operator.log_tail()}\n{(tmp_path / 'monitor.log').read_text()[-3000:]}"
+            ),
+        )
     finally:
         if feeder:
             feeder.stop.set()

@@ -309,9 +309,11 @@ class Rollout:
                 and weight_at(self.steps, index) == 0
                 and not flagged
             ):
-                raise AssertionError(f"step {index + 1} (analysis) measured candidate {self.revision} at weight 0, "
-                                     f"with no match, mirror or flag: no request reaches it; last status: "
-                                     f"{st.get('message')}")  # fmt: skip
+                raise AssertionError(
+                    f"step {index + 1} (analysis) measured candidate {self.revision} at weight 0, "
+                    f"with no match, mirror or flag: no request reaches it; last status: "
+                    f"{st.get('message')}"
+                )
 
     def wait(self, done: Callable[[Mapping[str, Any]], bool], timeout: float, what: str) -> dict[str, Any]:
         def predicate(st: dict[str, Any]) -> bool:
@@ -365,11 +367,19 @@ def assert_only_stable(kube, name: str, ns: str, stable: str, candidate: str) ->
     # The operator records a decision before carrying it out: the children follow within a pass.
     def settled() -> bool:
         vs = virtual_service(kube, name, ns)
-        return (primary_weights(vs) == {stable: 100} and candidate_routes(vs, candidate) == {}
-                and replicas(kube, name, candidate, ns) == 0)  # fmt: skip
+        return (
+            primary_weights(vs) == {stable: 100}
+            and candidate_routes(vs, candidate) == {}
+            and replicas(kube, name, candidate, ns) == 0
+        )
 
-    wait_for(settled, 20, 0.2, what="the children to follow the recorded rollback",
-             diagnose=lambda: str(virtual_service(kube, name, ns)["spec"]["http"]))  # fmt: skip
+    wait_for(
+        settled,
+        20,
+        0.2,
+        what="the children to follow the recorded rollback",
+        diagnose=lambda: str(virtual_service(kube, name, ns)["spec"]["http"]),
+    )
     vs = virtual_service(kube, name, ns)
     assert primary_weights(vs) == {stable: 100}, vs["spec"]["http"]
     assert candidate_routes(vs, candidate) == {}, vs["spec"]["http"]
@@ -382,8 +392,11 @@ def warm_up(loop: ClosedLoop, requests: int = 5) -> None:
 
     def send(endpoint) -> None:
         for _ in range(requests):
-            request = urllib.request.Request(endpoint.http_url + endpoint.infer_path, data=body,
-                                             headers={"Content-Type": "application/json"})  # fmt: skip
+            request = urllib.request.Request(
+                endpoint.http_url + endpoint.infer_path,
+                data=body,
+                headers={"Content-Type": "application/json"},
+            )
             with (
                 contextlib.suppress(urllib.error.HTTPError),
                 urllib.request.urlopen(request, timeout=10) as answer,
@@ -405,9 +418,13 @@ def new_answers(loop: ClosedLoop, seen: set[str]) -> list[Any]:
 
 @pytest.mark.parametrize(
     "case",
-    [pytest.param(c, id=c.example, marks=[pytest.mark.xfail(reason=c.xfail, strict=True)] if c.xfail else [])
-     for c in CASES],
-)  # fmt: skip
+    [
+        pytest.param(
+            c, id=c.example, marks=[pytest.mark.xfail(reason=c.xfail, strict=True)] if c.xfail else []
+        )
+        for c in CASES
+    ],
+)
 def test_example_promotes_a_healthy_revision_and_rolls_back_a_regressed_one(
     operator, prometheus, kube, namespace, zoo, case
 ):
@@ -416,9 +433,17 @@ def test_example_promotes_a_healthy_revision_and_rolls_back_a_regressed_one(
     v1, v2, v3 = (localize(example, zoo[v], case) for v in ("good-v1", "good-v2", "failing-v2"))
     r1, r2, r3 = (revision_of(s) for s in (v1, v2, v3))
     assert len({r1, r2, r3}) == 3
-    with ClosedLoop(kube=kube, zoo=zoo, namespace=namespace, name=name, prometheus=prometheus,
-                    revisions={r1: "good-v1", r2: "good-v2", r3: "failing-v2"}, rate=RATE, duration_s=900,
-                    clients=case.clients) as loop:  # fmt: skip
+    with ClosedLoop(
+        kube=kube,
+        zoo=zoo,
+        namespace=namespace,
+        name=name,
+        prometheus=prometheus,
+        revisions={r1: "good-v1", r2: "good-v2", r3: "failing-v2"},
+        rate=RATE,
+        duration_s=900,
+        clients=case.clients,
+    ) as loop:
         warm_up(loop)
         kube.apply(model_deployment(name, namespace, v1))
         loop.wait_until(
@@ -432,8 +457,12 @@ def test_example_promotes_a_healthy_revision_and_rolls_back_a_regressed_one(
         print(f"[{case.example}] v2 promoted after {time.monotonic() - started:.0f}s", flush=True)
         assert_measured_and_passed(good)
         assert good.watch.routes, "the candidate was never routed"
-        wait_for(lambda: loop.driver.table is not None and loop.driver.table.weights() == {r2: 100}, 20, 0.1,
-                 what="the driver to route everything to v2")  # fmt: skip
+        wait_for(
+            lambda: loop.driver.table is not None and loop.driver.table.weights() == {r2: 100},
+            20,
+            0.1,
+            what="the driver to route everything to v2",
+        )
         assert status["rollout"]["state"] == "idle"
 
         bad = Rollout(loop, kube, namespace, v3, stable=r2)
@@ -476,9 +505,17 @@ def test_kill_switch_withdraws_flag_routes_and_lifting_it_resumes(operator, prom
     r1, r2 = revision_of(v1), revision_of(v2)
     # A client that asks for the candidate by the revision header (spec.rollout.revisionHeader).
     pinned = ClientMix("pinned", 0.05, {"x-modelpilot-revision": r2})
-    with ClosedLoop(kube=kube, zoo=zoo, namespace=namespace, name=name, prometheus=prometheus,
-                    revisions={r1: "good-v1", r2: "good-v2"}, rate=RATE, duration_s=900,
-                    clients=(*case.clients, pinned)) as loop:  # fmt: skip
+    with ClosedLoop(
+        kube=kube,
+        zoo=zoo,
+        namespace=namespace,
+        name=name,
+        prometheus=prometheus,
+        revisions={r1: "good-v1", r2: "good-v2"},
+        rate=RATE,
+        duration_s=900,
+        clients=(*case.clients, pinned),
+    ) as loop:
         warm_up(loop)
         kube.apply(model_deployment(name, namespace, v1))
         loop.wait_until(
@@ -487,14 +524,23 @@ def test_kill_switch_withdraws_flag_routes_and_lifting_it_resumes(operator, prom
         rollout = Rollout(loop, kube, namespace, v2, stable=r1)
         rollout.apply()
         analysis_step = next(i for i, _ in analysis_configs(v2))
-        rollout.wait(lambda st: (st.get("rollout") or {}).get("step") == analysis_step and st.get("canaryWeight", 0) > 0,
-                     rollout_timeout(v2), "the canary's first analysis step")  # fmt: skip
+        rollout.wait(
+            lambda st: (
+                (st.get("rollout") or {}).get("step") == analysis_step and st.get("canaryWeight", 0) > 0
+            ),
+            rollout_timeout(v2),
+            "the canary's first analysis step",
+        )
         vs = virtual_service(kube, name, namespace)
         assert {"flag-qa", "primary"} <= set(candidate_routes(vs, r2)), vs["spec"]["http"]
         assert f"revision-{r2}" in [r.get("name") for r in vs["spec"]["http"]]
         seen = {a.request_id for a in loop.driver.answers}
-        wait_for(lambda: {(a.client, a.revision) for a in new_answers(loop, seen)} >= {("qa", r2), ("pinned", r2)},
-                 20, 0.2, what="QA's flag and the revision header to reach the candidate")  # fmt: skip
+        wait_for(
+            lambda: {(a.client, a.revision) for a in new_answers(loop, seen)} >= {("qa", r2), ("pinned", r2)},
+            20,
+            0.2,
+            what="QA's flag and the revision header to reach the candidate",
+        )
 
         killed = copy.deepcopy(v2)
         killed["rollout"]["killSwitch"] = True
@@ -503,18 +549,34 @@ def test_kill_switch_withdraws_flag_routes_and_lifting_it_resumes(operator, prom
         def withdrawn() -> bool:
             vs = virtual_service(kube, name, namespace)
             routes = [str(r.get("name")) for r in vs["spec"]["http"]]
-            return (not any(r.startswith("flag-") for r in routes) and f"revision-{r2}" not in routes
-                    and not candidate_routes(vs, r2) and primary_weights(vs) == {r1: 100}
-                    and replicas(kube, name, r2, namespace) == 0)  # fmt: skip
+            return (
+                not any(r.startswith("flag-") for r in routes)
+                and f"revision-{r2}" not in routes
+                and not candidate_routes(vs, r2)
+                and primary_weights(vs) == {r1: 100}
+                and replicas(kube, name, r2, namespace) == 0
+            )
 
-        wait_for(withdrawn, 30, 0.2, what="the kill switch to withdraw the candidate's routes",
-                 diagnose=lambda: str(virtual_service(kube, name, namespace).get("spec")))  # fmt: skip
-        status = loop.wait_until(lambda st: st.get("phase") == "Paused" and st.get("canaryWeight") == 0, 30,
-                                 what="the kill switch's pause")  # fmt: skip
+        wait_for(
+            withdrawn,
+            30,
+            0.2,
+            what="the kill switch to withdraw the candidate's routes",
+            diagnose=lambda: str(virtual_service(kube, name, namespace).get("spec")),
+        )
+        status = loop.wait_until(
+            lambda st: st.get("phase") == "Paused" and st.get("canaryWeight") == 0,
+            30,
+            what="the kill switch's pause",
+        )
         assert "kill switch" in status["message"]
         step = status["rollout"]["step"]
-        wait_for(lambda: loop.driver.table is not None and r2 not in loop.driver.table.subsets.values(), 20, 0.1,
-                 what="the driver to follow the kill switch")  # fmt: skip
+        wait_for(
+            lambda: loop.driver.table is not None and r2 not in loop.driver.table.subsets.values(),
+            20,
+            0.1,
+            what="the driver to follow the kill switch",
+        )
         time.sleep(0.5)  # requests decided on the old routes are answered
         seen = {a.request_id for a in loop.driver.answers}
         served_before = loop.stats().revisions[r2].served
@@ -533,13 +595,20 @@ def test_kill_switch_withdraws_flag_routes_and_lifting_it_resumes(operator, prom
         def restored() -> bool:
             vs = virtual_service(kube, name, namespace)
             flags = {str(r.get("name")) for r in vs["spec"]["http"] if str(r.get("name")).startswith("flag-")}
-            return (flags == {"flag-qa", "flag-partner-pinned"} and "flag-qa" in candidate_routes(vs, r2)
-                    and (replicas(kube, name, r2, namespace) or 0) > 0)  # fmt: skip
+            return (
+                flags == {"flag-qa", "flag-partner-pinned"}
+                and "flag-qa" in candidate_routes(vs, r2)
+                and (replicas(kube, name, r2, namespace) or 0) > 0
+            )
 
         wait_for(restored, 30, 0.2, what="the flag routes and the candidate's pods back")
         seen = {a.request_id for a in loop.driver.answers}
-        wait_for(lambda: any(a.client == "qa" and a.revision == r2 for a in new_answers(loop, seen)), 20, 0.2,
-                 what="QA's requests to reach the candidate again")  # fmt: skip
+        wait_for(
+            lambda: any(a.client == "qa" and a.revision == r2 for a in new_answers(loop, seen)),
+            20,
+            0.2,
+            what="QA's requests to reach the candidate again",
+        )
         rollout.promoted(timeout=rollout_timeout(v2))
         assert_measured_and_passed(rollout)
         assert loop.stats().internal_errors == 0, loop.driver.last_error

@@ -42,7 +42,9 @@ def _create(api: kubernetes.client.CustomObjectsApi, namespace: str, body: dict)
 
 
 def _statuses(api: kubernetes.client.CustomObjectsApi, namespace: str) -> dict[str, dict]:
-    items = api.list_namespaced_custom_object("modelpilot.io", "v1alpha1", namespace, "modeldeployments")["items"]
+    items = api.list_namespaced_custom_object("modelpilot.io", "v1alpha1", namespace, "modeldeployments")[
+        "items"
+    ]
     return {i["metadata"]["name"]: i for i in items}
 
 
@@ -62,8 +64,11 @@ def _wait(pending, timeout: float = STATUS_TIMEOUT) -> list[str]:
 
 
 def _failed(item: dict) -> list[str]:
-    return [f"{c.get('reason')}: {c.get('message', '')[:200]}" for c in (item.get("status") or {}).get("conditions") or ()
-            if c.get("type") == "Reconciled" and c.get("status") == "False"]  # fmt: skip
+    return [
+        f"{c.get('reason')}: {c.get('message', '')[:200]}"
+        for c in (item.get("status") or {}).get("conditions") or ()
+        if c.get("type") == "Reconciled" and c.get("status") == "False"
+    ]
 
 
 def _drain(api_client, namespace: str, timeout: float = 180.0) -> None:
@@ -91,8 +96,9 @@ def drained_afterwards(api_client, namespace):
     _drain(api_client, namespace)
 
 
-def test_real_admission_matches_and_every_admitted_spec_gets_a_status(operator, api_client, namespace, capsys,
-                                                                     drained_afterwards):  # fmt: skip
+def test_real_admission_matches_and_every_admitted_spec_gets_a_status(
+    operator, api_client, namespace, capsys, drained_afterwards
+):
     api = kubernetes.client.CustomObjectsApi(api_client)
     gen = Generator(SEED)
     started = time.monotonic()
@@ -102,7 +108,9 @@ def test_real_admission_matches_and_every_admitted_spec_gets_a_status(operator, 
         case = gen.case(index)
         body = case.body()
         name = body["metadata"]["name"]
-        if name in used:  # one namespace: names must differ (the suffix keeps a valid name valid but for length)
+        if (
+            name in used
+        ):  # one namespace: names must differ (the suffix keeps a valid name valid but for length)
             body["metadata"]["name"] = name = f"{name}-{index}"
         used.add(name)
         bodies.append((index, case.origin, body))
@@ -114,8 +122,10 @@ def test_real_admission_matches_and_every_admitted_spec_gets_a_status(operator, 
         expected = admit(body)
         name = body["metadata"]["name"]
         if ok != expected.admitted:
-            disagreements.append(f"#{index} {origin} {name!r}: API server admitted={ok} ({message}); "
-                                 f"Python admitted={expected.admitted} ({expected.errors[:2]})")  # fmt: skip
+            disagreements.append(
+                f"#{index} {origin} {name!r}: API server admitted={ok} ({message}); "
+                f"Python admitted={expected.admitted} ({expected.errors[:2]})"
+            )
         if ok:
             admitted.append(name)
     created_s = time.monotonic() - started
@@ -129,11 +139,22 @@ def test_real_admission_matches_and_every_admitted_spec_gets_a_status(operator, 
 
     # A new revision for some: the operator must see (observedGeneration) and report the new generation.
     live = _statuses(api, namespace)
-    edits = [(name, spec) for name in admitted[:EDITS]
-             if admit({"metadata": {"name": name}, "spec": (spec := gen.pod_affecting_change(live[name]["spec"]))}).admitted]
+    edits = [
+        (name, spec)
+        for name in admitted[:EDITS]
+        if admit(
+            {"metadata": {"name": name}, "spec": (spec := gen.pod_affecting_change(live[name]["spec"]))}
+        ).admitted
+    ]
     with ThreadPoolExecutor(PARALLEL) as pool:
-        list(pool.map(lambda e: api.patch_namespaced_custom_object(
-            "modelpilot.io", "v1alpha1", namespace, "modeldeployments", e[0], {"spec": e[1]}), edits))  # fmt: skip
+        list(
+            pool.map(
+                lambda e: api.patch_namespaced_custom_object(
+                    "modelpilot.io", "v1alpha1", namespace, "modeldeployments", e[0], {"spec": e[1]}
+                ),
+                edits,
+            )
+        )
     edited = len(edits)
     unsettled = _wait(pending)
 
@@ -146,16 +167,26 @@ def test_real_admission_matches_and_every_admitted_spec_gets_a_status(operator, 
     log = "\n".join(p.read_text(errors="replace") for p in sorted(operator.log_dir.glob("operator-*.log")))
     crashes = [line for line in log.splitlines() if f"reconcile of {namespace}/" in line and "failed" in line]
     with capsys.disabled():
-        print(f"\nfuzz admission: seed {SEED}: generated {SPECS}, admitted {len(admitted)} (Python agrees on "
-              f"{SPECS - len(disagreements)}), edited {edited}, phases {phases}, failed reconciles {len(failed)}, "
-              f"operator log failures {len(crashes)}, without a status {len(unsettled)}; created in {created_s:.0f}s, "
-              f"first statuses by {settled_s:.0f}s, "
-              f"all done in {time.monotonic() - started:.0f}s")  # fmt: skip
-    assert operator.proc is not None and operator.proc.poll() is None, f"the operator exited:\n{operator.log_tail()}"
+        print(
+            f"\nfuzz admission: seed {SEED}: generated {SPECS}, admitted {len(admitted)} (Python agrees on "
+            f"{SPECS - len(disagreements)}), edited {edited}, phases {phases}, failed reconciles {len(failed)}, "
+            f"operator log failures {len(crashes)}, without a status {len(unsettled)}; created in {created_s:.0f}s, "
+            f"first statuses by {settled_s:.0f}s, "
+            f"all done in {time.monotonic() - started:.0f}s"
+        )
+    assert operator.proc is not None and operator.proc.poll() is None, (
+        f"the operator exited:\n{operator.log_tail()}"
+    )
     assert not disagreements, f"{len(disagreements)} admission differences:\n" + "\n".join(disagreements[:10])
-    assert not unsettled, f"{len(unsettled)} admitted specs without a status for their generation: " + "\n".join(
-        f"{n}: generation {live[n]['metadata']['generation']}, status {json.dumps(live[n].get('status'))[:300]}"
-        for n in unsettled[:8])  # fmt: skip
-    assert not failed, f"{len(failed)} failed reconciles: " + json.dumps(dict(list(failed.items())[:5]), indent=1)
+    assert not unsettled, (
+        f"{len(unsettled)} admitted specs without a status for their generation: "
+        + "\n".join(
+            f"{n}: generation {live[n]['metadata']['generation']}, status {json.dumps(live[n].get('status'))[:300]}"
+            for n in unsettled[:8]
+        )
+    )
+    assert not failed, f"{len(failed)} failed reconciles: " + json.dumps(
+        dict(list(failed.items())[:5]), indent=1
+    )
     assert not crashes, "\n".join(crashes[:10])
     assert len(admitted) >= SPECS // 5

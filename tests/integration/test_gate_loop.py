@@ -19,39 +19,78 @@ from testkit.wait import wait_for
 pytestmark = [pytest.mark.integration, pytest.mark.triton, pytest.mark.prometheus]
 
 NAME = "cancer"
-GATE = {"gate": {"task": "classification", "output": LABEL, "minSamples": 300, "maxSamples": 1500, "margin": 0.02,
-                 "window": "1h", "timeout": "2m"}}  # fmt: skip
+GATE = {
+    "gate": {
+        "task": "classification",
+        "output": LABEL,
+        "minSamples": 300,
+        "maxSamples": 1500,
+        "margin": 0.02,
+        "window": "1h",
+        "timeout": "2m",
+    }
+}
 STEPS = [GATE, {"setWeight": 50}, {"pause": {"duration": "2s"}}]
 
 
-def test_gate_passes_a_better_model_and_blocks_a_worse_one(operator, prometheus, kube, namespace, zoo, endpoints_file,
-                                                          tmp_path):  # fmt: skip
+def test_gate_passes_a_better_model_and_blocks_a_worse_one(
+    operator, prometheus, kube, namespace, zoo, endpoints_file, tmp_path
+):
     specs = {v: deployment_spec(zoo[v], STEPS) for v in ("good-v1", "good-v2", "drifting-v2")}
     revs = {revision_of(s): v for v, s in specs.items()}
     r1, r2, r3 = (revision_of(specs[v]) for v in ("good-v1", "good-v2", "drifting-v2"))
-    with running_monitor(tmp_path / "monitor", namespace) as monitor, \
-            ClosedLoop(kube=kube, zoo=zoo, namespace=namespace, name=NAME, prometheus=prometheus, revisions=revs,
-                       rate=150, monitor_url=monitor.url, label_share=0.8, duration_s=300) as loop:  # fmt: skip
-        endpoints_file.write_text(json.dumps({
-            "monitors": {namespace: monitor.url},
-            "revisions": {f"{namespace}/{NAME}/{rev}": e.http_url for rev, e in loop.fleet.endpoints().items()},
-        }))  # fmt: skip
+    with (
+        running_monitor(tmp_path / "monitor", namespace) as monitor,
+        ClosedLoop(
+            kube=kube,
+            zoo=zoo,
+            namespace=namespace,
+            name=NAME,
+            prometheus=prometheus,
+            revisions=revs,
+            rate=150,
+            monitor_url=monitor.url,
+            label_share=0.8,
+            duration_s=300,
+        ) as loop,
+    ):
+        endpoints_file.write_text(
+            json.dumps(
+                {
+                    "monitors": {namespace: monitor.url},
+                    "revisions": {
+                        f"{namespace}/{NAME}/{rev}": e.http_url for rev, e in loop.fleet.endpoints().items()
+                    },
+                }
+            )
+        )
         kube.apply(model_deployment(NAME, namespace, specs["good-v1"]))
-        loop.wait_until(lambda st: st.get("phase") == "Ready" and st.get("stableRevision") == r1, 120, what="v1 Ready",
-                        diagnose=lambda: operator.log_tail(40))  # fmt: skip
+        loop.wait_until(
+            lambda st: st.get("phase") == "Ready" and st.get("stableRevision") == r1,
+            120,
+            what="v1 Ready",
+            diagnose=lambda: operator.log_tail(40),
+        )
         # Enough labeled production traffic for the gate.
         wait_for(lambda: monitor_labeled(monitor.url) >= 400, 60, 0.5, what="labeled records in the monitor")
 
         kube.apply(model_deployment(NAME, namespace, specs["good-v2"]))
-        wait_for(lambda: loop.status().get("stableRevision") == r2 and loop.status().get("phase") == "Ready", 90, 0.5,
-                 what="better v2 through the gate and promoted",
-                 diagnose=lambda: f"{loop.status().get('rollout')}\n{operator.log_tail(40)}")  # fmt: skip
+        wait_for(
+            lambda: loop.status().get("stableRevision") == r2 and loop.status().get("phase") == "Ready",
+            90,
+            0.5,
+            what="better v2 through the gate and promoted",
+            diagnose=lambda: f"{loop.status().get('rollout')}\n{operator.log_tail(40)}",
+        )
         events = [e for e in kube.list("Event", namespace) if e["reason"] == "GatePassed"]
         assert events and "accuracy" in events[0]["message"] and "n=" in events[0]["message"]
 
         kube.apply(model_deployment(NAME, namespace, specs["drifting-v2"]))
-        st = loop.wait_until(lambda st: st.get("phase") == "RolledBack" and (st.get("rollout") or {}).get("blocked") == r3,
-                             90, what="worse v3 blocked by the gate")  # fmt: skip
+        st = loop.wait_until(
+            lambda st: st.get("phase") == "RolledBack" and (st.get("rollout") or {}).get("blocked") == r3,
+            90,
+            what="worse v3 blocked by the gate",
+        )
         gate = st["rollout"]["gate"]
         assert gate["decision"] == "failed" and gate["n"] >= 300
         assert gate["candidate"] < gate["stable"]

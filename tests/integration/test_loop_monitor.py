@@ -38,14 +38,46 @@ def gauge(text: str, name: str, **labels: str) -> float | None:
 
 def test_loop_monitor_sees_what_users_got(kube, namespace, zoo, monitor):
     host = f"{NAME}.{namespace}.svc.cluster.local"
-    kube.apply({"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule", "metadata": {"name": NAME, "namespace": namespace},
-                "spec": {"host": host, "subsets": [{"name": r, "labels": {"modelpilot.io/revision": r}} for r in (STABLE, DRIFTING)]}})  # fmt: skip
-    kube.apply({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService", "metadata": {"name": NAME, "namespace": namespace},
-                "spec": {"hosts": [NAME], "http": [{"name": "primary", "route": [
-                    {"destination": {"host": host, "subset": STABLE}, "weight": 50},
-                    {"destination": {"host": host, "subset": DRIFTING}, "weight": 50}]}]}})  # fmt: skip
-    config = DriverConfig(namespace=namespace, name=NAME, rate=200, max_requests=600, duration_s=30,
-                          monitor_url=monitor.url, label_share=1.0, label_delay_s=(0.5, 1.0))  # fmt: skip
+    kube.apply(
+        {
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "DestinationRule",
+            "metadata": {"name": NAME, "namespace": namespace},
+            "spec": {
+                "host": host,
+                "subsets": [{"name": r, "labels": {"modelpilot.io/revision": r}} for r in (STABLE, DRIFTING)],
+            },
+        }
+    )
+    kube.apply(
+        {
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "VirtualService",
+            "metadata": {"name": NAME, "namespace": namespace},
+            "spec": {
+                "hosts": [NAME],
+                "http": [
+                    {
+                        "name": "primary",
+                        "route": [
+                            {"destination": {"host": host, "subset": STABLE}, "weight": 50},
+                            {"destination": {"host": host, "subset": DRIFTING}, "weight": 50},
+                        ],
+                    }
+                ],
+            },
+        }
+    )
+    config = DriverConfig(
+        namespace=namespace,
+        name=NAME,
+        rate=200,
+        max_requests=600,
+        duration_s=30,
+        monitor_url=monitor.url,
+        label_share=1.0,
+        label_delay_s=(0.5, 1.0),
+    )
     with TritonFleet(zoo) as fleet:
         fleet.start({STABLE: "good-v1", DRIFTING: "drifting-v2"})
         with TrafficDriver(kube, fleet.endpoint, zoo.holdout, config) as driver:

@@ -20,8 +20,15 @@ pytestmark = [pytest.mark.integration, pytest.mark.triton, pytest.mark.prometheu
 
 NAME = "cancer"
 # maxSamples: the planned horizon fits this test's minute of traffic (60 req/s to the candidate).
-ERRORS = {"name": "errors", "provider": "istio", "metric": "errorRate", "test": "sequential", "minSamples": 200,
-          "maxSamples": 1500, "max": 0.05}  # fmt: skip
+ERRORS = {
+    "name": "errors",
+    "provider": "istio",
+    "metric": "errorRate",
+    "test": "sequential",
+    "minSamples": 200,
+    "maxSamples": 1500,
+    "max": 0.05,
+}
 STEPS = [{"setWeight": 50}, {"analysis": {"interval": "3s", "metrics": [ERRORS]}}]
 
 
@@ -35,8 +42,16 @@ def rollout(kube, prometheus, namespace, zoo, variant, until, seen_weights):
     v1, v2 = deployment_spec(zoo["good-v1"], STEPS), deployment_spec(zoo[variant], STEPS)
     r1, r2 = revision_of(v1), revision_of(v2)
     assert r1 != r2
-    with ClosedLoop(kube=kube, zoo=zoo, namespace=namespace, name=NAME, prometheus=prometheus,
-                    revisions={r1: "good-v1", r2: variant}, rate=120, duration_s=150) as loop:  # fmt: skip
+    with ClosedLoop(
+        kube=kube,
+        zoo=zoo,
+        namespace=namespace,
+        name=NAME,
+        prometheus=prometheus,
+        revisions={r1: "good-v1", r2: variant},
+        rate=120,
+        duration_s=150,
+    ) as loop:
         kube.apply(model_deployment(NAME, namespace, v1))
         loop.wait_until(
             lambda st: st.get("phase") == "Ready" and st.get("stableRevision") == r1, 60, what="v1 Ready"
@@ -51,14 +66,21 @@ def rollout(kube, prometheus, namespace, zoo, variant, until, seen_weights):
         status = loop.wait_until(done, 60, what=f"{variant} to finish its rollout")
         # Once the driver follows the final route, no user reaches v2 unless it was promoted.
         final = {r2: 100} if status.get("stableRevision") == r2 else {r1: 100}
-        wait_for(lambda: loop.driver.table is not None and loop.driver.table.weights() == final, 10, 0.1,
-                 what=f"the driver to route {final}", diagnose=lambda: str(loop.driver.table))  # fmt: skip
+        wait_for(
+            lambda: loop.driver.table is not None and loop.driver.table.weights() == final,
+            10,
+            0.1,
+            what=f"the driver to route {final}",
+            diagnose=lambda: str(loop.driver.table),
+        )
         time.sleep(0.3)  # requests decided before the switch are answered
         settled = loop.stats()
         time.sleep(1.5)
         later = loop.stats()
-        triton = {rev: {k: triton_counter(e, f"nv_inference_request_{k}") for k in ("success", "failure")}
-                  for rev, e in loop.fleet.endpoints().items()}  # fmt: skip
+        triton = {
+            rev: {k: triton_counter(e, f"nv_inference_request_{k}") for k in ("success", "failure")}
+            for rev, e in loop.fleet.endpoints().items()
+        }
         failures = prometheus.query(
             f'sum(nv_inference_request_failure{{namespace="{namespace}",revision="{r2}"}})'
         )
@@ -68,9 +90,14 @@ def rollout(kube, prometheus, namespace, zoo, variant, until, seen_weights):
 def test_loop_good_candidate_is_promoted(operator, prometheus, kube, namespace, zoo):
     seen: set[int] = set()
     settled, later, status, (r1, r2), triton, _ = rollout(
-        kube, prometheus, namespace, zoo, "good-v2",
-        lambda st, r1, r2: st.get("stableRevision") == r2 and st.get("phase") == "Ready", seen,
-    )  # fmt: skip
+        kube,
+        prometheus,
+        namespace,
+        zoo,
+        "good-v2",
+        lambda st, r1, r2: st.get("stableRevision") == r2 and st.get("phase") == "Ready",
+        seen,
+    )
     assert 50 in seen, seen
     assert weights(kube, namespace) == {r2: 100}
     checks = [m for c in status["rollout"]["checks"] for m in c["metrics"]] if status.get("rollout") else []

@@ -47,13 +47,28 @@ def dest(ns: str, subset: str, weight: int | None = None) -> dict:
 
 
 def apply_routes(kube, ns: str, http: list[dict]) -> None:
-    kube.apply({"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
-                "metadata": {"name": NAME, "namespace": ns},
-                "spec": {"host": host(ns), "subsets": [{"name": r, "labels": {"modelpilot.io/revision": r}}
-                                                       for r in (STABLE, CANDIDATE, DRIFTING)]}})  # fmt: skip
-    kube.apply({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
-                "metadata": {"name": NAME, "namespace": ns},
-                "spec": {"hosts": [NAME], "gateways": ["mesh"], "http": http}})  # fmt: skip
+    kube.apply(
+        {
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "DestinationRule",
+            "metadata": {"name": NAME, "namespace": ns},
+            "spec": {
+                "host": host(ns),
+                "subsets": [
+                    {"name": r, "labels": {"modelpilot.io/revision": r}}
+                    for r in (STABLE, CANDIDATE, DRIFTING)
+                ],
+            },
+        }
+    )
+    kube.apply(
+        {
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "VirtualService",
+            "metadata": {"name": NAME, "namespace": ns},
+            "spec": {"hosts": [NAME], "gateways": ["mesh"], "http": http},
+        }
+    )
 
 
 def primary(ns: str, stable: int, candidate: int = 0, mirror: float | None = None) -> dict:
@@ -86,8 +101,12 @@ def test_loop_driver_follows_weight_changes(kube, namespace, fleet, zoo, prometh
 
             apply_routes(kube, namespace, [primary(namespace, 80, 20)])
             changed = time.monotonic()
-            wait_for(lambda: driver.table is not None and driver.table.weights() == {STABLE: 80, CANDIDATE: 20}, 5, 0.05,
-                     what="the driver to see 80/20")  # fmt: skip
+            wait_for(
+                lambda: driver.table is not None and driver.table.weights() == {STABLE: 80, CANDIDATE: 20},
+                5,
+                0.05,
+                what="the driver to see 80/20",
+            )
             follow_s = time.monotonic() - changed
             start = driver.snapshot()
             wait_for(
@@ -97,8 +116,10 @@ def test_loop_driver_follows_weight_changes(kube, namespace, fleet, zoo, prometh
             time.sleep(0.5)  # let the last requests in flight be answered
             end = driver.snapshot()
             # Prometheus sees the same counts the driver exported, labelled as Istio labels them.
-            query = (f'sum(istio_requests_total{{reporter="destination",destination_workload_namespace="{namespace}",'
-                     f'destination_workload="{NAME}-{CANDIDATE}",destination_version="{CANDIDATE}",response_code="200"}})')  # fmt: skip
+            query = (
+                f'sum(istio_requests_total{{reporter="destination",destination_workload_namespace="{namespace}",'
+                f'destination_workload="{NAME}-{CANDIDATE}",destination_version="{CANDIDATE}",response_code="200"}})'
+            )
             result = prometheus.wait_until(
                 query,
                 lambda r: bool(r) and float(r[0]["value"][1]) == end.revisions[CANDIDATE].served,
@@ -108,8 +129,10 @@ def test_loop_driver_follows_weight_changes(kube, namespace, fleet, zoo, prometh
             prometheus.set_file_targets([])
 
     assert follow_s < 1.5, f"took {follow_s:.2f}s to follow the VirtualService"
-    got = {rev: end.revisions[rev].served - (start.revisions.get(rev).served if rev in start.revisions else 0)
-           for rev in (STABLE, CANDIDATE)}  # fmt: skip
+    got = {
+        rev: end.revisions[rev].served - (start.revisions.get(rev).served if rev in start.revisions else 0)
+        for rev in (STABLE, CANDIDATE)
+    }
     share = got[CANDIDATE] / sum(got.values())
     assert 0.16 <= share <= 0.24, got  # binomial sd at n=1500 is ~1 point; this is 4 sd
     assert float(result[0]["value"][1]) == end.revisions[CANDIDATE].served
@@ -179,19 +202,28 @@ def test_loop_mirror_copies_half_to_the_candidate(kube, namespace, fleet, zoo):
     ("match", "arm", "other"),
     [
         ({"headers": {"x-group": {"exact": "beta"}}}, {"x-group": "beta"}, {"x-group": "alpha"}),
-        ({"headers": {"cookie": {"regex": "^(.*?;\\s*)?(arm=b)(;.*)?$"}}}, {"cookie": "session=42; arm=b"},
-         {"cookie": "arm=bb; session=1"}),
+        (
+            {"headers": {"cookie": {"regex": "^(.*?;\\s*)?(arm=b)(;.*)?$"}}},
+            {"cookie": "session=42; arm=b"},
+            {"cookie": "arm=bb; session=1"},
+        ),
     ],
     ids=["header", "cookie"],
-)  # fmt: skip
+)
 def test_loop_only_matching_requests_reach_the_candidate(kube, namespace, fleet, zoo, match, arm, other):
-    flag = {"name": f"revision-{CANDIDATE}", "match": [{"headers": {"x-modelpilot-revision": {"exact": CANDIDATE}}}],
-            "route": [dest(namespace, CANDIDATE)]}  # fmt: skip
+    flag = {
+        "name": f"revision-{CANDIDATE}",
+        "match": [{"headers": {"x-modelpilot-revision": {"exact": CANDIDATE}}}],
+        "route": [dest(namespace, CANDIDATE)],
+    }
     ab = {"name": "ab-candidate", "match": [match], "route": [dest(namespace, CANDIDATE)]}
     apply_routes(kube, namespace, [flag, ab, primary(namespace, 100)])
     before = served(fleet)
-    clients = (ClientMix("arm-b", 0.3, arm), ClientMix("arm-other", 0.2, other),
-               ClientMix("flag", 0.05, {"X-ModelPilot-Revision": CANDIDATE}))  # fmt: skip
+    clients = (
+        ClientMix("arm-b", 0.3, arm),
+        ClientMix("arm-other", 0.2, other),
+        ClientMix("flag", 0.05, {"X-ModelPilot-Revision": CANDIDATE}),
+    )
     config = DriverConfig(
         namespace=namespace, name=NAME, rate=400, max_requests=800, duration_s=30, clients=clients
     )
@@ -248,8 +280,16 @@ def fake_monitor() -> Iterator[tuple[str, list]]:
 def test_loop_predictions_then_delayed_labels_reach_the_monitor(kube, namespace, fleet, zoo, fake_monitor):
     url, received = fake_monitor
     apply_routes(kube, namespace, [primary(namespace, 100, mirror=100.0)])
-    config = DriverConfig(namespace=namespace, name=NAME, rate=200, max_requests=300, duration_s=30, monitor_url=url,
-                          label_share=0.5, label_delay_s=(1.0, 1.5))  # fmt: skip
+    config = DriverConfig(
+        namespace=namespace,
+        name=NAME,
+        rate=200,
+        max_requests=300,
+        duration_s=30,
+        monitor_url=url,
+        label_share=0.5,
+        label_delay_s=(1.0, 1.5),
+    )
     with TrafficDriver(kube, fleet.endpoint, zoo.holdout, config) as driver:
         assert driver.wait_done(30)
         wait_for(lambda: driver.monitor.pending() == (0, 0), 15, 0.1, what="every label posted")  # type: ignore[union-attr]

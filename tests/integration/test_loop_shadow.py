@@ -34,8 +34,13 @@ NAME = "cancer"
 AGREEMENT = {"name": "shadow", "provider": "monitor", "metric": "shadowAgreement"}
 ANALYSIS = {"interval": "3s", "metrics": [AGREEMENT]}
 STEPS = [{"shadow": {"mirrorPercentage": 100, "duration": "6s"}}]  # analysed with spec.rollout.analysis
-MONITORING = {"enabled": True, "sampleRate": 1.0, "outputs": {"prediction": "LABEL"}, "window": "1h",
-              "labelJoinWindow": "1h"}  # fmt: skip
+MONITORING = {
+    "enabled": True,
+    "sampleRate": 1.0,
+    "outputs": {"prediction": "LABEL"},
+    "window": "1h",
+    "labelJoinWindow": "1h",
+}
 PAIRS = "modelpilot_monitor_shadow_pairs_total"
 
 
@@ -100,7 +105,8 @@ def wait_or_explain(loop, monitor, prometheus, predicate, timeout, what, candida
         raise AssertionError(
             f"{exc}\nmessage: {st.get('message')}\nchecks: {((st.get('rollout') or {}).get('checks') or [])[-1:]}"
             f"\nmonitor pairs {candidate} vs {stable}: {pairs(monitor, candidate, stable)}\nprometheus: {series}"
-            f"\ndriver: mirror_dropped={stats.mirror_dropped} last_error={loop.driver.last_error if loop.driver else ''}"
+            f"\ndriver: mirror_dropped={stats.mirror_dropped} "
+            f"last_error={loop.driver.last_error if loop.driver else ''}"
             f"\nmonitor log: {monitor.log_tail(1500)}"
         ) from exc
 
@@ -109,9 +115,11 @@ def lag(loop, monitor, candidate, stable) -> str:
     """What the driver mirrored and queued for the monitor against the pairs the monitor counted."""
     assert loop.driver is not None and loop.driver.monitor is not None
     stats, sent = loop.stats(), loop.driver.monitor.counts
-    return (f"mirrored={stats.revision(candidate).mirrored} mirror_dropped={stats.mirror_dropped} "
-            f"monitor client pending={loop.driver.monitor.pending()} sent={sent.predictions_sent} "
-            f"dropped={sent.dropped} failed={sent.failed_posts}; monitor pairs={pairs(monitor, candidate, stable)}")  # fmt: skip
+    return (
+        f"mirrored={stats.revision(candidate).mirrored} mirror_dropped={stats.mirror_dropped} "
+        f"monitor client pending={loop.driver.monitor.pending()} sent={sent.predictions_sent} "
+        f"dropped={sent.dropped} failed={sent.failed_posts}; monitor pairs={pairs(monitor, candidate, stable)}"
+    )
 
 
 def settled(loop, monitor, candidate, stable) -> None:
@@ -121,8 +129,13 @@ def settled(loop, monitor, candidate, stable) -> None:
         counted = sum(pairs(monitor, candidate, stable).values())
         return counted >= loop.stats().revision(candidate).mirrored
 
-    wait_for(paired, 30, 0.5, what=f"the monitor to pair every mirrored answer of {candidate}",
-             diagnose=lambda: lag(loop, monitor, candidate, stable))  # fmt: skip
+    wait_for(
+        paired,
+        30,
+        0.5,
+        what=f"the monitor to pair every mirrored answer of {candidate}",
+        diagnose=lambda: lag(loop, monitor, candidate, stable),
+    )
     print(f"  settled: {lag(loop, monitor, candidate, stable)}", flush=True)
 
 
@@ -141,18 +154,31 @@ def test_loop_shadow_agreement_rolls_back_a_disagreeing_shadow_and_promotes_an_e
     r1, r2, r3 = revision_of(v1), revision_of(bad), revision_of(twin)
     assert len({r1, r2, r3}) == 3
     holdout = zoo.holdout
-    share = float((zoo["good-v1"].served_predict(holdout.features)
-                   != zoo["disagree-10"].served_predict(holdout.features)).mean())  # fmt: skip
+    share = float(
+        (
+            zoo["good-v1"].served_predict(holdout.features)
+            != zoo["disagree-10"].served_predict(holdout.features)
+        ).mean()
+    )
     assert 0.07 <= share <= 0.14, share  # ~10 % of the holdout by hash (20 of 171 rows)
     assert zoo["disagree-10"].served_accuracy < zoo["good-v1"].served_accuracy  # type: ignore[operator]
 
     with contextlib.ExitStack() as stack:
         stack.callback(prometheus.set_file_targets, [])
-        loop = stack.enter_context(ClosedLoop(
-            kube=kube, zoo=zoo, namespace=namespace, name=NAME, prometheus=WithMonitor(prometheus, monitor.url.removeprefix("http://")),
-            revisions={r1: "good-v1", r2: "disagree-10", r3: "good-v1"}, rate=100, duration_s=240,
-            monitor_url=monitor.url, label_share=0.0,
-        ))  # fmt: skip
+        loop = stack.enter_context(
+            ClosedLoop(
+                kube=kube,
+                zoo=zoo,
+                namespace=namespace,
+                name=NAME,
+                prometheus=WithMonitor(prometheus, monitor.url.removeprefix("http://")),
+                revisions={r1: "good-v1", r2: "disagree-10", r3: "good-v1"},
+                rate=100,
+                duration_s=240,
+                monitor_url=monitor.url,
+                label_share=0.0,
+            )
+        )
         kube.apply(model_deployment(NAME, namespace, v1))
         loop.wait_until(
             lambda st: st.get("phase") == "Ready" and st.get("stableRevision") == r1, 60, what="v1 Ready"
@@ -172,8 +198,11 @@ def test_loop_shadow_agreement_rolls_back_a_disagreeing_shadow_and_promotes_an_e
             loop, monitor, prometheus, rolled_back, 120, "disagree-10 to be rolled back", r2, r1
         )
         ro = status["rollout"]
-        print(f"\n(a) rolled back ({ro.get('rollbackReason')}: {ro.get('rollbackMessage')}): "
-              f"{lag(loop, monitor, r2, r1)}", flush=True)  # fmt: skip
+        print(
+            f"\n(a) rolled back ({ro.get('rollbackReason')}: {ro.get('rollbackMessage')}): "
+            f"{lag(loop, monitor, r2, r1)}",
+            flush=True,
+        )
         assert seen_mirror, "the shadow step never mirrored"
         assert status["stableRevision"] == r1
         assert ro["rollbackReason"] == "AnalysisFailed", ro
@@ -202,8 +231,10 @@ def test_loop_shadow_agreement_rolls_back_a_disagreeing_shadow_and_promotes_an_e
         # The shadow answered exactly as built (the flipped rows), and users only ever got v1's answers.
         assert loop.driver is not None
         answers = list(loop.driver.answers)
-        expected = {r1: zoo["good-v1"].served_predict(holdout.features),
-                    r2: zoo["disagree-10"].served_predict(holdout.features)}  # fmt: skip
+        expected = {
+            r1: zoo["good-v1"].served_predict(holdout.features),
+            r2: zoo["disagree-10"].served_predict(holdout.features),
+        }
         for a in answers:
             if a.code == 200 and a.revision in expected:
                 assert a.label == expected[a.revision][a.row], a
@@ -236,5 +267,13 @@ def test_loop_shadow_agreement_rolls_back_a_disagreeing_shadow_and_promotes_an_e
         assert stats.revisions[r3].mirrored >= 500 and stats.revisions[r3].mirrored_errors == 0, (
             stats.revisions
         )
-        wait_for(lambda: loop.driver is not None and loop.driver.table is not None
-                 and loop.driver.table.weights() == {r3: 100}, 10, 0.1, what="the driver to route to the twin")  # fmt: skip
+        wait_for(
+            lambda: (
+                loop.driver is not None
+                and loop.driver.table is not None
+                and loop.driver.table.weights() == {r3: 100}
+            ),
+            10,
+            0.1,
+            what="the driver to route to the twin",
+        )

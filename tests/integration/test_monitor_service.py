@@ -56,10 +56,27 @@ class Monitor:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = open(tmp / f"monitor-{self.port}.log", "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "modelpilot.monitor.server", "--config", str(config), "--db", str(db),
-             "--host", "127.0.0.1", "--port", str(self.port), "--evaluate-every", "500ms", *extra],
-            stdout=self.log, stderr=subprocess.STDOUT, cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "modelpilot.monitor.server",
+                "--config",
+                str(config),
+                "--db",
+                str(db),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--evaluate-every",
+                "500ms",
+                *extra,
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -94,12 +111,17 @@ def workspace(tmp_path) -> Iterator[tuple[Path, Path]]:
     reference = build_reference_profile({"x": rng.normal(size=3000), "c": rng.choice(["a", "b"], 3000)})
     (tmp_path / "reference.json").write_text(json.dumps(reference.to_dict()))
     config = {
-        "models": [{
-            "name": MODEL, "namespace": NAMESPACE, "labelJoinWindow": "2h", "window": "1h",
-            "reference": {"uri": str(tmp_path / "reference.json")},
-        }],
+        "models": [
+            {
+                "name": MODEL,
+                "namespace": NAMESPACE,
+                "labelJoinWindow": "2h",
+                "window": "1h",
+                "reference": {"uri": str(tmp_path / "reference.json")},
+            }
+        ],
         "ingest": {"queueSize": 16},
-    }  # fmt: skip
+    }
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     yield tmp_path / "config.yaml", tmp_path / "monitor.db"
 
@@ -107,11 +129,16 @@ def workspace(tmp_path) -> Iterator[tuple[Path, Path]]:
 def _records(start: int, count: int, ts: float) -> list[dict]:
     rng = np.random.default_rng(start)
     return [
-        {"request_id": f"req-{i}", "model": MODEL, "revision": REVISION, "timestamp": ts,
-         "inputs": {"x": float(rng.normal()), "c": str(rng.choice(["a", "b"]))},
-         "outputs": {"label": int(i % 3 == 0), "score": 0.9 if i % 3 == 0 else 0.1}}
+        {
+            "request_id": f"req-{i}",
+            "model": MODEL,
+            "revision": REVISION,
+            "timestamp": ts,
+            "inputs": {"x": float(rng.normal()), "c": str(rng.choice(["a", "b"]))},
+            "outputs": {"label": int(i % 3 == 0), "score": 0.9 if i % 3 == 0 else 0.1},
+        }
         for i in range(start, start + count)
-    ]  # fmt: skip
+    ]
 
 
 def _metric(text: str, name: str, **labels: str) -> float | None:
@@ -165,8 +192,10 @@ def test_acknowledged_records_survive_sigkill_and_labels_join_after_restart(work
         assert status == 200 and json.loads(body)["inputs"] == acknowledged[-1]["inputs"]
 
         # Delayed ground truth arrives after the restart: right for 3 of 4 records.
-        truth = {r["request_id"]: (r["outputs"]["label"] if n % 4 else 1 - r["outputs"]["label"])
-                 for n, r in enumerate(acknowledged)}  # fmt: skip
+        truth = {
+            r["request_id"]: (r["outputs"]["label"] if n % 4 else 1 - r["outputs"]["label"])
+            for n, r in enumerate(acknowledged)
+        }
         items = [
             {"request_id": rid, "label": label, "timestamp": pred_ts + 300} for rid, label in truth.items()
         ]
@@ -225,11 +254,16 @@ def _wait(predicate, what: str, monitor: Monitor, timeout: float = 20.0):
 def _arms(revision: str, count: int, ts: float, flip: set[int] = frozenset()) -> list[dict]:
     """Arm ``revision`` of requests mirror-0..count-1 (the same ids for every revision)."""
     return [
-        {"request_id": f"mirror-{i}", "model": MODEL, "revision": revision, "timestamp": ts + (revision == "v2"),
-         "inputs": {"x": float(i % 7), "c": "ab"[i % 2]},
-         "outputs": {"label": (1 - i % 2) if i in flip else i % 2, "score": 0.5}}
+        {
+            "request_id": f"mirror-{i}",
+            "model": MODEL,
+            "revision": revision,
+            "timestamp": ts + (revision == "v2"),
+            "inputs": {"x": float(i % 7), "c": "ab"[i % 2]},
+            "outputs": {"label": (1 - i % 2) if i in flip else i % 2, "score": 0.5},
+        }
         for i in range(count)
-    ]  # fmt: skip
+    ]
 
 
 def test_both_arms_of_mirrored_requests_are_kept_paired_and_labelled(workspace, tmp_path):
@@ -263,8 +297,16 @@ def test_both_arms_of_mirrored_requests_are_kept_paired_and_labelled(workspace, 
         assert _metric(text, "modelpilot_monitor_shadow_pairs_total", outcome="agree", **labels_of) == 57
         assert _metric(text, "modelpilot_monitor_shadow_pairs_total", outcome="disagree", **labels_of) == 3
         assert _metric(text, "modelpilot_monitor_shadow_agreement", **labels_of) == pytest.approx(57 / 60)
-        assert _metric(text, "modelpilot_monitor_labeled_predictions", namespace=NAMESPACE, model=MODEL,
-                       revision="v2") == 60  # fmt: skip
+        assert (
+            _metric(
+                text,
+                "modelpilot_monitor_labeled_predictions",
+                namespace=NAMESPACE,
+                model=MODEL,
+                revision="v2",
+            )
+            == 60
+        )
         shadow = json.loads(_request(f"{monitor.url}/v1/shadow?model={MODEL}")[1])["models"][0]
         (candidate,) = shadow["revisions"]
         assert candidate["shadow"]["agreement"] == pytest.approx(57 / 60)
@@ -283,26 +325,37 @@ def test_both_arms_of_mirrored_requests_are_kept_paired_and_labelled(workspace, 
 
 def test_a_bad_model_entry_degrades_only_itself(tmp_path):
     config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump({
-        "models": [
-            {"name": "long", "namespace": NAMESPACE, "labelJoinWindow": "200h"},  # CRD-valid, beyond retention
-            {"name": "broken", "namespace": NAMESPACE, "sampleRate": 7},
-            {"name": MODEL, "namespace": NAMESPACE},
-        ],
-        "ingest": {"idleTimeout": "1s"},
-    }))  # fmt: skip
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "models": [
+                    {
+                        "name": "long",
+                        "namespace": NAMESPACE,
+                        "labelJoinWindow": "200h",
+                    },  # CRD-valid, beyond retention
+                    {"name": "broken", "namespace": NAMESPACE, "sampleRate": 7},
+                    {"name": MODEL, "namespace": NAMESPACE},
+                ],
+                "ingest": {"idleTimeout": "1s"},
+            }
+        )
+    )
     monitor = Monitor(tmp_path, config, tmp_path / "bad.db")  # starts: no exit 2, no crash loop
     try:
         status = json.loads(_request(monitor.url + "/v1/status")[1])
         assert {s["model"] for s in status["skipped"]} == {"long", "broken"}
         assert "retention.maxAge" in next(s["reason"] for s in status["skipped"] if s["model"] == "long")
         assert _request(monitor.url + "/v1/predictions", {"records": _records(0, 5, time.time())})[0] == 200
-        refused = _request(monitor.url + "/v1/predictions",
-                           {"records": [{"request_id": "x", "model": "long", "revision": "v1"}]})  # fmt: skip
+        refused = _request(
+            monitor.url + "/v1/predictions",
+            {"records": [{"request_id": "x", "model": "long", "revision": "v1"}]},
+        )
         assert refused[0] == 400 and b"refused" in refused[1]
         # Hostile clients get answers, not a 500 or a held connection.
-        nested = urllib.request.Request(monitor.url + "/v1/predictions", data=b"[" * 200_000,
-                                        headers={"Content-Type": "application/json"})  # fmt: skip
+        nested = urllib.request.Request(
+            monitor.url + "/v1/predictions", data=b"[" * 200_000, headers={"Content-Type": "application/json"}
+        )
         with pytest.raises(urllib.error.HTTPError) as error:
             urllib.request.urlopen(nested, timeout=10)
         assert error.value.code == 400
@@ -333,8 +386,10 @@ def test_a_promotion_is_picked_up_from_the_rewritten_revisions_file_without_a_re
     pid = monitor.process.pid
     try:
         for revision in ("v1", "v2"):
-            records = [{**r, "request_id": f"{revision}-{r['request_id']}", "revision": revision}
-                       for r in _records(0, 40, ts)]  # fmt: skip
+            records = [
+                {**r, "request_id": f"{revision}-{r['request_id']}", "revision": revision}
+                for r in _records(0, 40, ts)
+            ]
             assert _request(monitor.url + "/v1/predictions", {"records": records})[0] == 200
 
         def evaluated_with(stable: str):
@@ -352,8 +407,11 @@ def test_a_promotion_is_picked_up_from_the_rewritten_revisions_file_without_a_re
         assert {r["revision"]: r["role"] for r in model["revisions"]} == {"v1": "candidate", "v2": "stable"}
         assert monitor.process.pid == pid and monitor.process.poll() is None  # no restart
         publish({"models": "not a mapping"})  # a bad rewrite keeps the last good revisions
-        status = _wait(lambda: (s := json.loads(_request(monitor.url + "/v1/status")[1]))["revisions"]["error"] and s,
-                       "the bad rewrite to be reported", monitor)  # fmt: skip
+        status = _wait(
+            lambda: (s := json.loads(_request(monitor.url + "/v1/status")[1]))["revisions"]["error"] and s,
+            "the bad rewrite to be reported",
+            monitor,
+        )
         assert status["revisions"]["models"][MODEL]["stable"] == "v2"
         assert monitor.terminate() == 0
     finally:
@@ -403,13 +461,18 @@ async def test_token_review_against_the_api_server(kube, namespace, tmp_path):
     assert await verifier.verify(wrong_audience) is None
     assert await verifier.verify(writer + "x") is None
 
-    policy = AccessPolicy.from_document({"models": {
-        "fraud": {"writers": [f"{sa}:fraud-triton"], "labelFeeders": [f"{sa}:chargebacks"]},
-        "churn": {"writers": [f"{sa}:churn-triton"]},
-    }})  # fmt: skip
+    policy = AccessPolicy.from_document(
+        {
+            "models": {
+                "fraud": {"writers": [f"{sa}:fraud-triton"], "labelFeeders": [f"{sa}:chargebacks"]},
+                "churn": {"writers": [f"{sa}:churn-triton"]},
+            }
+        }
+    )
     cfg = config(model_entry("fraud"), model_entry("churn"))
-    service = MonitorService(cfg, tmp_path / "auth.db", clock=lambda: NOW, verifier=verifier,
-                             authorize=PolicyAuthorizer(policy))  # fmt: skip
+    service = MonitorService(
+        cfg, tmp_path / "auth.db", clock=lambda: NOW, verifier=verifier, authorize=PolicyAuthorizer(policy)
+    )
     await service.start(analysis=False)
     client = TestClient(TestServer(create_app(service)))
     await client.start_server()
@@ -446,16 +509,33 @@ def _authed(url: str, token: str | None, body: dict | None = None) -> int:
 
 def test_static_auth_process_refuses_unauthenticated_and_out_of_scope_calls(workspace, tmp_path):
     config, db = workspace
-    (tmp_path / "tokens.yaml").write_text(yaml.safe_dump({"tokens": [
-        {"token": "capture-token-1", "username": "capture"},
-        {"token": "feeder-token-1", "username": "feeder"},
-        {"token": "operator-token-1", "username": "operator"},
-    ]}))  # fmt: skip
-    (tmp_path / "access.yaml").write_text(yaml.safe_dump({
-        "readers": ["operator"], "models": {MODEL: {"writers": ["capture"], "labelFeeders": ["feeder"]}},
-    }))  # fmt: skip
-    monitor = Monitor(tmp_path, config, db, "--auth=static", f"--tokens-file={tmp_path / 'tokens.yaml'}",
-                      f"--access={tmp_path / 'access.yaml'}")  # fmt: skip
+    (tmp_path / "tokens.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "tokens": [
+                    {"token": "capture-token-1", "username": "capture"},
+                    {"token": "feeder-token-1", "username": "feeder"},
+                    {"token": "operator-token-1", "username": "operator"},
+                ]
+            }
+        )
+    )
+    (tmp_path / "access.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "readers": ["operator"],
+                "models": {MODEL: {"writers": ["capture"], "labelFeeders": ["feeder"]}},
+            }
+        )
+    )
+    monitor = Monitor(
+        tmp_path,
+        config,
+        db,
+        "--auth=static",
+        f"--tokens-file={tmp_path / 'tokens.yaml'}",
+        f"--access={tmp_path / 'access.yaml'}",
+    )
     try:
         records = {"records": _records(0, 3, time.time() - 60)}
         assert _authed(monitor.url + "/v1/predictions", None, records) == 401
@@ -483,7 +563,19 @@ def test_static_auth_process_refuses_unauthenticated_and_out_of_scope_calls(work
 def test_static_auth_without_a_tokens_file_exits_2(workspace):
     config, db = workspace
     result = subprocess.run(
-        [sys.executable, "-m", "modelpilot.monitor.server", "--config", str(config), "--db", str(db), "--auth=static"],
-        cwd=REPO, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "modelpilot.monitor.server",
+            "--config",
+            str(config),
+            "--db",
+            str(db),
+            "--auth=static",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2 and "--tokens-file" in result.stderr

@@ -163,17 +163,27 @@ def test_unknown_revision_has_no_data(provider: PrometheusProvider, provider_nam
 
 def looked(provider: PrometheusProvider, metric: dict, candidate: str = "v2", stable: str = "v1"):
     """One analysis look on the operator's path: PrometheusMeasure's observers, then rollout.checks."""
-    request = AnalysisRequest(metrics=(metric,), candidate=candidate, stable=stable, window=300.0, model=MODEL)
+    request = AnalysisRequest(
+        metrics=(metric,), candidate=candidate, stable=stable, window=300.0, model=MODEL
+    )
     samples = PrometheusMeasure(provider.url, provider=provider)(request, Owner(NAME, NAMESPACE, "uid"))
     return samples[metric["name"]], evaluate_check([metric], samples, 0.05, {})
 
 
 def test_sequential_test_flags_the_regressed_candidate(provider: PrometheusProvider) -> None:
-    errors = {"name": "errors", "provider": "istio", "metric": "errorRate", "test": "sequential", "minSamples": 500}
+    errors = {
+        "name": "errors",
+        "provider": "istio",
+        "metric": "errorRate",
+        "test": "sequential",
+        "minSamples": 500,
+    }
     sample, outcome = looked(provider, errors)
     assert sample.candidate_errors / sample.candidate_count == pytest.approx(0.05, rel=1e-6)
     assert sample.stable_errors / sample.stable_count == pytest.approx(0.01, rel=1e-6)
-    assert outcome.outcome == "fail" and outcome.verdicts[0].conclusive_regression, outcome.verdicts[0].message
+    assert outcome.outcome == "fail" and outcome.verdicts[0].conclusive_regression, outcome.verdicts[
+        0
+    ].message
     _, same = looked(provider, errors, candidate="v1")
     assert same.outcome != "fail", same.verdicts[0].message
 

@@ -26,20 +26,30 @@ BASE_SPEC = {
             "instanceGroups": [{"count": 1, "kind": "KIND_GPU"}],
         },
     },
-    "serving": {"replicas": 2, "resources": {"cpu": "2", "memory": "8Gi", "gpus": 1}, "placement": {"nodePool": "gpu"}},
+    "serving": {
+        "replicas": 2,
+        "resources": {"cpu": "2", "memory": "8Gi", "gpus": 1},
+        "placement": {"nodePool": "gpu"},
+    },
     "traffic": {"hosts": ["resnet.example.com"]},
     "rollout": {"scaleDownDelaySeconds": 0},
 }
 
 
 def mdep(name: str, spec: dict | None = None) -> dict:
-    return {"apiVersion": "modelpilot.io/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": name},
-            "spec": copy.deepcopy(spec or BASE_SPEC)}  # fmt: skip
+    return {
+        "apiVersion": "modelpilot.io/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": name},
+        "spec": copy.deepcopy(spec or BASE_SPEC),
+    }
 
 
 def create(api_client, namespace: str, body: dict) -> dict:
     custom = kubernetes.client.CustomObjectsApi(api_client)
-    return custom.create_namespaced_custom_object("modelpilot.io", "v1alpha1", namespace, "modeldeployments", body)
+    return custom.create_namespaced_custom_object(
+        "modelpilot.io", "v1alpha1", namespace, "modeldeployments", body
+    )
 
 
 def get(kube, namespace: str, name: str) -> dict:
@@ -53,12 +63,15 @@ def condition(body: dict, type_: str) -> dict:
 def ready(kube, namespace: str, name: str, operator) -> dict:
     return wait_for(
         lambda: (b := get(kube, namespace, name)) and b.get("status", {}).get("phase") == "Ready" and b,
-        timeout=60, what=f"{name} Ready",
+        timeout=60,
+        what=f"{name} Ready",
         diagnose=lambda: f"status={get(kube, namespace, name).get('status')}\n{operator.log_tail()}",
-    )  # fmt: skip
+    )
 
 
-def test_create_builds_expected_children_on_gpu_nodes_and_becomes_ready(operator, kube, api_client, namespace):
+def test_create_builds_expected_children_on_gpu_nodes_and_becomes_ready(
+    operator, kube, api_client, namespace
+):
     created = create(api_client, namespace, mdep("resnet"))
     body = ready(kube, namespace, "resnet", operator)
     rev = body["status"]["stableRevision"]
@@ -67,8 +80,14 @@ def test_create_builds_expected_children_on_gpu_nodes_and_becomes_ready(operator
     assert condition(body, "Ready")["observedGeneration"] == body["metadata"]["generation"]
     assert condition(body, "InvalidSpec")["status"] == "False"
     assert body["status"]["ready"] == "2/2"
-    owner = {"apiVersion": "modelpilot.io/v1alpha1", "kind": "ModelDeployment", "name": "resnet",
-             "uid": body["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}  # fmt: skip
+    owner = {
+        "apiVersion": "modelpilot.io/v1alpha1",
+        "kind": "ModelDeployment",
+        "name": "resnet",
+        "uid": body["metadata"]["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
 
     dep = kube.get("Deployment", f"resnet-{rev}", namespace)
     assert dep["metadata"]["ownerReferences"] == [owner]
@@ -103,8 +122,16 @@ def test_create_builds_expected_children_on_gpu_nodes_and_becomes_ready(operator
     vs = kube.get("VirtualService", "resnet", namespace)
     assert vs["spec"]["hosts"] == ["resnet.example.com"] and vs["spec"]["gateways"] == ["mesh"]
     primary = vs["spec"]["http"][-1]
-    assert primary["route"] == [{"destination": {"host": f"resnet.{namespace}.svc.cluster.local", "subset": rev,
-                                                 "port": {"number": 8000}}, "weight": 100}]  # fmt: skip
+    assert primary["route"] == [
+        {
+            "destination": {
+                "host": f"resnet.{namespace}.svc.cluster.local",
+                "subset": rev,
+                "port": {"number": 8000},
+            },
+            "weight": 100,
+        }
+    ]
     assert "mirror" not in primary
 
     # kubectl get mdep: the printer columns as the API server renders them.
@@ -122,7 +149,8 @@ def _table(api_client, namespace: str) -> dict:
     import json
 
     resp = api_client.rest_client.pool_manager.request(
-        "GET", f"{api_client.configuration.host}/apis/modelpilot.io/v1alpha1/namespaces/{namespace}/modeldeployments",
+        "GET",
+        f"{api_client.configuration.host}/apis/modelpilot.io/v1alpha1/namespaces/{namespace}/modeldeployments",
         headers={"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io", **_auth(api_client)},
     )
     return json.loads(resp.data)
@@ -133,7 +161,9 @@ def _auth(api_client) -> dict:
     return {"Authorization": token} if token else {}
 
 
-def test_new_version_makes_a_new_revision_and_ready_pods_never_drop_to_zero(operator, kube, api_client, namespace):
+def test_new_version_makes_a_new_revision_and_ready_pods_never_drop_to_zero(
+    operator, kube, api_client, namespace
+):
     create(api_client, namespace, mdep("upd"))
     first = ready(kube, namespace, "upd", operator)["status"]["stableRevision"]
     kube.merge_patch("ModelDeployment", "upd", namespace, {"spec": {"model": {"version": "2"}}})
@@ -142,7 +172,9 @@ def test_new_version_makes_a_new_revision_and_ready_pods_never_drop_to_zero(oper
     second = None
     while time.monotonic() < end:
         deps = kube.list("Deployment", namespace, {"modelpilot.io/deployment": "upd"})
-        min_available = min(min_available, sum(int(d.get("status", {}).get("availableReplicas", 0)) for d in deps))
+        min_available = min(
+            min_available, sum(int(d.get("status", {}).get("availableReplicas", 0)) for d in deps)
+        )
         body = get(kube, namespace, "upd")
         status = body.get("status", {})
         if status.get("stableRevision") not in (None, first) and status.get("phase") == "Ready":
@@ -164,7 +196,10 @@ def test_new_version_makes_a_new_revision_and_ready_pods_never_drop_to_zero(oper
     ("patch", "message"),
     [
         ({"model": {"repository": "ftp://nope/models"}}, "spec.model.repository"),
-        ({"model": {"config": {"dynamicBatching": {"maxQueueDelayMicroseconds": 5}}}}, "dynamicBatching requires"),
+        (
+            {"model": {"config": {"dynamicBatching": {"maxQueueDelayMicroseconds": 5}}}},
+            "dynamicBatching requires",
+        ),
         ({"model": {"format": "keras"}}, "spec.model.format"),
         ({"serving": {"resources": {"gpus": 0, "migProfile": "1g.10gb"}}}, "migProfile needs"),
         ({"rollout": {"steps": [{"setWeight": 10, "pause": {}}]}}, "exactly one of"),
@@ -187,14 +222,22 @@ def test_semantic_errors_become_invalid_spec_with_no_children(operator, kube, ap
     spec["serving"]["resources"]["gpus"] = 0  # a KIND_GPU instance group with no GPUs
     spec["serving"]["args"] = ["--model-repository=/elsewhere"]
     create(api_client, namespace, mdep("semantic", spec))
-    body = wait_for(lambda: (b := get(kube, namespace, "semantic")).get("status", {}).get("phase") == "InvalidSpec" and b,
-                    timeout=30, what="InvalidSpec", diagnose=operator.log_tail)  # fmt: skip
+    body = wait_for(
+        lambda: (b := get(kube, namespace, "semantic")).get("status", {}).get("phase") == "InvalidSpec" and b,
+        timeout=30,
+        what="InvalidSpec",
+        diagnose=operator.log_tail,
+    )
     cond = condition(body, "InvalidSpec")
     assert cond["status"] == "True" and cond["reason"] == "InvalidSpec"
     assert "KIND_GPU" in cond["message"] and "--model-repository" in cond["message"]
     assert kube.list("Deployment", namespace) == []
     assert kube.get("VirtualService", "semantic", namespace) is None
-    wait_for(lambda: [e for e in kube.list("Event", namespace) if e["reason"] == "InvalidSpec"], 10, what="Warning event")
+    wait_for(
+        lambda: [e for e in kube.list("Event", namespace) if e["reason"] == "InvalidSpec"],
+        10,
+        what="Warning event",
+    )
     time.sleep(2)  # later reconciles must not repeat the same warning
     warnings = [e for e in kube.list("Event", namespace) if e["reason"] == "InvalidSpec"]
     assert len(warnings) == 1 and warnings[0]["type"] == "Warning"
@@ -206,8 +249,16 @@ def test_over_asking_gpus_surfaces_insufficient_gpu(operator, kube, api_client, 
     spec["model"]["config"]["instanceGroups"] = [{"count": 1, "kind": "KIND_GPU", "gpus": [8]}]
     create(api_client, namespace, mdep("greedy", spec))
     started = time.monotonic()
-    body = wait_for(lambda: (b := get(kube, namespace, "greedy")) and condition(b, "Degraded").get("reason") == "InsufficientGPU" and b,
-                    timeout=60, what="InsufficientGPU", diagnose=operator.log_tail)  # fmt: skip
+    body = wait_for(
+        lambda: (
+            (b := get(kube, namespace, "greedy"))
+            and condition(b, "Degraded").get("reason") == "InsufficientGPU"
+            and b
+        ),
+        timeout=60,
+        what="InsufficientGPU",
+        diagnose=operator.log_tail,
+    )
     assert time.monotonic() - started < 60
     assert condition(body, "Ready")["status"] == "False"
     assert condition(body, "Ready")["reason"] == "InsufficientGPU"
@@ -218,8 +269,12 @@ def test_no_matching_pool_surfaces_unschedulable(operator, kube, api_client, nam
     spec = copy.deepcopy(BASE_SPEC)
     spec["serving"]["placement"] = {"nodePool": "tpu"}
     create(api_client, namespace, mdep("nopool", spec))
-    wait_for(lambda: condition(get(kube, namespace, "nopool"), "Degraded").get("reason") == "Unschedulable",
-             timeout=60, what="Unschedulable", diagnose=operator.log_tail)  # fmt: skip
+    wait_for(
+        lambda: condition(get(kube, namespace, "nopool"), "Degraded").get("reason") == "Unschedulable",
+        timeout=60,
+        what="Unschedulable",
+        diagnose=operator.log_tail,
+    )
 
 
 def test_delete_leaves_nothing_behind(operator, kube, api_client, namespace):

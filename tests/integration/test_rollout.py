@@ -24,8 +24,15 @@ from modelpilot.cli import main as cli
 pytestmark = pytest.mark.integration
 
 # maxSamples: the planned horizon fits the tests' few seconds of synthetic traffic (200 req/s per arm).
-ERRORS = {"name": "errors", "provider": "istio", "metric": "errorRate", "test": "sequential", "minSamples": 200,
-          "maxSamples": 1500, "max": 0.05}  # fmt: skip
+ERRORS = {
+    "name": "errors",
+    "provider": "istio",
+    "metric": "errorRate",
+    "test": "sequential",
+    "minSamples": 200,
+    "maxSamples": 1500,
+    "max": 0.05,
+}
 LATENCY = {"name": "p99", "provider": "istio", "metric": "latencyP99", "maxRelative": 1.5, "minSamples": 50}
 
 
@@ -45,7 +52,9 @@ class Traffic:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def set(self, exporter: RevisionExporter, rate: float, error_ratio: float = 0.0, latency_ms: float = 10.0):
+    def set(
+        self, exporter: RevisionExporter, rate: float, error_ratio: float = 0.0, latency_ms: float = 10.0
+    ):
         self.arms[exporter.revision] = (exporter, rate, error_ratio, latency_ms)
 
     def _run(self) -> None:
@@ -72,14 +81,21 @@ class Traffic:
 
 
 @contextmanager
-def exporters(prometheus, namespace: str, name: str, revisions: list[str]) -> Iterator[list[RevisionExporter]]:
-    exps = [RevisionExporter(namespace=namespace, name=name, revision=r, model="clf", error_codes=(503,)) for r in revisions]
+def exporters(
+    prometheus, namespace: str, name: str, revisions: list[str]
+) -> Iterator[list[RevisionExporter]]:
+    exps = [
+        RevisionExporter(namespace=namespace, name=name, revision=r, model="clf", error_codes=(503,))
+        for r in revisions
+    ]
     for e in exps:
         e.__enter__()
     prometheus.set_file_targets([ScrapeTarget(e.address, e.target_labels()) for e in exps])
     try:
         for e in exps:  # wait until Prometheus scrapes the new targets
-            prometheus.wait_until(f'istio_requests_total{{destination_version="{e.revision}"}}', bool, timeout_s=30)
+            prometheus.wait_until(
+                f'istio_requests_total{{destination_version="{e.revision}"}}', bool, timeout_s=30
+            )
         yield exps
     finally:
         prometheus.set_file_targets([])
@@ -95,12 +111,21 @@ def start_rollout(kube, api_client, operator, ns: str, name: str, steps: list, *
     """Deploy v1, wait Ready, then apply v2; returns (stable, candidate) revisions."""
     import kubernetes
 
-    body = {"apiVersion": "modelpilot.io/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": name},
-            "spec": spec("1", steps, **rollout)}  # fmt: skip
+    body = {
+        "apiVersion": "modelpilot.io/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": name},
+        "spec": spec("1", steps, **rollout),
+    }
     kubernetes.client.CustomObjectsApi(api_client).create_namespaced_custom_object(
         "modelpilot.io", "v1alpha1", ns, "modeldeployments", body
     )
-    wait_for(lambda: status(kube, ns, name).get("phase") == "Ready", 60, what="v1 Ready", diagnose=operator.log_tail)
+    wait_for(
+        lambda: status(kube, ns, name).get("phase") == "Ready",
+        60,
+        what="v1 Ready",
+        diagnose=operator.log_tail,
+    )
     stable = status(kube, ns, name)["stableRevision"]
     candidate = parse_spec(spec("2", steps, **rollout)).revision
     return stable, candidate
@@ -116,8 +141,12 @@ def weights(kube, ns: str, name: str) -> dict[str, int]:
 
 
 def test_healthy_canary_walks_its_steps_and_promotes(operator, prometheus, kube, api_client, namespace):
-    steps = [{"setWeight": 20}, {"analysis": {"interval": "3s", "metrics": [ERRORS, LATENCY]}}, {"setWeight": 60},
-             {"analysis": {"interval": "3s", "metrics": [ERRORS, LATENCY]}}]  # fmt: skip
+    steps = [
+        {"setWeight": 20},
+        {"analysis": {"interval": "3s", "metrics": [ERRORS, LATENCY]}},
+        {"setWeight": 60},
+        {"analysis": {"interval": "3s", "metrics": [ERRORS, LATENCY]}},
+    ]
     stable, cand = start_rollout(kube, api_client, operator, namespace, "canary", steps)
     with exporters(prometheus, namespace, "canary", [stable, cand]) as (s, c), Traffic() as traffic:
         traffic.set(s, rate=200, error_ratio=0.005)
@@ -131,7 +160,13 @@ def test_healthy_canary_walks_its_steps_and_promotes(operator, prometheus, kube,
                 seen.add(weights(kube, namespace, "canary").get(cand, 0))
             return st.get("stableRevision") == cand and st.get("phase") == "Ready"
 
-        wait_for(promoted, 90, 0.2, what="promotion", diagnose=lambda: f"{status(kube, namespace, 'canary')}\n{operator.log_tail()}")
+        wait_for(
+            promoted,
+            90,
+            0.2,
+            what="promotion",
+            diagnose=lambda: f"{status(kube, namespace, 'canary')}\n{operator.log_tail()}",
+        )
     assert {20, 60} <= seen, seen
     assert weights(kube, namespace, "canary") == {cand: 100}
     assert status(kube, namespace, "canary")["phase"] == "Ready"
@@ -139,14 +174,25 @@ def test_healthy_canary_walks_its_steps_and_promotes(operator, prometheus, kube,
     metrics = operator.metrics_text()
     assert f'modelpilot_rollout_phase{{name="canary",namespace="{namespace}",phase="Ready"}} 1.0' in metrics
     assert f'modelpilot_canary_weight{{name="canary",namespace="{namespace}"}} 0.0' in metrics
-    passes = [line for line in metrics.splitlines() if line.startswith("modelpilot_analysis_checks_total")
-              and f'namespace="{namespace}"' in line and 'outcome="pass"' in line and 'metric="errors"' in line]
+    passes = [
+        line
+        for line in metrics.splitlines()
+        if line.startswith("modelpilot_analysis_checks_total")
+        and f'namespace="{namespace}"' in line
+        and 'outcome="pass"' in line
+        and 'metric="errors"' in line
+    ]
     assert passes and float(passes[0].rsplit(" ", 1)[1]) >= 2
 
 
 def _rolled_back(kube, ns, name, operator, timeout=90):
-    return wait_for(lambda: (st := status(kube, ns, name)).get("phase") == "RolledBack" and st, timeout, 0.3,
-                    what="rollback", diagnose=lambda: f"{status(kube, ns, name)}\n{operator.log_tail()}")  # fmt: skip
+    return wait_for(
+        lambda: (st := status(kube, ns, name)).get("phase") == "RolledBack" and st,
+        timeout,
+        0.3,
+        what="rollback",
+        diagnose=lambda: f"{status(kube, ns, name)}\n{operator.log_tail()}",
+    )
 
 
 def test_error_regression_rolls_back(operator, prometheus, kube, api_client, namespace):
@@ -183,8 +229,13 @@ def test_zero_traffic_never_promotes(operator, prometheus, kube, api_client, nam
     stable, cand = start_rollout(kube, api_client, operator, namespace, "idle", steps)
     with exporters(prometheus, namespace, "idle", [stable, cand]):
         go(kube, namespace, "idle")
-        wait_for(lambda: len(status(kube, namespace, "idle").get("rollout", {}).get("checks", [])) >= 4, 60, 0.3,
-                 what="several checks", diagnose=operator.log_tail)  # fmt: skip
+        wait_for(
+            lambda: len(status(kube, namespace, "idle").get("rollout", {}).get("checks", [])) >= 4,
+            60,
+            0.3,
+            what="several checks",
+            diagnose=operator.log_tail,
+        )
         st = status(kube, namespace, "idle")
     assert st["stableRevision"] == stable and st["canaryRevision"] == cand
     assert all(c["outcome"] == "inconclusive" for c in st["rollout"]["checks"])
@@ -201,21 +252,33 @@ def test_prometheus_down_pauses_and_resumes(operator, prometheus, kube, api_clie
         prometheus.stop()
         try:
             go(kube, namespace, "blind")
-            paused = wait_for(lambda: (st := status(kube, namespace, "blind")).get("phase") == "Paused" and st, 60, 0.3,
-                              what="paused on unreachable metrics", diagnose=operator.log_tail)  # fmt: skip
+            paused = wait_for(
+                lambda: (st := status(kube, namespace, "blind")).get("phase") == "Paused" and st,
+                60,
+                0.3,
+                what="paused on unreachable metrics",
+                diagnose=operator.log_tail,
+            )
             cond = {c["type"]: c for c in paused["conditions"]}["AnalysisHealthy"]
             assert cond["reason"] == "MetricsUnavailable" and "unreachable" in cond["message"]
             assert paused["stableRevision"] == stable
         finally:
             prometheus.start()
             prometheus.set_file_targets([ScrapeTarget(e.address, e.target_labels()) for e in (s, c)])
-        wait_for(lambda: status(kube, namespace, "blind").get("stableRevision") == cand, 90, 0.3,
-                 what="promotion after Prometheus came back", diagnose=lambda: f"{status(kube, namespace, 'blind')}")  # fmt: skip
+        wait_for(
+            lambda: status(kube, namespace, "blind").get("stableRevision") == cand,
+            90,
+            0.3,
+            what="promotion after Prometheus came back",
+            diagnose=lambda: f"{status(kube, namespace, 'blind')}",
+        )
 
 
 def test_ab_and_shadow_render_istio_rules(operator, kube, api_client, namespace):
-    steps = [{"shadow": {"mirrorPercentage": 40, "duration": "1h", "analysis": False}},
-             {"abTest": {"header": {"name": "x-group", "exact": "beta"}, "duration": "1h"}}]  # fmt: skip
+    steps = [
+        {"shadow": {"mirrorPercentage": 40, "duration": "1h", "analysis": False}},
+        {"abTest": {"header": {"name": "x-group", "exact": "beta"}, "duration": "1h"}},
+    ]
     stable, cand = start_rollout(kube, api_client, operator, namespace, "routes", steps)
     go(kube, namespace, "routes")
     host = f"routes.{namespace}.svc.cluster.local"
@@ -232,7 +295,11 @@ def test_ab_and_shadow_render_istio_rules(operator, kube, api_client, namespace)
     subsets = {s["name"] for s in kube.get("DestinationRule", "routes", namespace)["spec"]["subsets"]}
     assert subsets == {stable, cand}
     # The feature-flag header reaches any live revision directly.
-    flag = next(r for r in kube.get("VirtualService", "routes", namespace)["spec"]["http"] if r["name"] == f"revision-{cand}")
+    flag = next(
+        r
+        for r in kube.get("VirtualService", "routes", namespace)["spec"]["http"]
+        if r["name"] == f"revision-{cand}"
+    )
     assert flag["match"] == [{"headers": {"x-modelpilot-revision": {"exact": cand}}}]
 
     # promote --full finishes the whole rollout at once.
@@ -265,13 +332,20 @@ def test_manual_abort_and_retry(operator, kube, api_client, namespace):
     steps = [{"setWeight": 25}, {"pause": {}}]
     stable, cand = start_rollout(kube, api_client, operator, namespace, "manual", steps)
     go(kube, namespace, "manual")
-    wait_for(lambda: weights(kube, namespace, "manual").get(cand) == 25, 60, what="weight 25", diagnose=operator.log_tail)
+    wait_for(
+        lambda: weights(kube, namespace, "manual").get(cand) == 25,
+        60,
+        what="weight 25",
+        diagnose=operator.log_tail,
+    )
     assert cli(["abort", "manual", "-n", namespace, "--kubeconfig", str(kube_config_path())]) == 0
     st = _rolled_back(kube, namespace, "manual", operator, 30)
     assert st["rollout"]["rollbackReason"] == "ManualAbort"
     assert weights(kube, namespace, "manual") == {stable: 100}
     time.sleep(2)
-    assert status(kube, namespace, "manual")["phase"] == "RolledBack", "an aborted revision is not retried by itself"
+    assert status(kube, namespace, "manual")["phase"] == "RolledBack", (
+        "an aborted revision is not retried by itself"
+    )
     assert cli(["retry", "manual", "-n", namespace, "--kubeconfig", str(kube_config_path())]) == 0
     wait_for(lambda: weights(kube, namespace, "manual").get(cand) == 25, 60, what="retried at weight 25")
     assert cli(["promote", "manual", "-n", namespace, "--kubeconfig", str(kube_config_path())]) == 0
@@ -283,9 +357,15 @@ def test_operator_restart_mid_rollout_resumes_at_the_same_step(operator, kube, a
     stable, cand = start_rollout(kube, api_client, operator, namespace, "resume", steps)
     go(kube, namespace, "resume")
     # Routes are applied before the status records the step: wait for both.
-    wait_for(lambda: weights(kube, namespace, "resume").get(cand) == 10
-             and status(kube, namespace, "resume").get("phase") == "Paused", 60, what="paused at weight 10",
-             diagnose=operator.log_tail)  # fmt: skip
+    wait_for(
+        lambda: (
+            weights(kube, namespace, "resume").get(cand) == 10
+            and status(kube, namespace, "resume").get("phase") == "Paused"
+        ),
+        60,
+        what="paused at weight 10",
+        diagnose=operator.log_tail,
+    )
     before = copy.deepcopy(status(kube, namespace, "resume"))
     operator.restart(signal.SIGKILL)
     time.sleep(3)
@@ -296,14 +376,21 @@ def test_operator_restart_mid_rollout_resumes_at_the_same_step(operator, kube, a
     assert cli(["promote", "resume", "-n", namespace, "--kubeconfig", str(kube_config_path())]) == 0
     wait_for(lambda: weights(kube, namespace, "resume").get(cand) == 40, 30, what="next step after promote")
     # The routes change before the status records the step.
-    wait_for(lambda: status(kube, namespace, "resume")["rollout"]["step"] == 3, 10, what="status at step 4 of 4")
+    wait_for(
+        lambda: status(kube, namespace, "resume")["rollout"]["step"] == 3, 10, what="status at step 4 of 4"
+    )
 
 
 def test_blue_green_preview_then_switch(operator, kube, api_client, namespace):
     steps = [{"blueGreen": {"previewService": True, "duration": "1h"}}]
     stable, cand = start_rollout(kube, api_client, operator, namespace, "bg", steps)
     go(kube, namespace, "bg")
-    preview = wait_for(lambda: kube.get("Service", "bg-preview", namespace), 60, what="preview Service", diagnose=operator.log_tail)
+    preview = wait_for(
+        lambda: kube.get("Service", "bg-preview", namespace),
+        60,
+        what="preview Service",
+        diagnose=operator.log_tail,
+    )
     assert preview["spec"]["selector"] == {"modelpilot.io/deployment": "bg", "modelpilot.io/revision": cand}
     assert weights(kube, namespace, "bg") == {stable: 100}
     dep = kube.get("Deployment", f"bg-{cand}", namespace)

@@ -133,8 +133,12 @@ def test_rendered_model_serves_on_real_tritonserver(binary: Path, tmp_path: Path
         # Latency quantiles (the fallback trigger reads the queue's p95) are on too.
         with urllib.request.urlopen(triton.url_metrics, timeout=5) as response:
             text = response.read().decode()
-        assert any(line.startswith("nv_inference_queue_summary_us{") and 'quantile="0.95"' in line and 'model="iris"' in line
-                   for line in text.splitlines()), text[:2000]  # fmt: skip
+        assert any(
+            line.startswith("nv_inference_queue_summary_us{")
+            and 'quantile="0.95"' in line
+            and 'model="iris"' in line
+            for line in text.splitlines()
+        ), text[:2000]
 
     # SIGTERM, not the fallback kill, ended it: the server and its stub shut down cleanly.
     assert triton.process.returncode == 0, triton.log_tail()

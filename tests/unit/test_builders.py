@@ -52,7 +52,9 @@ def test_revision_hash_tracks_pod_affecting_fields_only():
     defaulted = copy.deepcopy(groups)
     defaulted["model"]["config"]["instanceGroups"][0]["count"] = 1
     defaulted["model"]["optimize"] = {"method": "tensorrt", "sourceVersion": "2", "precision": "fp16"}
-    assert revision_hash(groups) == revision_hash(defaulted), "server-side defaults do not make a new revision"
+    assert revision_hash(groups) == revision_hash(defaulted), (
+        "server-side defaults do not make a new revision"
+    )
 
 
 def test_python_defaults_match_the_crd_schema_defaults():
@@ -64,7 +66,10 @@ def test_python_defaults_match_the_crd_schema_defaults():
     assert serving["resources"]["properties"]["cpu"]["default"] == typed.serving.resources.cpu
     assert serving["resources"]["properties"]["memory"]["default"] == typed.serving.resources.memory
     assert serving["modelControlMode"]["default"] == typed.serving.model_control_mode
-    assert serving["probes"]["properties"]["startupTimeoutSeconds"]["default"] == typed.serving.startup_timeout_seconds
+    assert (
+        serving["probes"]["properties"]["startupTimeoutSeconds"]["default"]
+        == typed.serving.startup_timeout_seconds
+    )
     rollout = schema["properties"]["spec"]["properties"]["rollout"]["properties"]
     assert rollout["revisionHeader"]["default"] == typed.rollout.revision_header
     assert rollout["progressDeadlineSeconds"]["default"] == typed.rollout.progress_deadline_seconds
@@ -79,19 +84,33 @@ def test_gpu_deployment_requests_gpus_tolerates_the_taint_and_mounts_the_claim()
     dep = manifests.deployment(OWNER, spec, spec.revision, replicas=3)
     pod = dep["spec"]["template"]["spec"]
     triton = pod["containers"][0]
-    assert triton["resources"]["requests"]["nvidia.com/gpu"] == triton["resources"]["limits"]["nvidia.com/gpu"] == "2"
+    assert (
+        triton["resources"]["requests"]["nvidia.com/gpu"]
+        == triton["resources"]["limits"]["nvidia.com/gpu"]
+        == "2"
+    )
     assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
     assert pod["nodeSelector"] == {"modelpilot.io/pool": "gpu"}
-    assert {"name": "model-store", "persistentVolumeClaim": {"claimName": "models", "readOnly": True}} in pod["volumes"]
+    assert {"name": "model-store", "persistentVolumeClaim": {"claimName": "models", "readOnly": True}} in pod[
+        "volumes"
+    ]
     assert dep["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
     assert dep["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
-    assert dep["spec"]["selector"]["matchLabels"] == {"modelpilot.io/deployment": "m", "modelpilot.io/revision": spec.revision}
+    assert dep["spec"]["selector"]["matchLabels"] == {
+        "modelpilot.io/deployment": "m",
+        "modelpilot.io/revision": spec.revision,
+    }
 
 
 def test_cpu_edge_revision_has_no_gpu_requests_or_tolerations():
     cpu = copy.deepcopy(GPU)
-    cpu["serving"] = {"resources": {"cpu": "4", "memory": "2Gi"}, "placement": {"nodePool": "edge",
-                      "tolerations": [{"key": "modelpilot.io/edge", "operator": "Exists", "effect": "NoSchedule"}]}}  # fmt: skip
+    cpu["serving"] = {
+        "resources": {"cpu": "4", "memory": "2Gi"},
+        "placement": {
+            "nodePool": "edge",
+            "tolerations": [{"key": "modelpilot.io/edge", "operator": "Exists", "effect": "NoSchedule"}],
+        },
+    }
     cpu["model"]["config"] = {"instanceGroups": [{"count": 2, "kind": "KIND_CPU"}]}
     spec = parse_spec(cpu)
     pod = manifests.deployment(OWNER, spec, spec.revision, 1)["spec"]["template"]["spec"]
@@ -103,7 +122,9 @@ def test_mig_profile_requests_mig_slices():
     mig = copy.deepcopy(GPU)
     mig["serving"]["resources"] = {"gpus": 1, "migProfile": "1g.10gb"}
     spec = parse_spec(mig)
-    limits = manifests.deployment(OWNER, spec, spec.revision, 1)["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+    limits = manifests.deployment(OWNER, spec, spec.revision, 1)["spec"]["template"]["spec"]["containers"][0][
+        "resources"
+    ]["limits"]
     assert limits == {"memory": "4Gi", "nvidia.com/mig-1g.10gb": "1"}
 
 
@@ -115,11 +136,21 @@ def test_config_map_only_when_config_is_generated():
     assert manifests.config_map(OWNER, spec, "r1") is None
     dep = manifests.deployment(OWNER, spec, "r1", 1)
     assert "initContainers" not in dep["spec"]["template"]["spec"]
-    assert "--model-repository=/mnt/model-store/triton" in dep["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert (
+        "--model-repository=/mnt/model-store/triton"
+        in dep["spec"]["template"]["spec"]["containers"][0]["args"]
+    )
 
 
 def test_routing_for_canary_shadow_ab_and_flags():
-    spec = parse_spec({**GPU, "rollout": {"flags": [{"name": "qa", "revision": "candidate", "header": {"name": "x-qa", "exact": "1"}}]}})
+    spec = parse_spec(
+        {
+            **GPU,
+            "rollout": {
+                "flags": [{"name": "qa", "revision": "candidate", "header": {"name": "x-qa", "exact": "1"}}]
+            },
+        }
+    )
     plan = TrafficPlan(stable="a", revisions=("a", "b"), candidate="b", weight=25, mirror_percent=10)
     vs = virtual_service(OWNER, spec, plan)["spec"]
     names = [r["name"] for r in vs["http"]]
@@ -128,7 +159,9 @@ def test_routing_for_canary_shadow_ab_and_flags():
     primary = vs["http"][-1]
     assert [(r["destination"]["subset"], r["weight"]) for r in primary["route"]] == [("a", 75), ("b", 25)]
     assert primary["mirror"]["subset"] == "b" and primary["mirrorPercentage"] == {"value": 10.0}
-    ab = TrafficPlan(stable="a", revisions=("a", "b"), candidate="b", match={"header": {"name": "x-g", "regex": "^beta"}})
+    ab = TrafficPlan(
+        stable="a", revisions=("a", "b"), candidate="b", match={"header": {"name": "x-g", "regex": "^beta"}}
+    )
     http = virtual_service(OWNER, spec, ab)["spec"]["http"]
     ab_route = next(r for r in http if r["name"] == "ab-candidate")
     assert ab_route["match"] == [{"headers": {"x-g": {"regex": "^beta"}}}]
@@ -140,13 +173,33 @@ def test_routing_for_canary_shadow_ab_and_flags():
 @pytest.mark.parametrize(
     ("change", "fragment"),
     [
-        ({"model": {"config": {"instanceGroups": [{"count": 1, "kind": "KIND_GPU", "gpus": [3]}]}}}, "names GPU 3"),
-        ({"serving": {"resources": {"gpus": 0}}, "model": {"config": {"instanceGroups": [{"kind": "KIND_GPU"}]}}}, "KIND_GPU"),
+        (
+            {"model": {"config": {"instanceGroups": [{"count": 1, "kind": "KIND_GPU", "gpus": [3]}]}}},
+            "names GPU 3",
+        ),
+        (
+            {
+                "serving": {"resources": {"gpus": 0}},
+                "model": {"config": {"instanceGroups": [{"kind": "KIND_GPU"}]}},
+            },
+            "KIND_GPU",
+        ),
         ({"serving": {"args": ["--http-port=9"]}}, "--http-port"),
-        ({"serving": {"env": [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]}}, "duplicate name 'A'"),
+        (
+            {"serving": {"env": [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]}},
+            "duplicate name 'A'",
+        ),
         ({"rollout": {"steps": [{"analysis": {"interval": "5s"}}]}}, "has no metrics"),
-        ({"rollout": {"analysis": {"metrics": [{"name": "q", "metric": "custom", "query": "up{x={{nope}}}", "max": 1}]}}},
-         "unknown template variable"),
+        (
+            {
+                "rollout": {
+                    "analysis": {
+                        "metrics": [{"name": "q", "metric": "custom", "query": "up{x={{nope}}}", "max": 1}]
+                    }
+                }
+            },
+            "unknown template variable",
+        ),
     ],
 )
 def test_semantic_validation(change, fragment):
@@ -165,8 +218,13 @@ def test_semantic_validation(change, fragment):
 
 def test_is_subset_tolerates_server_defaults_but_not_changes():
     desired = {"spec": {"replicas": 2, "template": {"containers": [{"name": "a", "args": ["x"]}]}}}
-    live = {"spec": {"replicas": 2, "progressDeadlineSeconds": 600,
-                     "template": {"containers": [{"name": "a", "args": ["x"], "imagePullPolicy": "IfNotPresent"}]}}}  # fmt: skip
+    live = {
+        "spec": {
+            "replicas": 2,
+            "progressDeadlineSeconds": 600,
+            "template": {"containers": [{"name": "a", "args": ["x"], "imagePullPolicy": "IfNotPresent"}]},
+        }
+    }
     assert is_subset(desired, live)
     live["spec"]["template"]["containers"][0]["args"] = ["y"]
     assert not is_subset(desired, live)
@@ -175,25 +233,53 @@ def test_is_subset_tolerates_server_defaults_but_not_changes():
 
 
 def test_revision_states_classify_scheduling_failures():
-    dep = {"metadata": {"labels": {"modelpilot.io/revision": "r1"}}, "spec": {"replicas": 2},
-           "status": {"readyReplicas": 1, "availableReplicas": 1, "updatedReplicas": 2}}  # fmt: skip
-    gpu_pod = {"metadata": {"labels": {"modelpilot.io/revision": "r1"}}, "status": {"conditions": [
-        {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
-         "message": "0/5 nodes are available: 2 Insufficient nvidia.com/gpu, 3 node(s) didn't match selector."}]}}  # fmt: skip
+    dep = {
+        "metadata": {"labels": {"modelpilot.io/revision": "r1"}},
+        "spec": {"replicas": 2},
+        "status": {"readyReplicas": 1, "availableReplicas": 1, "updatedReplicas": 2},
+    }
+    gpu_pod = {
+        "metadata": {"labels": {"modelpilot.io/revision": "r1"}},
+        "status": {
+            "conditions": [
+                {
+                    "type": "PodScheduled",
+                    "status": "False",
+                    "reason": "Unschedulable",
+                    "message": "0/5 nodes are available: 2 Insufficient nvidia.com/gpu, 3 node(s) didn't "
+                    "match selector.",
+                }
+            ]
+        },
+    }
     states = revision_states([dep], [gpu_pod])
     assert states["r1"].unschedulable_reason == "InsufficientGPU" and states["r1"].ready == 1
-    gpu_pod["status"]["conditions"][0]["message"] = "0/5 nodes are available: 5 node(s) didn't match selector."
+    gpu_pod["status"]["conditions"][0]["message"] = (
+        "0/5 nodes are available: 5 node(s) didn't match selector."
+    )
     assert revision_states([dep], [gpu_pod])["r1"].unschedulable_reason == "Unschedulable"
-    gpu_pod["status"]["conditions"][0]["message"] = ("0/5 nodes are available: 3 Insufficient cpu, "
-                                                     "2 node(s) had untolerated taint {nvidia.com/gpu: present}.")  # fmt: skip
+    gpu_pod["status"]["conditions"][0]["message"] = (
+        "0/5 nodes are available: 3 Insufficient cpu, "
+        "2 node(s) had untolerated taint {nvidia.com/gpu: present}."
+    )
     assert revision_states([dep], [gpu_pod])["r1"].unschedulable_reason == "Unschedulable"
     assert not revision_states([dep], [])["r1"].is_available(2)
 
 
 def test_pod_creation_failures_are_surfaced():
-    dep = {"metadata": {"labels": {"modelpilot.io/revision": "r1"}}, "spec": {"replicas": 1},
-           "status": {"conditions": [{"type": "ReplicaFailure", "status": "True",
-                                      "message": 'pods "m-r1-x" is forbidden: violates PodSecurity "restricted:latest"'}]}}  # fmt: skip
+    dep = {
+        "metadata": {"labels": {"modelpilot.io/revision": "r1"}},
+        "spec": {"replicas": 1},
+        "status": {
+            "conditions": [
+                {
+                    "type": "ReplicaFailure",
+                    "status": "True",
+                    "message": 'pods "m-r1-x" is forbidden: violates PodSecurity "restricted:latest"',
+                }
+            ]
+        },
+    }
     state = revision_states([dep], [])["r1"]
     assert state.unschedulable_reason == "PodCreationFailed" and "PodSecurity" in state.unschedulable_message
 
@@ -214,7 +300,9 @@ def test_prometheus_auth_headers():
     from modelpilot.controller.handlers import prometheus_auth_headers
 
     assert prometheus_auth_headers({}) == {}
-    basic = prometheus_auth_headers({"MODELPILOT_PROMETHEUS_USERNAME": "u", "MODELPILOT_PROMETHEUS_PASSWORD": "p"})
+    basic = prometheus_auth_headers(
+        {"MODELPILOT_PROMETHEUS_USERNAME": "u", "MODELPILOT_PROMETHEUS_PASSWORD": "p"}
+    )
     assert basic == {"Authorization": "Basic " + base64.b64encode(b"u:p").decode()}
 
 
@@ -224,7 +312,10 @@ def test_cpu_onnx_config_sizes_onnxruntime_threads_to_the_pod():
 
     cpu = copy.deepcopy(GPU)
     cpu["serving"] = {"resources": {"cpu": "2500m", "memory": "2Gi"}, "placement": {"nodePool": "edge"}}
-    cpu["model"]["config"] = {"instanceGroups": [{"count": 1, "kind": "KIND_CPU"}], "parameters": {"inter_op_thread_count": "2"}}
+    cpu["model"]["config"] = {
+        "instanceGroups": [{"count": 1, "kind": "KIND_CPU"}],
+        "parameters": {"inter_op_thread_count": "2"},
+    }
     text = manifests.config_map(OWNER, parse_spec(cpu), "r1")["data"]["config.pbtxt"]
     config = text_format.Parse(text, model_config_pb2.ModelConfig())
     params = {k: v.string_value for k, v in config.parameters.items()}

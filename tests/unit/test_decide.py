@@ -105,8 +105,12 @@ def test_without_steps_the_new_revision_replaces_the_old_once_available():
 
 
 def test_canary_walks_its_steps_and_promotes():
-    steps = [{"setWeight": 10}, {"analysis": {"interval": "10s", "metrics": [ERRORS]}}, {"setWeight": 50},
-             {"pause": {"duration": "1m"}}]  # fmt: skip
+    steps = [
+        {"setWeight": 10},
+        {"analysis": {"interval": "10s", "metrics": [ERRORS]}},
+        {"setWeight": 50},
+        {"pause": {"duration": "1m"}},
+    ]
     w = World(spec_with(steps=steps))
     old = deploy_v1(w)
     w.spec = spec_with("2", steps=steps)
@@ -152,7 +156,13 @@ def test_failed_analysis_rolls_back_and_does_not_retry_the_same_revision():
 
 
 def test_sequential_regression_rolls_back_at_once():
-    metric = {"name": "errors", "provider": "istio", "metric": "errorRate", "test": "sequential", "minSamples": 200}
+    metric = {
+        "name": "errors",
+        "provider": "istio",
+        "metric": "errorRate",
+        "test": "sequential",
+        "minSamples": 200,
+    }
     steps = [{"setWeight": 50}, {"analysis": {"interval": "10s", "failureLimit": 5, "metrics": [metric]}}]
     w = World(spec_with(steps=steps))
     deploy_v1(w)
@@ -195,8 +205,15 @@ def test_unreachable_prometheus_pauses_with_a_condition_and_resumes():
     w.spec = spec_with("2", steps=steps)
     w.step()
     w.settle()
-    down = {"errors": MetricSample("errors", None, None, reason="Prometheus at http://x unreachable: refused",
-                                   problem=MetricProblem.UNREACHABLE)}
+    down = {
+        "errors": MetricSample(
+            "errors",
+            None,
+            None,
+            reason="Prometheus at http://x unreachable: refused",
+            problem=MetricProblem.UNREACHABLE,
+        )
+    }
     w.step(advance=5, metrics=down)
     assert w.status["phase"] == "Paused"
     cond = {c["type"]: c for c in w.status["conditions"]}["AnalysisHealthy"]
@@ -207,9 +224,11 @@ def test_unreachable_prometheus_pauses_with_a_condition_and_resumes():
 
 
 def test_shadow_then_ab_then_blue_green_plans():
-    steps = [{"shadow": {"mirrorPercentage": 25, "duration": "10s", "analysis": False}},
-             {"abTest": {"header": {"name": "x-group", "exact": "beta"}, "duration": "10s"}},
-             {"blueGreen": {"duration": "10s"}}]  # fmt: skip
+    steps = [
+        {"shadow": {"mirrorPercentage": 25, "duration": "10s", "analysis": False}},
+        {"abTest": {"header": {"name": "x-group", "exact": "beta"}, "duration": "10s"}},
+        {"blueGreen": {"duration": "10s"}},
+    ]
     w = World(spec_with(steps=steps))
     deploy_v1(w)
     w.spec = spec_with("2", steps=steps)
@@ -234,7 +253,9 @@ def test_kill_switch_sends_everything_to_stable_and_holds():
     assert d.weight == 30 and w.status["phase"] == "Paused"  # paused until promoted
     w.spec = spec_with("2", steps=steps, killSwitch=True)
     d = w.step()
-    assert d.weight == 0 and w.status["stableRevision"] == old and "KillSwitch" in [e.reason for e in d.events]
+    assert (
+        d.weight == 0 and w.status["stableRevision"] == old and "KillSwitch" in [e.reason for e in d.events]
+    )
     # 100% stable for everyone: no candidate to route to, no pods for it, flag routes withdrawn.
     assert d.candidate is None and d.replicas[w.rev] == 0 and d.suspend_flags
     w.spec = spec_with("2", steps=steps)
@@ -273,8 +294,13 @@ def test_progress_deadline_rolls_back_with_insufficient_gpu():
     old = deploy_v1(w)
     w.spec = spec_with("2", progressDeadlineSeconds=60, steps=[{"setWeight": 10}])
     d = w.step()
-    pending = RevisionState(w.rev, replicas=2, unschedulable=2, unschedulable_reason="InsufficientGPU",
-                            unschedulable_message="0/5 nodes are available: 2 Insufficient nvidia.com/gpu.")  # fmt: skip
+    pending = RevisionState(
+        w.rev,
+        replicas=2,
+        unschedulable=2,
+        unschedulable_reason="InsufficientGPU",
+        unschedulable_message="0/5 nodes are available: 2 Insufficient nvidia.com/gpu.",
+    )
     revisions = {old: RevisionState(old, 2, 2, 2, 2), w.rev: pending}
     spec = parse_spec(w.spec)
     d = decide(spec, 1, w.status, Observations(revisions=revisions), w.now + 30)
@@ -296,7 +322,12 @@ def test_invalid_spec_changes_nothing_and_reports():
 
 def test_decide_is_deterministic_and_resumable():
     """A fresh operator given the stored status decides exactly what the old one would have."""
-    steps = [{"setWeight": 10}, {"analysis": {"interval": "10s", "metrics": [ERRORS]}}, {"setWeight": 40}, {"pause": {}}]
+    steps = [
+        {"setWeight": 10},
+        {"analysis": {"interval": "10s", "metrics": [ERRORS]}},
+        {"setWeight": 40},
+        {"pause": {}},
+    ]
     w = World(spec_with(steps=steps))
     deploy_v1(w)
     w.spec = spec_with("2", steps=steps)
@@ -324,7 +355,14 @@ def test_analysis_is_requested_only_when_due(now_offset):
 
 
 def test_promote_skips_one_step_and_promote_full_skips_all():
-    steps = [{"setWeight": 10}, {"pause": {}}, {"setWeight": 40}, {"pause": {}}, {"setWeight": 80}, {"pause": {}}]
+    steps = [
+        {"setWeight": 10},
+        {"pause": {}},
+        {"setWeight": 40},
+        {"pause": {}},
+        {"setWeight": 80},
+        {"pause": {}},
+    ]
     w = World(spec_with(steps=steps))
     deploy_v1(w)
     w.spec = spec_with("2", steps=steps)
@@ -332,7 +370,9 @@ def test_promote_skips_one_step_and_promote_full_skips_all():
     d = w.step()
     assert w.status["rollout"].get("skipStep") is True and d.weight == 0, "kept until the candidate is up"
     d = w.settle()
-    assert d.weight == 40 and w.status["rollout"]["step"] == 3, "the first waiting step (the pause) was skipped"
+    assert d.weight == 40 and w.status["rollout"]["step"] == 3, (
+        "the first waiting step (the pause) was skipped"
+    )
     d = w.step()
     assert d.weight == 40 and w.status["rollout"]["step"] == 3, "one request skips one step"
     w.request = "resume@x"  # resume does not pass a pause that waits for promotion
@@ -345,7 +385,12 @@ def test_promote_skips_one_step_and_promote_full_skips_all():
 
 
 def test_candidate_replicas_follow_its_traffic_share():
-    steps = [{"setWeight": 10}, {"pause": {"duration": "10s"}}, {"setWeight": 50}, {"pause": {"duration": "10s"}}]
+    steps = [
+        {"setWeight": 10},
+        {"pause": {"duration": "10s"}},
+        {"setWeight": 50},
+        {"pause": {"duration": "10s"}},
+    ]
     spec = spec_with(steps=steps)
     spec["serving"]["replicas"] = 10
     w = World(spec)
@@ -372,9 +417,17 @@ def test_scaling_limited_by_gpus_is_a_condition():
     w = World(spec)
     deploy_v1(w)
     rev = w.status["stableRevision"]
-    scaled_up = RevisionState(rev, replicas=8, ready=4, available=4, updated=8, unschedulable=4,
-                              unschedulable_reason="InsufficientGPU", unschedulable_message="4 Insufficient nvidia.com/gpu",
-                              short_of=("nvidia.com/gpu",))  # fmt: skip
+    scaled_up = RevisionState(
+        rev,
+        replicas=8,
+        ready=4,
+        available=4,
+        updated=8,
+        unschedulable=4,
+        unschedulable_reason="InsufficientGPU",
+        unschedulable_message="4 Insufficient nvidia.com/gpu",
+        short_of=("nvidia.com/gpu",),
+    )
     d = decide(parse_spec(spec), 1, w.status, Observations(revisions={rev: scaled_up}), w.now + 1)
     cond = {c["type"]: c for c in d.status["conditions"]}["ScalingLimited"]
     assert cond["status"] == "True" and cond["reason"] == "InsufficientGPU"
@@ -385,14 +438,28 @@ def test_scaling_limited_by_gpus_is_a_condition():
 def _gate(decision: str, n: int = 1500):
     from modelpilot.gate.result import GateDecision, GateResult
 
-    return GateResult(GateDecision(decision), "test", n, 0.95, 0.91, 0.001 if decision == "passed" else 0.4, 0.01, 0.05,
-                      metric="accuracy", test="score")  # fmt: skip
+    return GateResult(
+        GateDecision(decision),
+        "test",
+        n,
+        0.95,
+        0.91,
+        0.001 if decision == "passed" else 0.4,
+        0.01,
+        0.05,
+        metric="accuracy",
+        test="score",
+    )
 
 
 def test_gate_step_proceeds_fails_or_waits_before_any_traffic_moves():
     from modelpilot.rollout.decide import gate_request
 
-    steps = [{"gate": {"task": "classification", "minSamples": 200, "timeout": "2m"}}, {"setWeight": 50}, {"pause": {}}]
+    steps = [
+        {"gate": {"task": "classification", "minSamples": 200, "timeout": "2m"}},
+        {"setWeight": 50},
+        {"pause": {}},
+    ]
     w = World(spec_with(steps=steps))
     deploy_v1(w)
     w.spec = spec_with("2", steps=steps)
@@ -403,19 +470,39 @@ def test_gate_step_proceeds_fails_or_waits_before_any_traffic_moves():
     assert request is not None and request.candidate == w.rev
     spec = parse_spec(w.spec)
     # Inconclusive: wait (and do not ask again until the retry interval passed).
-    d = decide(spec, 1, w.status, Observations(revisions=w.revisions(), gate=_gate("inconclusive", 12)), w.now + 1)
-    assert d.weight == 0 and d.status["rollout"]["step"] == 0 and d.status["rollout"]["gate"]["decision"] == "inconclusive"
-    assert gate_request(spec, d.status, w.now + 2) is None and gate_request(spec, d.status, w.now + 40) is not None
+    d = decide(
+        spec, 1, w.status, Observations(revisions=w.revisions(), gate=_gate("inconclusive", 12)), w.now + 1
+    )
+    assert (
+        d.weight == 0
+        and d.status["rollout"]["step"] == 0
+        and d.status["rollout"]["gate"]["decision"] == "inconclusive"
+    )
+    assert (
+        gate_request(spec, d.status, w.now + 2) is None
+        and gate_request(spec, d.status, w.now + 40) is not None
+    )
     # Passed: the gate's result is in status and an event; traffic starts moving.
-    passed = decide(spec, 1, d.status, Observations(revisions=w.revisions(), gate=_gate("passed")), w.now + 40)
+    passed = decide(
+        spec, 1, d.status, Observations(revisions=w.revisions(), gate=_gate("passed")), w.now + 40
+    )
     assert passed.weight == 50 and passed.status["rollout"]["gate"]["pValue"] == 0.001
     assert any(e.reason == "GatePassed" and "n=1500" in e.message for e in passed.events)
     # Failed: rolled back with the evidence, no traffic ever moved.
-    failed = decide(spec, 1, d.status, Observations(revisions=w.revisions(), gate=_gate("failed")), w.now + 40)
-    assert failed.status["phase"] == "RolledBack" and failed.status["rollout"]["rollbackReason"] == "GateFailed"
-    assert failed.weight == 0 and "accuracy candidate 0.95 vs stable 0.91" in failed.status["rollout"]["rollbackMessage"]
+    failed = decide(
+        spec, 1, d.status, Observations(revisions=w.revisions(), gate=_gate("failed")), w.now + 40
+    )
+    assert (
+        failed.status["phase"] == "RolledBack" and failed.status["rollout"]["rollbackReason"] == "GateFailed"
+    )
+    assert (
+        failed.weight == 0
+        and "accuracy candidate 0.95 vs stable 0.91" in failed.status["rollout"]["rollbackMessage"]
+    )
     # Inconclusive past the timeout fails instead of passing silently.
-    late = decide(spec, 1, d.status, Observations(revisions=w.revisions(), gate=_gate("inconclusive", 12)), w.now + 200)
+    late = decide(
+        spec, 1, d.status, Observations(revisions=w.revisions(), gate=_gate("inconclusive", 12)), w.now + 200
+    )
     assert late.status["phase"] == "RolledBack"
 
 
@@ -426,15 +513,41 @@ def test_an_optimised_revision_deploys_only_after_its_job_succeeds():
     old = deploy_v1(w)
     w.spec = spec
     s = parse_spec(spec)
-    running = decide(s, 1, w.status, Observations(revisions=w.revisions(), optimization=("running", "m-onnx-int8-v2")), w.now)
+    running = decide(
+        s,
+        1,
+        w.status,
+        Observations(revisions=w.revisions(), optimization=("running", "m-onnx-int8-v2")),
+        w.now,
+    )
     assert set(running.replicas) == {old}, "nothing of the new revision runs before its model exists"
     assert running.status["phase"] == "Progressing" and "Job m-onnx-int8-v2" in running.status["message"]
-    failed = decide(s, 1, w.status, Observations(revisions=w.revisions(), optimization=("failed", "m-onnx-int8-v2")), w.now)
+    failed = decide(
+        s,
+        1,
+        w.status,
+        Observations(revisions=w.revisions(), optimization=("failed", "m-onnx-int8-v2")),
+        w.now,
+    )
     assert set(failed.replicas) == {old} and failed.weight == 0
-    assert failed.status["phase"] == "Degraded" and [e.reason for e in failed.events] == ["OptimizationFailed"]
-    again = decide(s, 1, failed.status, Observations(revisions=w.revisions(), optimization=("failed", "m-onnx-int8-v2")), w.now + 5)
+    assert failed.status["phase"] == "Degraded" and [e.reason for e in failed.events] == [
+        "OptimizationFailed"
+    ]
+    again = decide(
+        s,
+        1,
+        failed.status,
+        Observations(revisions=w.revisions(), optimization=("failed", "m-onnx-int8-v2")),
+        w.now + 5,
+    )
     assert again.events == [], "reported once"
-    done = decide(s, 1, w.status, Observations(revisions=w.revisions(), optimization=("succeeded", "m-onnx-int8-v2")), w.now)
+    done = decide(
+        s,
+        1,
+        w.status,
+        Observations(revisions=w.revisions(), optimization=("succeeded", "m-onnx-int8-v2")),
+        w.now,
+    )
     assert done.replicas.get(s.revision) == 2 and done.status["rollout"]["candidate"] == s.revision
 
 

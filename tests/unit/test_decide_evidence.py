@@ -106,10 +106,16 @@ DRIFT = {"name": "drift", "provider": "monitor", "metric": "predictionDrift"}
 
 
 def classes(nc: float, share_c: float, ns: float, share_s: float) -> dict:
-    return {"drift": MetricSample(
-        "drift", None, candidate_classes={"label/0": nc * share_c, "label/1": nc * (1 - share_c)},
-        stable_classes={"label/0": ns * share_s, "label/1": ns * (1 - share_s)}, candidate_count=nc, stable_count=ns,
-    )}  # fmt: skip
+    return {
+        "drift": MetricSample(
+            "drift",
+            None,
+            candidate_classes={"label/0": nc * share_c, "label/1": nc * (1 - share_c)},
+            stable_classes={"label/0": ns * share_s, "label/1": ns * (1 - share_s)},
+            candidate_count=nc,
+            stable_count=ns,
+        )
+    }
 
 
 def test_prediction_drift_rolls_back_a_biased_candidate_with_drift_detected():
@@ -144,8 +150,19 @@ def test_accuracy_from_labels_uses_the_sequential_test_with_min_relative():
 
 
 def test_a_horizon_that_can_never_be_reached_is_invalid_spec():
-    spec = parse_spec(spec_with(steps=[{"analysis": {"metrics": [{**SEQ, "tolerance": 0.01, "detectableRatio": 1.01,
-                                                                    "detectableIncrease": 0.005}]}}]))  # fmt: skip
+    spec = parse_spec(
+        spec_with(
+            steps=[
+                {
+                    "analysis": {
+                        "metrics": [
+                            {**SEQ, "tolerance": 0.01, "detectableRatio": 1.01, "detectableIncrease": 0.005}
+                        ]
+                    }
+                }
+            ]
+        )
+    )
     assert any("could never pass" in p for p in validate(spec))
 
 
@@ -167,9 +184,16 @@ class RecordingProvider:
 
 
 def test_triton_metrics_and_model_templates_are_measured_with_the_model_name():
-    metrics = [{"name": "queue", "provider": "triton", "metric": "queueTime", "max": 20},
-               {"name": "f", "provider": "prometheus", "metric": "custom", "max": 1,
-                "query": 'sum(rate(nv_inference_request_failure{model="{{model}}"}[{{interval}}]))'}]  # fmt: skip
+    metrics = [
+        {"name": "queue", "provider": "triton", "metric": "queueTime", "max": 20},
+        {
+            "name": "f",
+            "provider": "prometheus",
+            "metric": "custom",
+            "max": 1,
+            "query": 'sum(rate(nv_inference_request_failure{model="{{model}}"}[{{interval}}]))',
+        },
+    ]
     w = canary(metrics[0])
     w.spec["rollout"]["steps"][1]["analysis"]["metrics"] = metrics
     w.now += 30
@@ -184,20 +208,35 @@ def test_triton_metrics_and_model_templates_are_measured_with_the_model_name():
 def test_monitor_sequential_metrics_read_the_monitor_counters():
     provider = RecordingProvider()
     w = canary(DRIFT)
-    w.spec["rollout"]["steps"][1]["analysis"]["metrics"] = [DRIFT, {"name": "acc", "provider": "monitor",
-                                                                      "metric": "accuracy"}]  # fmt: skip
+    w.spec["rollout"]["steps"][1]["analysis"]["metrics"] = [
+        DRIFT,
+        {"name": "acc", "provider": "monitor", "metric": "accuracy"},
+    ]
     w.now += 30
     request = analysis_request(parse_spec(w.spec), w.status, w.now)
     samples = PrometheusMeasure("http://unused", provider=provider)(request, Owner("d", "ns", "uid"))
     assert samples["drift"].candidate_classes == {"x/x": 10.0}
-    assert any(PREDICTED_CLASS in q for q in provider.queries) and any(LABEL_OUTCOMES in q for q in provider.queries)
+    assert any(PREDICTED_CLASS in q for q in provider.queries) and any(
+        LABEL_OUTCOMES in q for q in provider.queries
+    )
 
 
 def test_kill_switch_withdraws_flag_and_candidate_routes():
-    spec = parse_spec({**spec_with("2"), "rollout": {"killSwitch": True, "flags": [
-        {"name": "beta", "revision": "candidate", "header": {"name": "x-beta", "exact": "1"}}]}})  # fmt: skip
+    spec = parse_spec(
+        {
+            **spec_with("2"),
+            "rollout": {
+                "killSwitch": True,
+                "flags": [
+                    {"name": "beta", "revision": "candidate", "header": {"name": "x-beta", "exact": "1"}}
+                ],
+            },
+        }
+    )
     owner = Owner("d", "ns", "uid")
-    live = virtual_service(owner, spec, TrafficPlan(stable="a", revisions=("a", "b"), candidate="b", weight=0))
+    live = virtual_service(
+        owner, spec, TrafficPlan(stable="a", revisions=("a", "b"), candidate="b", weight=0)
+    )
     killed = virtual_service(owner, spec, TrafficPlan(stable="a", revisions=("a",), suspend_flags=True))
     assert any(r["name"] == "flag-beta" for r in live["spec"]["http"])
     names = [r["name"] for r in killed["spec"]["http"]]
@@ -226,7 +265,9 @@ def test_crd_schema_defaults_come_from_the_defaults_module():
     from modelpilot.api import defaults
 
     crd = yaml.safe_load((Path(__file__).parents[2] / "crds/modelpilot.io_modeldeployments.yaml").read_text())
-    rollout = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["rollout"]
+    rollout = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"][
+        "rollout"
+    ]
     props = rollout["properties"]
     assert props["progressDeadlineSeconds"]["default"] == defaults.PROGRESS_DEADLINE_SECONDS
     assert props["scaleDownDelaySeconds"]["default"] == defaults.SCALE_DOWN_DELAY_SECONDS
@@ -234,15 +275,24 @@ def test_crd_schema_defaults_come_from_the_defaults_module():
     assert spec.rollout.progress_deadline_seconds == defaults.PROGRESS_DEADLINE_SECONDS
     assert spec.rollout.scale_down_delay_seconds == defaults.SCALE_DOWN_DELAY_SECONDS
     docs = (Path(__file__).parents[2] / "docs/analysis.md").read_text()
-    for value in (f"minSamples: {defaults.MIN_SAMPLES}", f"power {defaults.POWER:g}",
-                  f"detectableRatio {defaults.DETECTABLE_RATIO:g}"):  # fmt: skip
+    for value in (
+        f"minSamples: {defaults.MIN_SAMPLES}",
+        f"power {defaults.POWER:g}",
+        f"detectableRatio {defaults.DETECTABLE_RATIO:g}",
+    ):
         assert value in docs, value
 
 
 def test_a_long_metric_outage_takes_the_candidates_traffic_until_data_returns():
     w = canary({**SEQ, "maxSamples": 2000}, outageTimeout="2m")
-    down = {"errors": MetricSample("errors", None, reason="Prometheus at http://p unreachable: refused",
-                                   problem=MetricProblem.UNREACHABLE)}
+    down = {
+        "errors": MetricSample(
+            "errors",
+            None,
+            reason="Prometheus at http://p unreachable: refused",
+            problem=MetricProblem.UNREACHABLE,
+        )
+    }
     d = w.step(30, down)
     assert w.status["phase"] == "Paused" and d.weight == 10  # a short outage only waits
     w.step(5)  # between checks the step still waits, and says why
@@ -267,7 +317,11 @@ def test_an_invalid_spec_mid_rollout_takes_the_candidates_traffic_and_keeps_the_
     w = canary(SEQ)
     d = decide_invalid(1, w.status, ["spec.x: broken"], w.now)
     assert d.withdraw_candidate == w.rev and not d.apply_children
-    assert d.status["phase"] == "InvalidSpec" and d.status["rollout"]["step"] == 1 and d.status["canaryWeight"] == 0
+    assert (
+        d.status["phase"] == "InvalidSpec"
+        and d.status["rollout"]["step"] == 1
+        and d.status["canaryWeight"] == 0
+    )
 
 
 class AgedMonitor(RecordingProvider):
@@ -297,13 +351,19 @@ SHADOW_METRIC = {"name": "agree", "provider": "monitor", "metric": "shadowAgreem
 
 
 def pairs(n: float, disagreement: float) -> dict:
-    return {"agree": MetricSample("agree", 1 - disagreement, None, candidate_count=n, candidate_errors=n * disagreement)}
+    return {
+        "agree": MetricSample(
+            "agree", 1 - disagreement, None, candidate_count=n, candidate_errors=n * disagreement
+        )
+    }
 
 
 def test_shadow_agreement_rolls_back_a_shadow_that_disagrees_on_ten_percent():
     w = canary(SHADOW_METRIC)
     w.step(30, pairs(1500, 0.10))
-    assert w.status["phase"] == "RolledBack" and "disagrees too often" in w.status["rollout"]["rollbackMessage"]
+    assert (
+        w.status["phase"] == "RolledBack" and "disagrees too often" in w.status["rollout"]["rollbackMessage"]
+    )
 
 
 def test_an_equally_good_shadow_passes_on_evidence_only():
@@ -336,6 +396,8 @@ def test_shadow_agreement_reads_the_monitor_pair_counters():
 def test_an_analysis_step_without_candidate_traffic_is_invalid_spec():
     steps = [{"abTest": {"header": {"name": "x-g", "exact": "b"}}}, {"analysis": {"metrics": [SEQ]}}]
     problems = validate(parse_spec(spec_with(steps=steps)))
-    assert any("steps[1].analysis: the candidate gets no traffic here (weight 0 after steps[0].abTest)" in p
-               for p in problems), problems
+    assert any(
+        "steps[1].analysis: the candidate gets no traffic here (weight 0 after steps[0].abTest)" in p
+        for p in problems
+    ), problems
     assert not validate(parse_spec(spec_with(steps=[{"setWeight": 10}, {"analysis": {"metrics": [SEQ]}}])))

@@ -11,7 +11,13 @@ from modelpilot.analysis.queries import promql_duration
 from modelpilot.api.spec import DURATION_PATTERN, parse_duration
 from modelpilot.serving.autoscale import parse_autoscaling
 
-CRD = Path(__file__).resolve().parents[2] / "operator" / "modelpilot" / "crds" / "modelpilot.io_modeldeployments.yaml"
+CRD = (
+    Path(__file__).resolve().parents[2]
+    / "operator"
+    / "modelpilot"
+    / "crds"
+    / "modelpilot.io_modeldeployments.yaml"
+)
 
 
 def test_every_duration_pattern_in_the_crd_is_the_one_form():
@@ -19,7 +25,9 @@ def test_every_duration_pattern_in_the_crd_is_the_one_form():
     assert patterns == {DURATION_PATTERN}
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("30s", 30.0), ("1.5m", 90.0), ("1h30m", 5400.0), ("250ms", 0.25)])
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("30s", 30.0), ("1.5m", 90.0), ("1h30m", 5400.0), ("250ms", 0.25)]
+)
 def test_the_one_parser(text, seconds):
     assert re.fullmatch(DURATION_PATTERN, text)
     assert parse_duration(text) == seconds

@@ -31,10 +31,30 @@ ROLLOUT_CORE_MAY_IMPORT = (
     "modelpilot.gate.result",
 )
 # Standard and third-party modules the core may use: arithmetic and data shapes, nothing that talks.
-CORE_MAY_USE = {"__future__", "collections", "copy", "dataclasses", "datetime", "enum", "math", "re", "typing",
-                "numpy", "scipy"}  # fmt: skip
-FORBIDDEN_AT_RUNTIME = ("requests", "urllib3", "prometheus_client", "prometheus_api_client", "kubernetes", "kopf",
-                        "aiohttp", "tritonclient", "sqlite3")  # fmt: skip
+CORE_MAY_USE = {
+    "__future__",
+    "collections",
+    "copy",
+    "dataclasses",
+    "datetime",
+    "enum",
+    "math",
+    "re",
+    "typing",
+    "numpy",
+    "scipy",
+}
+FORBIDDEN_AT_RUNTIME = (
+    "requests",
+    "urllib3",
+    "prometheus_client",
+    "prometheus_api_client",
+    "kubernetes",
+    "kopf",
+    "aiohttp",
+    "tritonclient",
+    "sqlite3",
+)
 EMPTY_PACKAGES = ("analysis", "gate")
 
 
@@ -71,8 +91,12 @@ def _within(name: str, allowed: tuple[str, ...]) -> bool:
 
 
 def test_api_imports_nothing_else_of_ours():
-    leaks = {f"{module_name(p)} -> {m}" for p in modules_under("modelpilot.api") for m in imports_of(p)
-             if m.startswith("modelpilot") and not _within(m, ("modelpilot.api",))}  # fmt: skip
+    leaks = {
+        f"{module_name(p)} -> {m}"
+        for p in modules_under("modelpilot.api")
+        for m in imports_of(p)
+        if m.startswith("modelpilot") and not _within(m, ("modelpilot.api",))
+    }
     assert not leaks, sorted(leaks)
 
 
@@ -82,7 +106,10 @@ def test_the_rollout_core_imports_only_pure_modules():
     for path in core:
         for name in imports_of(path):
             if name.startswith("modelpilot"):
-                if not _within(name, ROLLOUT_CORE_MAY_IMPORT) and name not in ("modelpilot", "modelpilot.gate"):
+                if not _within(name, ROLLOUT_CORE_MAY_IMPORT) and name not in (
+                    "modelpilot",
+                    "modelpilot.gate",
+                ):
                     leaks.add(f"{module_name(path)} -> {name}")
             elif name.split(".")[0] not in CORE_MAY_USE:
                 leaks.add(f"{module_name(path)} -> {name}")
@@ -93,8 +120,12 @@ def test_the_rollout_core_reads_no_clock():
     calls = []
     for path in modules_under("modelpilot.rollout"):
         for node in ast.walk(ast.parse(path.read_text())):
-            if (isinstance(node, ast.Attribute) and node.attr in ("now", "utcnow", "time", "monotonic", "today")
-                    and isinstance(node.value, ast.Name) and node.value.id in ("datetime", "time", "date")):  # fmt: skip
+            if (
+                isinstance(node, ast.Attribute)
+                and node.attr in ("now", "utcnow", "time", "monotonic", "today")
+                and isinstance(node.value, ast.Name)
+                and node.value.id in ("datetime", "time", "date")
+            ):
                 calls.append(f"{module_name(path)}:{node.lineno} {node.value.id}.{node.attr}")
     assert not calls, calls
 
@@ -106,10 +137,17 @@ def test_packages_the_core_reaches_into_load_nothing_themselves(package):
 
 def test_importing_decide_loads_no_client():
     """What the interpreter really loads (transitive third-party imports included), in a fresh process."""
-    code = ("import json, sys; import modelpilot.rollout.decide; "
-            "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))")  # fmt: skip
-    loaded = set(json.loads(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
-                                           cwd=PACKAGE.parent).stdout))  # fmt: skip
+    code = (
+        "import json, sys; import modelpilot.rollout.decide; "
+        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
+    )
+    loaded = set(
+        json.loads(
+            subprocess.run(
+                [sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd=PACKAGE.parent
+            ).stdout
+        )
+    )
     assert not loaded & set(FORBIDDEN_AT_RUNTIME), sorted(loaded & set(FORBIDDEN_AT_RUNTIME))
 
 
@@ -124,12 +162,20 @@ def test_the_test_trees_share_testkit_and_import_nothing_from_each_other():
     """tests/ and e2e/ both import testkit; testkit imports neither (e2e/cluster is tooling, not a test tree)."""
     repo = PACKAGE.parents[1]
     leaks = []
-    for tree, forbidden in (("testkit", ("tests", "e2e.loop", "e2e.demo", "e2e.test_demo")), ("e2e", ("tests",)),
-                            ("tests", ("e2e.loop", "e2e.demo", "e2e.test_demo"))):  # fmt: skip
+    for tree, forbidden in (
+        ("testkit", ("tests", "e2e.loop", "e2e.demo", "e2e.test_demo")),
+        ("e2e", ("tests",)),
+        ("tests", ("e2e.loop", "e2e.demo", "e2e.test_demo")),
+    ):
         for path in sorted((repo / tree).rglob("*.py")):
             tree_imports = ast.walk(ast.parse(path.read_text()))
             for node in tree_imports:
-                names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                    [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []  # fmt: skip
+                names = (
+                    [a.name for a in node.names]
+                    if isinstance(node, ast.Import)
+                    else [node.module or ""]
+                    if isinstance(node, ast.ImportFrom) and not node.level
+                    else []
+                )
                 leaks += [f"{path.relative_to(repo)} -> {n}" for n in names if _within(n, forbidden)]
     assert not leaks, leaks

@@ -69,8 +69,15 @@ class _Triton(BaseHTTPRequestHandler):
             server.seen.append(
                 {"request_id": self.headers.get("x-request-id"), "host": self.headers.get("Host")}
             )
-        answer = json.dumps({"model_version": "1", "outputs": [
-            {"name": LABEL, "data": [label]}, {"name": PROBABILITIES, "data": [1.0 - label, float(label)]}]}).encode()  # fmt: skip
+        answer = json.dumps(
+            {
+                "model_version": "1",
+                "outputs": [
+                    {"name": LABEL, "data": [label]},
+                    {"name": PROBABILITIES, "data": [1.0 - label, float(label)]},
+                ],
+            }
+        ).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(answer)))
@@ -99,12 +106,29 @@ class _Monitor(BaseHTTPRequestHandler):
 class _Kube:
     def get(self, kind: str, name: str, namespace: str | None = None) -> dict | None:
         if kind == "VirtualService":
-            return {"metadata": {"resourceVersion": "1"}, "spec": {"hosts": [NAME], "http": [{
-                "name": "primary", "route": [{"destination": {"host": HOST, "subset": STABLE}}],
-                "mirror": {"host": HOST, "subset": CANDIDATE}, "mirrorPercentage": {"value": 100.0}}]}}  # fmt: skip
-        return {"metadata": {"resourceVersion": "1"},
-                "spec": {"host": HOST, "subsets": [{"name": r, "labels": {"modelpilot.io/revision": r}}
-                                                   for r in (STABLE, CANDIDATE)]}}  # fmt: skip
+            return {
+                "metadata": {"resourceVersion": "1"},
+                "spec": {
+                    "hosts": [NAME],
+                    "http": [
+                        {
+                            "name": "primary",
+                            "route": [{"destination": {"host": HOST, "subset": STABLE}}],
+                            "mirror": {"host": HOST, "subset": CANDIDATE},
+                            "mirrorPercentage": {"value": 100.0},
+                        }
+                    ],
+                },
+            }
+        return {
+            "metadata": {"resourceVersion": "1"},
+            "spec": {
+                "host": HOST,
+                "subsets": [
+                    {"name": r, "labels": {"modelpilot.io/revision": r}} for r in (STABLE, CANDIDATE)
+                ],
+            },
+        }
 
 
 @pytest.fixture
@@ -123,8 +147,16 @@ def test_mirrors_carry_the_request_id_and_a_shadow_authority_and_both_arms_pair(
     rng = np.random.default_rng(0)
     holdout = Holdout(rng.normal(size=(40, 2)).astype(np.float32), rng.integers(0, 2, 40), ("a", "b"))
     endpoints = {r: Endpoint(r, r, NAME, "1", servers[r].url, "", None) for r in (STABLE, CANDIDATE)}  # type: ignore[arg-type]
-    config = DriverConfig(namespace=NS, name=NAME, rate=100, max_requests=120, duration_s=30,
-                          monitor_url=servers["monitor"].url, label_share=1.0, label_delay_s=(0.05, 0.1))  # fmt: skip
+    config = DriverConfig(
+        namespace=NS,
+        name=NAME,
+        rate=100,
+        max_requests=120,
+        duration_s=30,
+        monitor_url=servers["monitor"].url,
+        label_share=1.0,
+        label_delay_s=(0.05, 0.1),
+    )
     with TrafficDriver(_Kube(), endpoints.get, holdout, config) as driver:
         assert driver.wait_done(30)
         deadline = time.monotonic() + 15

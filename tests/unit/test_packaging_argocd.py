@@ -49,8 +49,14 @@ def run_lua(script: str, obj: dict[str, Any]) -> Any:
 
 
 def cond(type_: str, status: str, reason: str = "AsExpected", message: str = "") -> dict[str, Any]:
-    return {"type": type_, "status": status, "reason": reason, "message": message or reason,
-            "lastTransitionTime": "2025-01-01T00:00:00Z", "observedGeneration": 3}  # fmt: skip
+    return {
+        "type": type_,
+        "status": status,
+        "reason": reason,
+        "message": message or reason,
+        "lastTransitionTime": "2025-01-01T00:00:00Z",
+        "observedGeneration": 3,
+    }
 
 
 def mdep(status: dict[str, Any] | None, generation: int = 3, paused: bool | None = None) -> dict[str, Any]:
@@ -84,26 +90,53 @@ def test_unobserved_generation_is_progressing_even_if_ready():
 
 
 def test_ready_is_healthy():
-    hs = health(mdep({"phase": "Ready", "message": "revision abc serving (2/2 ready)",
-                      "conditions": [cond("Ready", "True", "Available"), cond("Degraded", "False")]}))  # fmt: skip
+    hs = health(
+        mdep(
+            {
+                "phase": "Ready",
+                "message": "revision abc serving (2/2 ready)",
+                "conditions": [cond("Ready", "True", "Available"), cond("Degraded", "False")],
+            }
+        )
+    )
     assert hs == {"status": "Healthy", "message": "revision abc serving (2/2 ready)"}
 
 
 def test_ready_phase_with_pods_not_ready_is_progressing():
-    hs = health(mdep({"phase": "Ready", "conditions": [cond("Ready", "False", "WaitingForPods", "1/2 pods ready")]}))
+    hs = health(
+        mdep({"phase": "Ready", "conditions": [cond("Ready", "False", "WaitingForPods", "1/2 pods ready")]})
+    )
     assert hs == {"status": "Progressing", "message": "1/2 pods ready"}
 
 
 def test_canary_in_progress_reports_candidate_and_weight():
-    hs = health(mdep({"phase": "Progressing", "message": "step 2/5: analysis", "canaryRevision": "f00d", "canaryWeight": 25,
-                      "conditions": [cond("Progressing", "True", "RolloutStep")]}))  # fmt: skip
+    hs = health(
+        mdep(
+            {
+                "phase": "Progressing",
+                "message": "step 2/5: analysis",
+                "canaryRevision": "f00d",
+                "canaryWeight": 25,
+                "conditions": [cond("Progressing", "True", "RolloutStep")],
+            }
+        )
+    )
     assert hs["status"] == "Progressing"
     assert hs["message"] == "step 2/5: analysis (candidate f00d at 25%)"
 
 
 def test_unschedulable_while_progressing_says_why():
-    hs = health(mdep({"phase": "Progressing", "message": "waiting for revision abc pods (0/2 ready)",
-                      "conditions": [cond("Degraded", "True", "InsufficientGPU", "0/4 nodes have a free nvidia.com/gpu")]}))  # fmt: skip
+    hs = health(
+        mdep(
+            {
+                "phase": "Progressing",
+                "message": "waiting for revision abc pods (0/2 ready)",
+                "conditions": [
+                    cond("Degraded", "True", "InsufficientGPU", "0/4 nodes have a free nvidia.com/gpu")
+                ],
+            }
+        )
+    )
     assert hs["status"] == "Progressing"
     assert "InsufficientGPU: 0/4 nodes" in hs["message"]
 
@@ -118,25 +151,59 @@ def test_paused_is_suspended():
 
 
 def test_degraded_uses_the_condition():
-    hs = health(mdep({"phase": "Degraded", "message": "x",
-                      "conditions": [cond("Degraded", "True", "Unschedulable", "no node matches pool gpu")]}))  # fmt: skip
+    hs = health(
+        mdep(
+            {
+                "phase": "Degraded",
+                "message": "x",
+                "conditions": [cond("Degraded", "True", "Unschedulable", "no node matches pool gpu")],
+            }
+        )
+    )
     assert hs == {"status": "Degraded", "message": "Unschedulable: no node matches pool gpu"}
 
 
 def test_rolled_back_is_degraded():
     msg = "revision f00d rolled back (AnalysisFailed): errors 0.08 > 0.01"
-    hs = health(mdep({"phase": "RolledBack", "message": msg, "stableRevision": "abc",
-                      "conditions": [cond("Degraded", "True", "AnalysisFailed", msg), cond("Ready", "True", "Available")]}))  # fmt: skip
+    hs = health(
+        mdep(
+            {
+                "phase": "RolledBack",
+                "message": msg,
+                "stableRevision": "abc",
+                "conditions": [
+                    cond("Degraded", "True", "AnalysisFailed", msg),
+                    cond("Ready", "True", "Available"),
+                ],
+            }
+        )
+    )
     assert hs == {"status": "Degraded", "message": msg}
 
 
 def test_invalid_spec_is_degraded_with_the_reason():
-    hs = health(mdep({"phase": "InvalidSpec", "conditions": [cond("InvalidSpec", "True", "InvalidSpec", "spec.serving.args sets --http-port")]}))
+    hs = health(
+        mdep(
+            {
+                "phase": "InvalidSpec",
+                "conditions": [
+                    cond("InvalidSpec", "True", "InvalidSpec", "spec.serving.args sets --http-port")
+                ],
+            }
+        )
+    )
     assert hs == {"status": "Degraded", "message": "Invalid spec: spec.serving.args sets --http-port"}
 
 
 def test_invalid_spec_condition_wins_over_a_stale_phase():
-    hs = health(mdep({"phase": "Ready", "conditions": [cond("InvalidSpec", "True", "InvalidSpec", "bad"), cond("Ready", "True")]}))
+    hs = health(
+        mdep(
+            {
+                "phase": "Ready",
+                "conditions": [cond("InvalidSpec", "True", "InvalidSpec", "bad"), cond("Ready", "True")],
+            }
+        )
+    )
     assert hs["status"] == "Degraded"
 
 
@@ -146,8 +213,15 @@ def test_unknown_phase_is_never_healthy():
 
 @pytest.mark.parametrize("phase", [p.value for p in Phase])
 def test_every_operator_phase_has_a_known_health(phase):
-    expected = {"Pending": "Progressing", "Progressing": "Progressing", "Ready": "Healthy", "Paused": "Suspended",
-                "Degraded": "Degraded", "RolledBack": "Degraded", "InvalidSpec": "Degraded"}  # fmt: skip
+    expected = {
+        "Pending": "Progressing",
+        "Progressing": "Progressing",
+        "Ready": "Healthy",
+        "Paused": "Suspended",
+        "Degraded": "Degraded",
+        "RolledBack": "Degraded",
+        "InvalidSpec": "Degraded",
+    }
     assert health(mdep({"phase": phase}))["status"] == expected[phase]
 
 
@@ -216,7 +290,9 @@ def test_model_application_points_at_an_existing_example():
     assert app["apiVersion"] == "argoproj.io/v1alpha1"
     source = app["spec"]["source"]
     assert (REPO / source["path"] / source["directory"]["include"]).is_file()
-    assert app["spec"]["ignoreDifferences"][0]["jqPathExpressions"] == [f'.metadata.annotations["{REQUEST_ANNOTATION}"]']
+    assert app["spec"]["ignoreDifferences"][0]["jqPathExpressions"] == [
+        f'.metadata.annotations["{REQUEST_ANNOTATION}"]'
+    ]
 
 
 def test_operator_application_values_render_the_chart():

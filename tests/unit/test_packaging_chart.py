@@ -32,7 +32,11 @@ def _helm_available() -> None:
 
 
 def operator_deployment(objs: list[dict[str, Any]]) -> dict[str, Any]:
-    (dep,) = [o for o in helm.find(objs, "Deployment") if o["metadata"]["labels"]["app.kubernetes.io/component"] == "operator"]
+    (dep,) = [
+        o
+        for o in helm.find(objs, "Deployment")
+        if o["metadata"]["labels"]["app.kubernetes.io/component"] == "operator"
+    ]
     return dep
 
 
@@ -62,17 +66,24 @@ def test_rbac_rules_file_is_what_rbac_py_generates_now():
 def test_chart_crds_are_copies_of_the_project_crds():
     for src in sorted((REPO / "crds").glob("*.yaml")):
         copy = CHART / "crds" / src.name
-        assert copy.exists() and copy.read_bytes() == src.read_bytes(), f"{copy} differs: run scripts/gen_chart_rbac.py"
+        assert copy.exists() and copy.read_bytes() == src.read_bytes(), (
+            f"{copy} differs: run scripts/gen_chart_rbac.py"
+        )
 
 
 def test_chart_ships_kopf_peering_crds():
-    crds = {d["metadata"]["name"]: d for d in yaml.safe_load_all((CHART / "crds" / "kopf-peerings.yaml").read_text())}
+    crds = {
+        d["metadata"]["name"]: d
+        for d in yaml.safe_load_all((CHART / "crds" / "kopf-peerings.yaml").read_text())
+    }
     assert crds["clusterkopfpeerings.kopf.dev"]["spec"]["scope"] == "Cluster"
     assert crds["kopfpeerings.kopf.dev"]["spec"]["scope"] == "Namespaced"
     for crd in crds.values():
         (version,) = crd["spec"]["versions"]
         assert version["name"] == "v1" and version["served"] and version["storage"]
-        assert version["schema"]["openAPIV3Schema"]["properties"]["status"]["x-kubernetes-preserve-unknown-fields"]
+        assert version["schema"]["openAPIV3Schema"]["properties"]["status"][
+            "x-kubernetes-preserve-unknown-fields"
+        ]
 
 
 # ---- lint and RBAC modes --------------------------------------------------------------------------
@@ -80,7 +91,14 @@ def test_chart_ships_kopf_peering_crds():
 
 @pytest.mark.parametrize("scope", ["cluster", "namespace"])
 def test_helm_lint_passes(scope):
-    out = helm.lint({"rbac": {"scope": scope}, "replicaCount": 2, "monitor": {"enabled": True}, "serviceMonitor": {"enabled": True}})
+    out = helm.lint(
+        {
+            "rbac": {"scope": scope},
+            "replicaCount": 2,
+            "monitor": {"enabled": True},
+            "serviceMonitor": {"enabled": True},
+        }
+    )
     assert "0 chart(s) failed" in out
 
 
@@ -89,16 +107,26 @@ def test_cluster_scope_is_one_cluster_role_with_exactly_rbac_py_rules():
     (role,) = helm.find(objs, "ClusterRole")
     assert role["rules"] == rbac.cluster_role()["rules"]
     (binding,) = helm.find(objs, "ClusterRoleBinding")
-    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role["metadata"]["name"]}
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": role["metadata"]["name"],
+    }
     (sa,) = helm.find(objs, "ServiceAccount")
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": NS}]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": NS}
+    ]
     assert not helm.find(objs, "Role") and not helm.find(objs, "RoleBinding")
     args = container(operator_deployment(objs))["args"]
-    assert not any(a.startswith("--namespace") for a in args), "cluster scope without watchNamespaces watches all"
+    assert not any(a.startswith("--namespace") for a in args), (
+        "cluster scope without watchNamespaces watches all"
+    )
 
 
 def test_namespace_scope_writes_only_in_watched_namespaces():
-    objs = helm.render({"rbac": {"scope": "namespace"}, "watchNamespaces": ["team-a", "team-b"]}, namespace=NS)
+    objs = helm.render(
+        {"rbac": {"scope": "namespace"}, "watchNamespaces": ["team-a", "team-b"]}, namespace=NS
+    )
     roles = helm.find(objs, "Role")
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
     for role in roles:
@@ -125,11 +153,15 @@ def test_namespace_scope_defaults_to_the_release_namespace():
 def test_default_is_namespace_scope_with_no_cluster_wide_write():
     """Least privilege by default: cluster scope is an explicit choice."""
     objs = helm.render(namespace=NS)
-    assert [(r["metadata"]["namespace"], r["rules"]) for r in helm.find(objs, "Role")] == [(NS, rbac.NAMESPACED_RULES)]
+    assert [(r["metadata"]["namespace"], r["rules"]) for r in helm.find(objs, "Role")] == [
+        (NS, rbac.NAMESPACED_RULES)
+    ]
     (cluster_role,) = helm.find(objs, "ClusterRole")
     assert cluster_role["rules"] == rbac.CLUSTER_RULES
     assert {v for r in cluster_role["rules"] for v in r["verbs"]} <= {"get", "list", "watch"}
-    assert [a for a in container(operator_deployment(objs))["args"] if a.startswith("--namespace")] == [f"--namespace={NS}"]
+    assert [a for a in container(operator_deployment(objs))["args"] if a.startswith("--namespace")] == [
+        f"--namespace={NS}"
+    ]
 
 
 @pytest.mark.parametrize("scope", ["cluster", "namespace"])
@@ -137,7 +169,15 @@ def test_no_rule_grants_nodes_secrets_rbac_or_wildcards(scope):
     objs = helm.render({"rbac": {"scope": scope}, "watchNamespaces": ["team-a"]})
     rules = [rule for o in objs if o["kind"] in ("Role", "ClusterRole") for rule in o["rules"]]
     resources = {res for r in rules for res in r["resources"]}
-    assert not resources & {"nodes", "secrets", "roles", "rolebindings", "clusterroles", "clusterrolebindings", "serviceaccounts"}
+    assert not resources & {
+        "nodes",
+        "secrets",
+        "roles",
+        "rolebindings",
+        "clusterroles",
+        "clusterrolebindings",
+        "serviceaccounts",
+    }
     assert "*" not in resources and not any("*" in r["verbs"] or "*" in r["apiGroups"] for r in rules)
 
 
@@ -146,13 +186,33 @@ def test_policy_values_reach_the_operator_as_the_policy_it_loads():
     from modelpilot.api.spec import parse_spec
 
     env = env_of(container(operator_deployment(helm.render())))
-    assert load_policy({"MODELPILOT_POLICY": env["MODELPILOT_POLICY"]}) == Policy(), "the default allows anything"
-    values = {"policy": {"images": ["registry.example.com/", "nvcr.io/nvidia/tritonserver"], "serviceAccounts": [], "secrets": ["s3-*"]}}
+    assert load_policy({"MODELPILOT_POLICY": env["MODELPILOT_POLICY"]}) == Policy(), (
+        "the default allows anything"
+    )
+    values = {
+        "policy": {
+            "images": ["registry.example.com/", "nvcr.io/nvidia/tritonserver"],
+            "serviceAccounts": [],
+            "secrets": ["s3-*"],
+        }
+    }
     env = env_of(container(operator_deployment(helm.render(values))))
     policy = load_policy({"MODELPILOT_POLICY": env["MODELPILOT_POLICY"]})
-    assert policy == Policy(images=("registry.example.com/", "nvcr.io/nvidia/tritonserver"), service_accounts=(), secrets=("s3-*",))
-    spec = parse_spec({"model": {"name": "m", "repository": "s3://b/m"},
-                       "serving": {"image": "docker.io/evil/triton:1", "serviceAccountName": "admin", "modelStoreSecret": "s3-creds"}})  # fmt: skip
+    assert policy == Policy(
+        images=("registry.example.com/", "nvcr.io/nvidia/tritonserver"),
+        service_accounts=(),
+        secrets=("s3-*",),
+    )
+    spec = parse_spec(
+        {
+            "model": {"name": "m", "repository": "s3://b/m"},
+            "serving": {
+                "image": "docker.io/evil/triton:1",
+                "serviceAccountName": "admin",
+                "modelStoreSecret": "s3-creds",
+            },
+        }
+    )
     problems = check(spec, policy)
     assert [p.split(":")[0] for p in problems] == ["spec.serving.image", "spec.serving.serviceAccountName"]
 
@@ -177,7 +237,16 @@ def test_invalid_values_are_refused(values):
 
 # ---- pod security ---------------------------------------------------------------------------------
 
-ALLOWED_VOLUME_TYPES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected", "secret"}
+ALLOWED_VOLUME_TYPES = {
+    "configMap",
+    "csi",
+    "downwardAPI",
+    "emptyDir",
+    "ephemeral",
+    "persistentVolumeClaim",
+    "projected",
+    "secret",
+}
 
 
 def assert_restricted(pod: dict[str, Any]) -> None:
@@ -259,7 +328,9 @@ def _priority_of(cmd: list[str], args: list[str], pod_name: str, tmp_path: Path)
     fake.chmod(0o755)
     env = {"PATH": f"{fake.parent}:{os.environ['PATH']}", "POD_NAME": pod_name}
     assert cmd[0] == "python3"
-    out = subprocess.run([sys.executable, *cmd[1:], *args], env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, *cmd[1:], *args], env=env, capture_output=True, text=True, check=True
+    )
     return json.loads(out.stdout)
 
 
@@ -283,21 +354,36 @@ def test_image_tag_defaults_to_app_version_and_digest_pins():
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
     c = container(operator_deployment(helm.render()))
     assert c["image"] == f"ghcr.io/modelpilot/modelpilot:{chart['appVersion']}"
-    assert env_of(c)["MODELPILOT_IMAGE"] == c["image"], "the model-fetch init container uses the operator image"
+    assert env_of(c)["MODELPILOT_IMAGE"] == c["image"], (
+        "the model-fetch init container uses the operator image"
+    )
     digest = "sha256:" + "a" * 64
-    c = container(operator_deployment(helm.render({"image": {"repository": "reg.local/mp", "digest": digest}})))
+    c = container(
+        operator_deployment(helm.render({"image": {"repository": "reg.local/mp", "digest": digest}}))
+    )
     assert c["image"] == f"reg.local/mp@{digest}"
 
 
 def test_prometheus_url_and_log_format():
-    c = container(operator_deployment(helm.render({"prometheus": {"url": "http://prom.monitoring:9090"}, "logFormat": "text"})))
+    c = container(
+        operator_deployment(
+            helm.render({"prometheus": {"url": "http://prom.monitoring:9090"}, "logFormat": "text"})
+        )
+    )
     assert env_of(c)["MODELPILOT_PROMETHEUS_URL"] == "http://prom.monitoring:9090"
     assert "--log-format=text" in c["args"]
     assert "--log-format=json" in container(operator_deployment(helm.render()))["args"]
 
 
 def test_prometheus_bearer_token_is_a_mounted_secret_file():
-    objs = helm.render({"prometheus": {"url": "https://prom:9090", "auth": {"type": "bearer", "bearerToken": {"secretName": "prom-token", "key": "tok"}}}})
+    objs = helm.render(
+        {
+            "prometheus": {
+                "url": "https://prom:9090",
+                "auth": {"type": "bearer", "bearerToken": {"secretName": "prom-token", "key": "tok"}},
+            }
+        }
+    )
     dep = operator_deployment(objs)
     c, pod = container(dep), dep["spec"]["template"]["spec"]
     path = env_of(c)["MODELPILOT_PROMETHEUS_BEARER_TOKEN_FILE"]
@@ -310,25 +396,43 @@ def test_prometheus_bearer_token_is_a_mounted_secret_file():
 def test_prometheus_basic_auth_comes_from_a_secret():
     objs = helm.render({"prometheus": {"auth": {"type": "basic", "basic": {"secretName": "prom-basic"}}}})
     env = env_of(container(operator_deployment(objs)))
-    assert env["MODELPILOT_PROMETHEUS_USERNAME"] == {"secretKeyRef": {"name": "prom-basic", "key": "username"}}
-    assert env["MODELPILOT_PROMETHEUS_PASSWORD"] == {"secretKeyRef": {"name": "prom-basic", "key": "password"}}
+    assert env["MODELPILOT_PROMETHEUS_USERNAME"] == {
+        "secretKeyRef": {"name": "prom-basic", "key": "username"}
+    }
+    assert env["MODELPILOT_PROMETHEUS_PASSWORD"] == {
+        "secretKeyRef": {"name": "prom-basic", "key": "password"}
+    }
     assert "MODELPILOT_PROMETHEUS_BEARER_TOKEN_FILE" not in env
 
 
 def test_monitor_component_with_its_pvc():
-    objs = helm.render({"monitor": {"enabled": True, "config": {"windows": {"size": 1000}}, "persistence": {"size": "5Gi"}}})
+    objs = helm.render(
+        {"monitor": {"enabled": True, "config": {"windows": {"size": 1000}}, "persistence": {"size": "5Gi"}}}
+    )
     (dep,) = [d for d in helm.find(objs, "Deployment") if d["metadata"]["name"].endswith("-monitor")]
     c = container(dep)
-    assert [c["command"][0], *c["args"]] == ["modelpilot", "monitor", "--config=/etc/modelpilot/monitor.yaml", "--db=/data/monitor.db",
-                                             "--host=0.0.0.0", "--port=8090"]  # fmt: skip
-    assert dep["spec"]["replicas"] == 1 and dep["spec"]["strategy"]["type"] == "Recreate", "SQLite: one writer"
+    assert [c["command"][0], *c["args"]] == [
+        "modelpilot",
+        "monitor",
+        "--config=/etc/modelpilot/monitor.yaml",
+        "--db=/data/monitor.db",
+        "--host=0.0.0.0",
+        "--port=8090",
+    ]
+    assert dep["spec"]["replicas"] == 1 and dep["spec"]["strategy"]["type"] == "Recreate", (
+        "SQLite: one writer"
+    )
     pod = dep["spec"]["template"]["spec"]
     vols = {v["name"]: v for v in pod["volumes"]}
     mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
     (pvc,) = helm.find(objs, "PersistentVolumeClaim")
     assert vols[mounts["/data"]]["persistentVolumeClaim"]["claimName"] == pvc["metadata"]["name"]
     assert pvc["spec"]["resources"]["requests"]["storage"] == "5Gi"
-    (cm,) = [m for m in helm.find(objs, "ConfigMap") if m["metadata"]["name"] == vols[mounts["/etc/modelpilot"]]["configMap"]["name"]]
+    (cm,) = [
+        m
+        for m in helm.find(objs, "ConfigMap")
+        if m["metadata"]["name"] == vols[mounts["/etc/modelpilot"]]["configMap"]["name"]
+    ]
     assert yaml.safe_load(cm["data"]["monitor.yaml"]) == {"windows": {"size": 1000}}
     assert pod["automountServiceAccountToken"] is False, "the monitor needs no API access"
     (svc,) = [s for s in helm.find(objs, "Service") if s["metadata"]["name"] == dep["metadata"]["name"]]
@@ -377,11 +481,17 @@ def test_notes_render(tmp_path):
     chart = tmp_path / "modelpilot"
     shutil.copytree(CHART, chart)
     notes = (chart / "templates" / "NOTES.txt").read_text()
-    (chart / "templates" / "_notes.tpl").write_text('{{- define "test.notes" -}}\n' + notes + "\n{{- end -}}\n")
-    (chart / "templates" / "notes-test.yaml").write_text(
-        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: notes}\ndata:\n  notes: {{ include \"test.notes\" . | toJson }}\n"
+    (chart / "templates" / "_notes.tpl").write_text(
+        '{{- define "test.notes" -}}\n' + notes + "\n{{- end -}}\n"
     )
-    objs = helm.render({"rbac": {"scope": "namespace"}, "replicaCount": 2, "prometheus": {"url": "http://prom:9090"}}, chart=chart)
+    (chart / "templates" / "notes-test.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: notes}\ndata:\n  notes: "
+        '{{ include "test.notes" . | toJson }}\n'
+    )
+    objs = helm.render(
+        {"rbac": {"scope": "namespace"}, "replicaCount": 2, "prometheus": {"url": "http://prom:9090"}},
+        chart=chart,
+    )
     (cm,) = [o for o in helm.find(objs, "ConfigMap", "notes")]
     text = cm["data"]["notes"]
     assert f"Watching:     {NS}" in text

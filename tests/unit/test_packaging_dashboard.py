@@ -20,18 +20,40 @@ DASHBOARD = json.loads((REPO / "dashboards" / "modelpilot.json").read_text())
 DRIFT_ROW = "Drift and model quality (monitor)"
 
 TRITON = {
-    "nv_inference_request_success", "nv_inference_request_failure", "nv_inference_queue_duration_us",
-    "nv_inference_request_duration_us", "nv_inference_count", "nv_gpu_utilization",
-}  # fmt: skip
+    "nv_inference_request_success",
+    "nv_inference_request_failure",
+    "nv_inference_queue_duration_us",
+    "nv_inference_request_duration_us",
+    "nv_inference_count",
+    "nv_gpu_utilization",
+}
 ISTIO = {"istio_requests_total", "istio_request_duration_milliseconds_bucket"}
-_KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or", "unless", "offset", "inf", "nan"}
+_KEYWORDS = {
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "bool",
+    "and",
+    "or",
+    "unless",
+    "offset",
+    "inf",
+    "nan",
+}
 
 
 def operator_metrics() -> set[str]:
     """Names as exposed on /metrics, read from the operator's own registry (counters gain _total)."""
     names = set()
     for family in opmetrics.REGISTRY.collect():
-        suffix = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"], "summary": ["_sum", "_count"]}
+        suffix = {
+            "counter": ["_total"],
+            "histogram": ["_bucket", "_sum", "_count"],
+            "summary": ["_sum", "_count"],
+        }
         names.update(family.name + s for s in suffix.get(family.type, [""]))
     return names
 
@@ -98,16 +120,28 @@ def exprs(include_drift: bool = True) -> Iterator[tuple[str, str]]:
 
 
 def test_metric_name_extraction():
-    assert metric_names('histogram_quantile(0.99, sum by (le, destination_workload) (rate(istio_request_duration_milliseconds_bucket{a=~"x|y"}[$__rate_interval])))') == {"istio_request_duration_milliseconds_bucket"}
-    assert metric_names("sum(rate(a_total[1m])) by (x) / on(x) group_left(y) b * 1e-9 > bool 0") == {"a_total", "b"}
+    assert metric_names(
+        "histogram_quantile(0.99, sum by (le, destination_workload) "
+        '(rate(istio_request_duration_milliseconds_bucket{a=~"x|y"}[$__rate_interval])))'
+    ) == {"istio_request_duration_milliseconds_bucket"}
+    assert metric_names("sum(rate(a_total[1m])) by (x) / on(x) group_left(y) b * 1e-9 > bool 0") == {
+        "a_total",
+        "b",
+    }
     assert metric_names('topk(10, m{l="sum(x)"}) unless n offset 5m') == {"m", "n"}
 
 
 def test_operator_registry_exports_the_documented_metrics():
     assert {
-        "modelpilot_rollout_phase", "modelpilot_canary_weight", "modelpilot_rollout_step", "modelpilot_analysis_checks_total",
-        "modelpilot_analysis_value", "modelpilot_rollout_events_total", "modelpilot_api_writes_total", "modelpilot_reconcile_total",
-    } <= operator_metrics()  # fmt: skip
+        "modelpilot_rollout_phase",
+        "modelpilot_canary_weight",
+        "modelpilot_rollout_step",
+        "modelpilot_analysis_checks_total",
+        "modelpilot_analysis_value",
+        "modelpilot_rollout_events_total",
+        "modelpilot_api_writes_total",
+        "modelpilot_reconcile_total",
+    } <= operator_metrics()
 
 
 def test_every_expr_names_only_exported_metrics():
@@ -132,9 +166,22 @@ def test_drift_panels_use_the_monitor_exporter_metrics():
 
 def test_dashboard_covers_rollouts_drift_and_triton():
     used = set().union(*(metric_names(e) for _, e in exprs()))
-    assert {"modelpilot_rollout_phase", "modelpilot_canary_weight", "modelpilot_analysis_value", "modelpilot_rollout_events_total"} <= used
-    assert {"nv_inference_queue_duration_us", "nv_inference_request_success", "nv_inference_request_failure"} <= used
-    assert {p["title"] for p in DASHBOARD["panels"] if p["type"] == "row"} >= {"Rollouts", "Triton serving", DRIFT_ROW}
+    assert {
+        "modelpilot_rollout_phase",
+        "modelpilot_canary_weight",
+        "modelpilot_analysis_value",
+        "modelpilot_rollout_events_total",
+    } <= used
+    assert {
+        "nv_inference_queue_duration_us",
+        "nv_inference_request_success",
+        "nv_inference_request_failure",
+    } <= used
+    assert {p["title"] for p in DASHBOARD["panels"] if p["type"] == "row"} >= {
+        "Rollouts",
+        "Triton serving",
+        DRIFT_ROW,
+    }
     assert any(row == DRIFT_ROW for row, _ in panels())
 
 
@@ -154,10 +201,18 @@ def test_layout_is_valid_grafana():
             assert var.startswith("__") or var in names, f"undefined variable ${var} in {expr}"
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Debian package prometheus) not installed")
+@pytest.mark.skipif(
+    shutil.which("promtool") is None, reason="promtool (Debian package prometheus) not installed"
+)
 def test_every_expr_parses_with_promtool(tmp_path):
     """Grafana variables substituted, each expression becomes a recording rule that promtool checks."""
-    subst = {"$__rate_interval": "1m", "$__range": "1h", "$namespace": ".*", "$deployment": ".*", "$model": ".*"}
+    subst = {
+        "$__rate_interval": "1m",
+        "$__range": "1h",
+        "$namespace": ".*",
+        "$deployment": ".*",
+        "$model": ".*",
+    }
     rules = []
     for i, (_, expr) in enumerate(exprs()):
         for var, value in subst.items():

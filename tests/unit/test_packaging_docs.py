@@ -18,7 +18,9 @@ def _leaf_paths(schema: dict, path: str) -> list[str]:
     """Every property path in the schema, the way the reference spells it."""
     out = [path]
     if isinstance(schema.get("items"), dict):
-        return out + _leaf_paths(schema["items"], path + "[]")[1:] if schema["items"].get("properties") else out
+        return (
+            out + _leaf_paths(schema["items"], path + "[]")[1:] if schema["items"].get("properties") else out
+        )
     for name, child in (schema.get("properties") or {}).items():
         out += _leaf_paths(child, f"{path}.{name}")
     return out
@@ -31,18 +33,33 @@ def test_reference_is_up_to_date():
 
 def test_every_crd_field_is_documented():
     root = CRD["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
-    paths = _leaf_paths(root["properties"]["spec"], "spec")[1:] + _leaf_paths(root["properties"]["status"], "status")[1:]
+    paths = (
+        _leaf_paths(root["properties"]["spec"], "spec")[1:]
+        + _leaf_paths(root["properties"]["status"], "status")[1:]
+    )
     missing = [p for p in paths if f"| `{p}`" not in REFERENCE]
     assert not missing, missing
     assert len(paths) > 150
 
 
 def test_rows_carry_type_default_bounds_and_description():
-    rows = {line.split("|")[1].strip().split(" ")[0].strip("`"): line for line in REFERENCE.splitlines() if line.startswith("| `")}
+    rows = {
+        line.split("|")[1].strip().split(" ")[0].strip("`"): line
+        for line in REFERENCE.splitlines()
+        if line.startswith("| `")
+    }
     assert "| integer | `1` | >= 0; <= 200 |" in rows["spec.serving.replicas"]
-    assert "one of `istio`, `triton`, `prometheus`, `monitor`" in rows["spec.rollout.steps[].analysis.metrics[].provider"]
-    assert "Fail when candidate > maxRelative x stable." in rows["spec.rollout.analysis.metrics[].maxRelative"]
-    assert "`\"4Gi\"`" in rows["spec.serving.resources.memory"] and "int-or-string" in rows["spec.serving.resources.memory"]
+    assert (
+        "one of `istio`, `triton`, `prometheus`, `monitor`"
+        in rows["spec.rollout.steps[].analysis.metrics[].provider"]
+    )
+    assert (
+        "Fail when candidate > maxRelative x stable." in rows["spec.rollout.analysis.metrics[].maxRelative"]
+    )
+    assert (
+        '`"4Gi"`' in rows["spec.serving.resources.memory"]
+        and "int-or-string" in rows["spec.serving.resources.memory"]
+    )
     assert "(required)" in rows["spec.model.name"]
     # CEL rules are documented with their messages.
     assert "abTest matches on exactly one of header or cookie" in REFERENCE

@@ -26,8 +26,11 @@ PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 
 def instructions(text: str) -> list[tuple[str, str]]:
     joined = re.sub(r"\\\n", " ", text)
-    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line.strip() else "")
-            for line in joined.splitlines() if line.strip() and not line.lstrip().startswith("#")]  # fmt: skip
+    return [
+        (line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line.strip() else "")
+        for line in joined.splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
 
 
 def dockerignore_patterns() -> list[tuple[bool, re.Pattern[str]]]:
@@ -47,7 +50,12 @@ def dockerignore_patterns() -> list[tuple[bool, re.Pattern[str]]]:
             elif pattern.startswith("**", i):
                 rx, i = rx + ".*", i + 2
             else:
-                rx += fnmatch.translate(pattern[i]).removeprefix("(?s:").removesuffix(")\\Z").replace(".*", "[^/]*")
+                rx += (
+                    fnmatch.translate(pattern[i])
+                    .removeprefix("(?s:")
+                    .removesuffix(")\\Z")
+                    .replace(".*", "[^/]*")
+                )
                 i += 1
         out.append((negate, re.compile(rx + r"\Z")))
     return out
@@ -101,7 +109,11 @@ def test_dockerignore_keeps_what_copy_needs_and_drops_local_state(tmp_path):
             for src in v.split()[:-1]:
                 assert (tmp_path / src).exists(), f"COPY {src}: missing from the build context"
     assert "operator/modelpilot/cli.py" in kept and "pyproject.toml" in kept
-    assert not [p for p in kept if p.startswith(("tests/", "e2e/", ".cluster/", "charts/", "bench/")) or "__pycache__" in p]
+    assert not [
+        p
+        for p in kept
+        if p.startswith(("tests/", "e2e/", ".cluster/", "charts/", "bench/")) or "__pycache__" in p
+    ]
 
 
 def test_build_context_builds_the_package(tmp_path):
@@ -116,13 +128,16 @@ def test_build_context_builds_the_package(tmp_path):
         pytest.fail("README.md is missing: pyproject's readme and the Dockerfile's COPY need it")
     out = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "dist"), str(ctx)],
-        capture_output=True, text=True,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     (wheel,) = (tmp_path / "dist").glob("modelpilot-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "modelpilot/cli.py" in names
-    assert "modelpilot/crds/modelpilot.io_modeldeployments.yaml" in names, "install_crds reads the packaged CRD"
+    assert "modelpilot/crds/modelpilot.io_modeldeployments.yaml" in names, (
+        "install_crds reads the packaged CRD"
+    )
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "modelpilot = modelpilot.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
 
@@ -141,7 +156,10 @@ def test_skaffold_builds_the_image_and_deploys_the_chart():
     (release,) = sk["deploy"]["helm"]["releases"]
     assert (REPO / release["chartPath"] / "Chart.yaml").is_file()
     key = re.sub(r"[^A-Za-z0-9]", "_", artifact["image"])
-    assert release["setValueTemplates"] == {"image.repository": f"{{{{.IMAGE_REPO_{key}}}}}", "image.tag": f"{{{{.IMAGE_TAG_{key}}}}}"}
+    assert release["setValueTemplates"] == {
+        "image.repository": f"{{{{.IMAGE_REPO_{key}}}}}",
+        "image.tag": f"{{{{.IMAGE_TAG_{key}}}}}",
+    }
     for dotted in [*release["setValueTemplates"], *release["setValues"]]:
         node = CHART_VALUES
         for part in dotted.split("."):

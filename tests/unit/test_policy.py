@@ -32,14 +32,21 @@ def spec(**serving):
 def test_no_policy_allows_anything():
     assert load_policy({}) == Policy() == parse_policy(None) == parse_policy({})
     assert Policy().unrestricted
-    assert check(spec(image="anything.example/x:1", serviceAccountName="admin", modelStoreSecret="root"), Policy()) == []
+    assert (
+        check(
+            spec(image="anything.example/x:1", serviceAccountName="admin", modelStoreSecret="root"), Policy()
+        )
+        == []
+    )
 
 
 def test_inline_json_yaml_and_a_file(tmp_path):
     doc = {"images": ["nvcr.io/nvidia/"], "serviceAccounts": [], "secrets": ["s3-*"]}
     want = Policy(images=("nvcr.io/nvidia/",), service_accounts=(), secrets=("s3-*",))
     assert load_policy({ENV_INLINE: json.dumps(doc)}) == want
-    assert load_policy({ENV_INLINE: "images: [nvcr.io/nvidia/]\nserviceAccounts: []\nsecrets: [s3-*]\n"}) == want
+    assert (
+        load_policy({ENV_INLINE: "images: [nvcr.io/nvidia/]\nserviceAccounts: []\nsecrets: [s3-*]\n"}) == want
+    )
     path = tmp_path / "policy.yaml"
     path.write_text(json.dumps(doc))
     assert load_policy({ENV_FILE: str(path)}) == want
@@ -80,7 +87,11 @@ def test_a_malformed_policy_stops_the_operator(env, fragment):
     [
         ("nvcr.io/nvidia/tritonserver:24.10-py3", ["nvcr.io/nvidia/"], True),
         ("nvcr.io.evil.example/nvidia/tritonserver:24.10-py3", ["nvcr.io/"], False),  # a prefix ends at the /
-        ("nvcr.io/nvidia/tritonserver:24.10-py3", ["nvcr.io/nvidia/tritonserver"], True),  # a repository: any tag
+        (
+            "nvcr.io/nvidia/tritonserver:24.10-py3",
+            ["nvcr.io/nvidia/tritonserver"],
+            True,
+        ),  # a repository: any tag
         ("nvcr.io/nvidia/tritonserver@sha256:" + "a" * 64, ["nvcr.io/nvidia/tritonserver"], True),
         ("nvcr.io/nvidia/tritonserver-evil:1", ["nvcr.io/nvidia/tritonserver"], False),
         ("nvcr.io/nvidia/tritonserver:24.10-py3", ["nvcr.io/nvidia/tritonserver:24.*"], True),
@@ -94,7 +105,11 @@ def test_a_malformed_policy_stops_the_operator(env, fragment):
         ("evil/tritonserver:24", ["docker.io/library/"], False),
         ("index.docker.io/library/triton:1", ["docker.io/library/triton"], True),
         ("localhost:5000/triton:1", ["localhost:5000/"], True),
-        ("registry.example.com:5000/triton:1", ["registry.example.com/"], False),  # another port, another registry
+        (
+            "registry.example.com:5000/triton:1",
+            ["registry.example.com/"],
+            False,
+        ),  # another port, another registry
         ("anything/at:all", ["*"], True),
         ("nvcr.io/nvidia/tritonserver:24.10-py3", [], False),
     ],
@@ -113,20 +128,35 @@ def test_docker_normalisation():
 
 # ---- the check ------------------------------------------------------------------------------------
 
-STRICT = Policy(images=("registry.example.com/",), service_accounts=("triton-*",), secrets=("s3-credentials",))
+STRICT = Policy(
+    images=("registry.example.com/",), service_accounts=("triton-*",), secrets=("s3-credentials",)
+)
 
 
 def test_a_complying_spec_passes():
-    ok = spec(image="registry.example.com/ml/tritonserver:24.10", serviceAccountName="triton-reader",
-              modelStoreSecret="s3-credentials",
-              env=[{"name": "A", "value": "1"}, {"name": "K", "valueFrom": {"secretKeyRef": {"name": "s3-credentials", "key": "k"}}},
-                   {"name": "P", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}])  # fmt: skip
+    ok = spec(
+        image="registry.example.com/ml/tritonserver:24.10",
+        serviceAccountName="triton-reader",
+        modelStoreSecret="s3-credentials",
+        env=[
+            {"name": "A", "value": "1"},
+            {"name": "K", "valueFrom": {"secretKeyRef": {"name": "s3-credentials", "key": "k"}}},
+            {"name": "P", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        ],
+    )
     assert check(ok, STRICT) == []
 
 
 def test_each_violation_names_its_field():
-    bad = spec(image="docker.io/evil/miner:1", serviceAccountName="cluster-admin-sa", modelStoreSecret="prod-db",
-               env=[{"name": "A", "value": "1"}, {"name": "K", "valueFrom": {"secretKeyRef": {"name": "prod-db", "key": "password"}}}])  # fmt: skip
+    bad = spec(
+        image="docker.io/evil/miner:1",
+        serviceAccountName="cluster-admin-sa",
+        modelStoreSecret="prod-db",
+        env=[
+            {"name": "A", "value": "1"},
+            {"name": "K", "valueFrom": {"secretKeyRef": {"name": "prod-db", "key": "password"}}},
+        ],
+    )
     problems = check(bad, STRICT)
     assert [p.split(":")[0] for p in problems] == [
         "spec.serving.image",
@@ -134,7 +164,10 @@ def test_each_violation_names_its_field():
         "spec.serving.modelStoreSecret",
         "spec.serving.env[1].valueFrom.secretKeyRef.name",
     ]
-    assert "'docker.io/evil/miner:1' is not allowed by the operator's policy (allowed images: registry.example.com/)" in problems[0]
+    assert (
+        "'docker.io/evil/miner:1' is not allowed by the operator's policy (allowed images: registry.example.com/)"
+        in problems[0]
+    )
     assert "allowed ServiceAccounts: triton-*" in problems[1]
     assert "Secret 'prod-db'" in problems[2] and "allowed Secrets: s3-credentials" in problems[2]
 

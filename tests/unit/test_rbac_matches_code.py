@@ -38,20 +38,41 @@ Perm = tuple[str, str, str]  # (apiGroup, resource[/subresource], verb)
 # (module, function, method, first argument as written) -> the kinds that call can touch.
 HINTS: dict[tuple[str, str, str, str], set[str]] = {
     # Only reached for the claim: `if kind == "PersistentVolumeClaim": ... self.kube.get(kind, ...)`.
-    ("modelpilot.controller.monitoring", "NamespaceMonitors.reconcile", "get", "kind"): {"PersistentVolumeClaim"},
+    ("modelpilot.controller.monitoring", "NamespaceMonitors.reconcile", "get", "kind"): {
+        "PersistentVolumeClaim"
+    },
     # Everything monitor_manifests() builds (test_hints_match_the_builders checks it).
-    ("modelpilot.controller.monitoring", "NamespaceMonitors.reconcile", "apply", "manifest"):
-        {"ConfigMap", "PersistentVolumeClaim", "Deployment", "Service"},
+    ("modelpilot.controller.monitoring", "NamespaceMonitors.reconcile", "apply", "manifest"): {
+        "ConfigMap",
+        "PersistentVolumeClaim",
+        "Deployment",
+        "Service",
+    },
     # The keys of `live`: what the same function lists.
-    ("modelpilot.controller.monitoring", "NamespaceMonitors.reconcile", "delete", "kind"): {"ConfigMap", "Deployment", "Service"},
-    ("modelpilot.controller.autoscaling", "Autoscalers.apply", "apply", "manifest"): {"HorizontalPodAutoscaler", "ScaledObject"},
-    ("modelpilot.controller.autoscaling", "Autoscalers.apply", "delete", "kind"): {"HorizontalPodAutoscaler", "ScaledObject"},
+    ("modelpilot.controller.monitoring", "NamespaceMonitors.reconcile", "delete", "kind"): {
+        "ConfigMap",
+        "Deployment",
+        "Service",
+    },
+    ("modelpilot.controller.autoscaling", "Autoscalers.apply", "apply", "manifest"): {
+        "HorizontalPodAutoscaler",
+        "ScaledObject",
+    },
+    ("modelpilot.controller.autoscaling", "Autoscalers.apply", "delete", "kind"): {
+        "HorizontalPodAutoscaler",
+        "ScaledObject",
+    },
     ("modelpilot.controller.optimize", "Optimizer.observe", "apply", "compression_job(...)"): {"Job"},
     # Reconciler._apply (directly or through _apply_if_changed): a revision's ConfigMap, Deployment and
     # Services, the DestinationRule and the VirtualService.
-    ("modelpilot.controller.reconcile", "Reconciler._apply", "apply", "manifest"):
-        {"ConfigMap", "Deployment", "Service", "DestinationRule", "VirtualService"},
-}  # fmt: skip
+    ("modelpilot.controller.reconcile", "Reconciler._apply", "apply", "manifest"): {
+        "ConfigMap",
+        "Deployment",
+        "Service",
+        "DestinationRule",
+        "VirtualService",
+    },
+}
 
 # What kopf itself asks for (kopf/_core/reactor/observation.py, engines/peering.py, engines/posting.py).
 KOPF_NAMESPACED: set[Perm] = {
@@ -157,14 +178,24 @@ def _qualname(node: ast.AST) -> tuple[str, ast.AST | None]:
 
 def _scope_of(node: ast.AST) -> ast.AST | None:
     for parent in _parents(node):
-        if isinstance(parent, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda | ast.ListComp | ast.SetComp | ast.DictComp
-                      | ast.GeneratorExp):  # fmt: skip
+        if isinstance(
+            parent,
+            ast.FunctionDef
+            | ast.AsyncFunctionDef
+            | ast.Lambda
+            | ast.ListComp
+            | ast.SetComp
+            | ast.DictComp
+            | ast.GeneratorExp,
+        ):
             return parent
     return None
 
 
 def _is_client(node: ast.AST) -> bool:
-    return (isinstance(node, ast.Name) and node.id == "kube") or (isinstance(node, ast.Attribute) and node.attr == "kube")
+    return (isinstance(node, ast.Name) and node.id == "kube") or (
+        isinstance(node, ast.Attribute) and node.attr == "kube"
+    )
 
 
 def _arg_text(node: ast.AST) -> str:
@@ -184,8 +215,14 @@ class Resolver:
         if tree is None or depth > 5:
             return None
         for node in tree.body:
-            if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
-                return node.value.value if isinstance(node.value, ast.Constant) and isinstance(node.value.value, str) else None
+            if isinstance(node, ast.Assign) and any(
+                isinstance(t, ast.Name) and t.id == name for t in node.targets
+            ):
+                return (
+                    node.value.value
+                    if isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
+                    else None
+                )
             if isinstance(node, ast.ImportFrom) and node.module and not node.level:
                 for alias in node.names:
                     if (alias.asname or alias.name) == name:
@@ -212,10 +249,15 @@ class Resolver:
                 targets = node.targets if isinstance(node, ast.Assign) else [node.target]
                 for target in targets:
                     if isinstance(target, ast.Name) and target.id == name:
-                        found.append(("value", node.value) if isinstance(node, ast.Assign) else ("element", node.iter))
+                        found.append(
+                            ("value", node.value) if isinstance(node, ast.Assign) else ("element", node.iter)
+                        )
                     elif any(isinstance(n, ast.Name) and n.id == name for n in ast.walk(target)):
                         return None  # unpacked from something else
-            elif isinstance(node, ast.AugAssign | ast.AnnAssign | ast.NamedExpr) and getattr(node.target, "id", None) == name:
+            elif (
+                isinstance(node, ast.AugAssign | ast.AnnAssign | ast.NamedExpr)
+                and getattr(node.target, "id", None) == name
+            ):
                 return None
             elif isinstance(node, ast.arg) and node.arg == name:
                 return None  # a parameter: whatever the callers pass
@@ -280,10 +322,18 @@ def client_calls() -> tuple[list[Call], list[str]]:
     calls, bypasses = [], []
     for module, tree in modules.items():
         for node in ast.walk(tree):
-            annotation = ast.unparse(node.annotation) if isinstance(node, ast.arg) and node.annotation is not None else ""
+            annotation = (
+                ast.unparse(node.annotation)
+                if isinstance(node, ast.arg) and node.annotation is not None
+                else ""
+            )
             if "KubeClient" in annotation and node.arg != "kube":
                 bypasses.append(f"{module}:{node.lineno}: a KubeClient named {node.arg!r} (name it kube)")
-            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and _is_client(node.func.value)):
+            if not (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and _is_client(node.func.value)
+            ):
                 continue
             method = node.func.attr
             if method in RAW_METHODS:
@@ -292,14 +342,27 @@ def client_calls() -> tuple[list[Call], list[str]]:
             if method not in CLIENT_METHODS:
                 continue
             function, func = _qualname(node)
-            first = node.args[0] if node.args else next(k.value for k in node.keywords if k.arg in ("kind", "manifest"))
+            first = (
+                node.args[0]
+                if node.args
+                else next(k.value for k in node.keywords if k.arg in ("kind", "manifest"))
+            )
             sub = next((k.value for k in node.keywords if k.arg == "subresource"), None)
             if sub is not None and not (isinstance(sub, ast.Constant) and isinstance(sub.value, str)):
                 bypasses.append(f"{module}:{node.lineno}: a subresource the code does not name")
                 continue
             kinds = resolver.kinds(first, module, func)
-            calls.append(Call(module, function, method, _arg_text(first), node.lineno,
-                              frozenset(kinds) if kinds is not None else None, sub.value if sub is not None else None))  # fmt: skip
+            calls.append(
+                Call(
+                    module,
+                    function,
+                    method,
+                    _arg_text(first),
+                    node.lineno,
+                    frozenset(kinds) if kinds is not None else None,
+                    sub.value if sub is not None else None,
+                )
+            )
     return calls, bypasses
 
 
@@ -316,11 +379,19 @@ def verbs_of(method: str, subresource: str | None) -> set[str]:
         # Server-side apply is a PATCH; when it creates the object the API server authorizes it as
         # create too. A subresource is never created by apply.
         return {"patch"} if subresource else {"patch", "create"}
-    return {"get": {"get"}, "list": {"list"}, "delete": {"delete"}, "create": {"create"}, "merge_patch": {"patch"}}[method]
+    return {
+        "get": {"get"},
+        "list": {"list"},
+        "delete": {"delete"},
+        "create": {"create"},
+        "merge_patch": {"patch"},
+    }[method]
 
 
 def kinds_of(call: Call) -> set[str]:
-    kinds = call.kinds if call.kinds is not None else HINTS[(call.module, call.function, call.method, call.arg)]
+    kinds = (
+        call.kinds if call.kinds is not None else HINTS[(call.module, call.function, call.method, call.arg)]
+    )
     return set(kinds)
 
 
@@ -367,7 +438,13 @@ def admission_permissions() -> set[Perm]:
 
 
 def granted(rules: list[dict]) -> list[Perm]:
-    return [(g, r, v) for rule in rules for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]]
+    return [
+        (g, r, v)
+        for rule in rules
+        for g in rule["apiGroups"]
+        for r in rule["resources"]
+        for v in rule["verbs"]
+    ]
 
 
 def _diff(want: set[Perm], have: list[Perm]) -> str:
@@ -387,8 +464,13 @@ def calls() -> list[Call]:
 
 def test_the_scan_sees_the_operator(calls):
     modules = operator_modules()
-    for name in ("modelpilot.controller.reconcile", "modelpilot.controller.monitoring", "modelpilot.controller.autoscaling",
-                 "modelpilot.controller.optimize", "modelpilot.serving.manifests"):  # fmt: skip
+    for name in (
+        "modelpilot.controller.reconcile",
+        "modelpilot.controller.monitoring",
+        "modelpilot.controller.autoscaling",
+        "modelpilot.controller.optimize",
+        "modelpilot.serving.manifests",
+    ):
         assert name in modules
     assert "modelpilot.cli" not in modules, "the CLI runs with its user's credentials, not the operator's"
     assert len(calls) > 20
@@ -397,14 +479,20 @@ def test_the_scan_sees_the_operator(calls):
 
 
 def test_every_call_names_its_kinds_in_code_or_in_a_hint(calls):
-    unreadable = [c for c in calls if c.kinds is None and (c.module, c.function, c.method, c.arg) not in HINTS]
+    unreadable = [
+        c for c in calls if c.kinds is None and (c.module, c.function, c.method, c.arg) not in HINTS
+    ]
     assert not unreadable, "add these calls' kinds to HINTS: " + "; ".join(
         f"{c.module}:{c.line} {c.function} kube.{c.method}({c.arg}, ...)" for c in unreadable
     )
     keys = {(c.module, c.function, c.method, c.arg) for c in calls}
     stale = [key for key in HINTS if key not in keys]
     assert not stale, f"hints that match no call any more: {stale}"
-    needless = [(c.module, c.function, c.method, c.arg) for c in calls if c.kinds is not None and (c.module, c.function, c.method, c.arg) in HINTS]
+    needless = [
+        (c.module, c.function, c.method, c.arg)
+        for c in calls
+        if c.kinds is not None and (c.module, c.function, c.method, c.arg) in HINTS
+    ]
     assert not needless, f"the code names these kinds itself; drop the hints: {needless}"
 
 
@@ -417,20 +505,39 @@ def test_hints_match_the_builders():
     from modelpilot.serving import autoscale, manifests
 
     owner = manifests.Owner("m", "ns", "uid")
-    monitored = monitor_manifests("ns", [MonitoredModel("m", {"enabled": True, "task": "classification"}, "uid")])
-    assert {m["kind"] for m in monitored} == HINTS[("modelpilot.controller.monitoring", "NamespaceMonitors.reconcile", "apply", "manifest")]
+    monitored = monitor_manifests(
+        "ns", [MonitoredModel("m", {"enabled": True, "task": "classification"}, "uid")]
+    )
+    assert {m["kind"] for m in monitored} == HINTS[
+        ("modelpilot.controller.monitoring", "NamespaceMonitors.reconcile", "apply", "manifest")
+    ]
     settings = autoscale.parse_autoscaling({"minReplicas": 1, "maxReplicas": 4})
-    scalers = {autoscale.autoscaler(owner, "r1", settings, model="m", keda_installed=keda, prometheus_url="http://p:9090", weight=100)["kind"]
-               for keda in (False, True)}  # fmt: skip
+    scalers = {
+        autoscale.autoscaler(
+            owner, "r1", settings, model="m", keda_installed=keda, prometheus_url="http://p:9090", weight=100
+        )["kind"]
+        for keda in (False, True)
+    }
     assert scalers == HINTS[("modelpilot.controller.autoscaling", "Autoscalers.apply", "apply", "manifest")]
-    request = CompressionRequest(method="tensorrt", repository="pvc://models/triton", model="m", source_version=1, target_version=2)
+    request = CompressionRequest(
+        method="tensorrt", repository="pvc://models/triton", model="m", source_version=1, target_version=2
+    )
     assert compression_job(owner, request, triton_image="t", operator_image="o")["kind"] == "Job"
-    spec = parse_spec({"model": {"name": "m", "repository": "pvc://models/triton", "version": "1", "format": "onnx"}})
+    spec = parse_spec(
+        {"model": {"name": "m", "repository": "pvc://models/triton", "version": "1", "format": "onnx"}}
+    )
     plan = TrafficPlan(stable="r1", revisions=("r1",))
-    children = [manifests.config_map(owner, spec, "r1"), manifests.deployment(owner, spec, "r1", 1),
-                manifests.revision_service(owner, "r1"), manifests.stable_service(owner), destination_rule(owner, spec, plan)]  # fmt: skip
+    children = [
+        manifests.config_map(owner, spec, "r1"),
+        manifests.deployment(owner, spec, "r1", 1),
+        manifests.revision_service(owner, "r1"),
+        manifests.stable_service(owner),
+        destination_rule(owner, spec, plan),
+    ]
     children.append(virtual_service(owner, spec, plan))
-    assert {c["kind"] for c in children} == HINTS[("modelpilot.controller.reconcile", "Reconciler._apply", "apply", "manifest")]
+    assert {c["kind"] for c in children} == HINTS[
+        ("modelpilot.controller.reconcile", "Reconciler._apply", "apply", "manifest")
+    ]
 
 
 def test_kopf_runs_only_event_handlers():
@@ -438,7 +545,9 @@ def test_kopf_runs_only_event_handlers():
     registry = kopf_registry()
     assert registry._watching.get_all_handlers(), "no kopf.on.event handlers found"
     for other in (registry._changing, registry._spawning, registry._indexing, registry._webhooks):
-        assert not other.get_all_handlers(), f"{other}: update test_rbac_matches_code (and rbac.py) for these handlers"
+        assert not other.get_all_handlers(), (
+            f"{other}: update test_rbac_matches_code (and rbac.py) for these handlers"
+        )
 
 
 def test_kopf_framework_resources_are_what_this_test_assumes():
@@ -486,7 +595,9 @@ def test_nothing_unused_is_granted():
     assert "nodes" not in everything and "secrets" not in everything
     verbs = {v for rule in rbac.cluster_role()["rules"] for v in rule["verbs"]}
     assert not verbs & {"*", "deletecollection", "escalate", "bind", "impersonate"}
-    assert [r["resources"] for r in rbac.cluster_role()["rules"] if "update" in r["verbs"]] == [["modeldeployments/finalizers"]]
+    assert [r["resources"] for r in rbac.cluster_role()["rules"] if "update" in r["verbs"]] == [
+        ["modeldeployments/finalizers"]
+    ]
     md = next(r for r in rbac.NAMESPACED_RULES if r["resources"] == ["modeldeployments"])
     assert "patch" not in md["verbs"], "the operator never writes a ModelDeployment's spec or metadata"
 
@@ -495,8 +606,15 @@ def test_namespace_mode_bindings_cover_each_watched_namespace():
     objs = rbac.service_account_bindings("mp-system", "op", cluster_wide=False, watch_namespaces=["a", "b"])
     roles = [o for o in objs if o["kind"] == "Role"]
     bindings = [o for o in objs if o["kind"] == "RoleBinding"]
-    assert [r["metadata"]["namespace"] for r in roles] == [b["metadata"]["namespace"] for b in bindings] == ["a", "b"]
-    assert all(b["subjects"] == [{"kind": "ServiceAccount", "name": "op", "namespace": "mp-system"}] for b in bindings)
+    assert (
+        [r["metadata"]["namespace"] for r in roles]
+        == [b["metadata"]["namespace"] for b in bindings]
+        == ["a", "b"]
+    )
+    assert all(
+        b["subjects"] == [{"kind": "ServiceAccount", "name": "op", "namespace": "mp-system"}]
+        for b in bindings
+    )
     (reader,) = [o for o in objs if o["kind"] == "ClusterRole"]
     assert reader["rules"] == rbac.CLUSTER_RULES
     (cluster,) = [o for o in rbac.service_account_bindings("mp-system", "op") if o["kind"] == "ClusterRole"]

@@ -32,7 +32,11 @@ class MemoryKube:
         out = []
         for (k, ns, _), obj in self.objects.items():
             have = obj.get("metadata", {}).get("labels") or {}
-            if k == kind and ns == (namespace or "") and all(have.get(a) == b for a, b in (labels or {}).items()):
+            if (
+                k == kind
+                and ns == (namespace or "")
+                and all(have.get(a) == b for a, b in (labels or {}).items())
+            ):
                 out.append(copy.deepcopy(obj))
         return out
 
@@ -54,7 +58,9 @@ class MemoryKube:
 
     def create(self, manifest):
         meta = manifest["metadata"]
-        self.objects[(manifest["kind"], meta.get("namespace", ""), meta["name"])] = copy.deepcopy(dict(manifest))
+        self.objects[(manifest["kind"], meta.get("namespace", ""), meta["name"])] = copy.deepcopy(
+            dict(manifest)
+        )
         return manifest
 
     def merge_patch(self, kind, name, namespace, patch, subresource=None):
@@ -75,12 +81,17 @@ def _rejection(kind: str, name: str, why: str) -> ApiException:
 
 def mdep(kube: MemoryKube, spec: dict) -> None:
     kube.objects[("ModelDeployment", "ns", "m")] = {
-        "apiVersion": "modelpilot.io/v1alpha1", "kind": "ModelDeployment",
-        "metadata": {"name": "m", "namespace": "ns", "uid": "u1", "generation": 1}, "spec": spec,
-    }  # fmt: skip
+        "apiVersion": "modelpilot.io/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": "m", "namespace": "ns", "uid": "u1", "generation": 1},
+        "spec": spec,
+    }
 
 
-SPEC = {"model": {"name": "m", "repository": "s3://b/m", "version": "1", "format": "onnx"}, "serving": {"replicas": 1}}
+SPEC = {
+    "model": {"name": "m", "repository": "s3://b/m", "version": "1", "format": "onnx"},
+    "serving": {"replicas": 1},
+}
 
 
 def status(kube: MemoryKube) -> dict:
@@ -127,15 +138,30 @@ def test_problem_messages_are_capped_near_one_kib_and_say_how_many_were_cut():
 
 
 def test_without_candidate_sends_every_route_to_stable():
-    live = {"hosts": ["m"], "http": [
-        {"name": "flag-beta", "match": [{"headers": {"x-beta": {"exact": "1"}}}],
-         "route": [{"destination": {"host": "m", "subset": "b"}}]},
-        {"name": "revision-a", "match": [{"headers": {"x-rev": {"exact": "a"}}}],
-         "route": [{"destination": {"host": "m", "subset": "a"}}]},
-        {"name": "primary", "route": [{"destination": {"host": "m", "subset": "a"}, "weight": 70},
-                                      {"destination": {"host": "m", "subset": "b"}, "weight": 30}],
-         "mirror": {"host": "m", "subset": "b"}, "mirrorPercentage": {"value": 50.0}},
-    ]}  # fmt: skip
+    live = {
+        "hosts": ["m"],
+        "http": [
+            {
+                "name": "flag-beta",
+                "match": [{"headers": {"x-beta": {"exact": "1"}}}],
+                "route": [{"destination": {"host": "m", "subset": "b"}}],
+            },
+            {
+                "name": "revision-a",
+                "match": [{"headers": {"x-rev": {"exact": "a"}}}],
+                "route": [{"destination": {"host": "m", "subset": "a"}}],
+            },
+            {
+                "name": "primary",
+                "route": [
+                    {"destination": {"host": "m", "subset": "a"}, "weight": 70},
+                    {"destination": {"host": "m", "subset": "b"}, "weight": 30},
+                ],
+                "mirror": {"host": "m", "subset": "b"},
+                "mirrorPercentage": {"value": 50.0},
+            },
+        ],
+    }
     out = without_candidate(live, "a", "b")
     assert [r["name"] for r in out["http"]] == ["revision-a", "primary"]
     primary = out["http"][-1]

@@ -78,8 +78,10 @@ def _with_metrics(sc, metrics):
 
 def test_the_harness_can_fail_a_rule_that_misses_its_targets(scenarios):
     # Flagger-style absolute threshold at the stable rate itself: healthy candidates fail half their checks.
-    naive = _with_metrics(scenarios["readme"], [{"name": "errors", "provider": "istio", "metric": "errorRate",
-                                                 "max": 0.01, "minSamples": 100}])  # fmt: skip
+    naive = _with_metrics(
+        scenarios["readme"],
+        [{"name": "errors", "provider": "istio", "metric": "errorRate", "max": 0.01, "minSamples": 100}],
+    )
     assert simulate_cell(naive, Cell(0.01, 1.0, 300.0), 50, SEED).ours.rolled_back > 0.2
     # Timed steps only: every regression is promoted.
     raw = copy.deepcopy(dict(scenarios["readme"].old.raw))

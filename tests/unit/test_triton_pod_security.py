@@ -14,11 +14,16 @@ BASE = {"model": {"name": "m", "repository": "pvc://models/triton", "format": "o
 VARIANTS = {
     "pvc, auto-completed config": BASE,
     "pvc, generated config (init container)": {**BASE, "model": {**BASE["model"], "version": "3"}},
-    "object store": {"model": {"name": "m", "repository": "s3://bucket/models", "format": "onnx"}, "serving": {"modelStoreSecret": "s3-credentials"}},
+    "object store": {
+        "model": {"name": "m", "repository": "s3://bucket/models", "format": "onnx"},
+        "serving": {"modelStoreSecret": "s3-credentials"},
+    },
     "payload capture sidecar": {**BASE, "monitoring": {"enabled": True, "sampleRate": 0.5}},
-    "own ServiceAccount, python model": {"model": {"name": "m", "repository": "s3://b/m", "format": "python"},
-                                         "serving": {"serviceAccountName": "triton-reader"}},
-}  # fmt: skip
+    "own ServiceAccount, python model": {
+        "model": {"name": "m", "repository": "s3://b/m", "format": "python"},
+        "serving": {"serviceAccountName": "triton-reader"},
+    },
+}
 
 
 def pod_of(raw) -> dict:
@@ -72,12 +77,18 @@ def test_the_init_container_writes_only_the_local_repository_and_tmp():
     writable = sorted(m["mountPath"] for m in init["volumeMounts"] if not m.get("readOnly"))
     assert writable == [manifests.LOCAL_REPOSITORY, "/tmp"]
     triton = pod["containers"][0]
-    assert next(m for m in triton["volumeMounts"] if m["mountPath"] == manifests.LOCAL_REPOSITORY)["readOnly"] is True
+    assert (
+        next(m for m in triton["volumeMounts"] if m["mountPath"] == manifests.LOCAL_REPOSITORY)["readOnly"]
+        is True
+    )
     assert f"--model-repository={manifests.LOCAL_REPOSITORY}" in triton["args"]
 
 
 def test_a_home_in_the_spec_wins_and_is_not_listed_twice():
-    raw = {**BASE, "serving": {"env": [{"name": "HOME", "value": "/models-home"}, {"name": "X", "value": "1"}]}}
+    raw = {
+        **BASE,
+        "serving": {"env": [{"name": "HOME", "value": "/models-home"}, {"name": "X", "value": "1"}]},
+    }
     env = pod_of(raw)["containers"][0]["env"]
     assert [e["name"] for e in env] == ["HOME", "X"] and env[0]["value"] == "/models-home"
 

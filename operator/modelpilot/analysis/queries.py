@@ -326,8 +326,13 @@ def triton_queue_p95_ms(ref: RevisionRef, labels: TritonLabels = TritonLabels())
 
 def service_request_rate(namespace: str, name: str, window: Window = 60) -> str:
     """Requests/s to every revision of a ModelDeployment, as Istio counts them where they are served."""
-    selector = label_selector({"reporter": "destination", "destination_service_name": name,
-                               "destination_workload_namespace": namespace})  # fmt: skip
+    selector = label_selector(
+        {
+            "reporter": "destination",
+            "destination_service_name": name,
+            "destination_workload_namespace": namespace,
+        }
+    )
     return f"sum(rate(istio_requests_total{selector}[{promql_duration(window)}]))"
 
 
@@ -339,7 +344,9 @@ MONITOR_METRICS = ("predictionDrift", "dataDriftShare", "accuracy", "f1", "auc",
 
 def _monitor_selector(ref: RevisionRef, extra: Mapping[str, str] | None = None) -> str:
     # The monitor labels series by ModelDeployment name (`model`) and revision.
-    return label_selector({"namespace": ref.namespace, "model": ref.name, "revision": ref.revision, **(extra or {})})
+    return label_selector(
+        {"namespace": ref.namespace, "model": ref.name, "revision": ref.revision, **(extra or {})}
+    )
 
 
 def monitor_query(metric: str, ref: RevisionRef, *, method: str = "psi", output: str | None = None) -> str:

@@ -287,13 +287,17 @@ def horizon_reached(
     """
     if max_samples is not None and max_samples > 0:
         progress = candidate_total / max_samples
-        return Horizon(progress >= 1.0, progress, f"horizon {candidate_total:g}/{max_samples:g} candidate requests")
+        return Horizon(
+            progress >= 1.0, progress, f"horizon {candidate_total:g}/{max_samples:g} candidate requests"
+        )
     p_s = (stable_errors + _PSEUDO_ERRORS) / (stable_total + _PSEUDO_TOTAL)
     p_alt = min(1.0, max(detectable_ratio * p_s, p_s + detectable_increase))
     delta = p_alt - (ratio * p_s + tolerance)
     if delta <= 0 or candidate_total <= 0:
         return Horizon(False, 0.0, "no planned horizon: the detectable regression is within the allowance")
-    variance = p_alt * (1.0 - p_alt) / candidate_total + ratio * ratio * p_s * (1.0 - p_s) / max(stable_total, 1.0)
+    variance = p_alt * (1.0 - p_alt) / candidate_total + ratio * ratio * p_s * (1.0 - p_s) / max(
+        stable_total, 1.0
+    )
     sigma = math.sqrt(variance)
     rho = tau * tau / (variance + tau * tau)
     needed = _critical_z(rho, alpha) + float(ndtri(power))

@@ -95,7 +95,9 @@ def check_threshold(
     if rule.max_relative is None and rule.min_relative is None:
         return CheckResult("pass", value, None, f"{value:g} within bounds")
     if _missing(stable):
-        return CheckResult("inconclusive", value, None, "no data for stable, needed by maxRelative/minRelative")
+        return CheckResult(
+            "inconclusive", value, None, "no data for stable, needed by maxRelative/minRelative"
+        )
     assert stable is not None
     if rule.min_relative is not None and value < rule.min_relative * stable:
         limit = rule.min_relative * stable

@@ -82,9 +82,13 @@ def parse_policy(raw: Mapping[str, Any] | None) -> Policy:
             raise PolicyError(f"policy.{key} must be a list of patterns, got {patterns!r}")
         for p in patterns:
             if not isinstance(p, str) or not p.strip() or p != p.strip():
-                raise PolicyError(f"policy.{key}: {p!r} is not a pattern (a non-empty string without spaces around it)")
+                raise PolicyError(
+                    f"policy.{key}: {p!r} is not a pattern (a non-empty string without spaces around it)"
+                )
             if key == "images" and p.endswith("/") and any(c in p for c in "*?["):
-                raise PolicyError(f"policy.images: {p!r}: a prefix ending in / is literal; write {p + '**'!r} for a glob")
+                raise PolicyError(
+                    f"policy.images: {p!r}: a prefix ending in / is literal; write {p + '**'!r} for a glob"
+                )
         values[attr] = tuple(patterns)
     return Policy(**values)
 
@@ -198,12 +202,16 @@ def check(spec: ModelDeploymentSpec, policy: Policy) -> list[str]:
     problems: list[str] = []
     serving = spec.serving
     if not image_allowed(serving.image, policy.images):
-        problems.append(f"spec.serving.image: {serving.image!r} is not allowed by the operator's policy "
-                        f"(allowed images: {_allowed_list(policy.images)})")  # fmt: skip
+        problems.append(
+            f"spec.serving.image: {serving.image!r} is not allowed by the operator's policy "
+            f"(allowed images: {_allowed_list(policy.images)})"
+        )
     sa = serving.service_account_name
     if sa and not name_allowed(sa, policy.service_accounts):
-        problems.append(f"spec.serving.serviceAccountName: {sa!r} is not allowed by the operator's policy "
-                        f"(allowed ServiceAccounts: {_allowed_list(policy.service_accounts)})")  # fmt: skip
+        problems.append(
+            f"spec.serving.serviceAccountName: {sa!r} is not allowed by the operator's policy "
+            f"(allowed ServiceAccounts: {_allowed_list(policy.service_accounts)})"
+        )
     secrets: list[tuple[str, str]] = []
     if serving.model_store_secret:
         secrets.append(("spec.serving.modelStoreSecret", str(serving.model_store_secret)))
@@ -213,6 +221,8 @@ def check(spec: ModelDeploymentSpec, policy: Policy) -> list[str]:
             secrets.append((f"spec.serving.env[{i}].valueFrom.secretKeyRef.name", str(ref.get("name") or "")))
     for path, name in secrets:
         if not name_allowed(name, policy.secrets):
-            problems.append(f"{path}: Secret {name!r} is not allowed by the operator's policy "
-                            f"(allowed Secrets: {_allowed_list(policy.secrets)})")  # fmt: skip
+            problems.append(
+                f"{path}: Secret {name!r} is not allowed by the operator's policy "
+                f"(allowed Secrets: {_allowed_list(policy.secrets)})"
+            )
     return problems

@@ -77,7 +77,9 @@ class Serving:
     startup_timeout_seconds: int = 900
     readiness_period_seconds: int = 5
     service_account_name: str | None = None
-    autoscaling: Mapping[str, Any] | None = None  # serving.autoscaling as written (serving/autoscale.py parses it)
+    autoscaling: Mapping[str, Any] | None = (
+        None  # serving.autoscaling as written (serving/autoscale.py parses it)
+    )
     fallback: Mapping[str, Any] | None = None  # serving.fallback as written (rollout/fallback.py parses it)
 
     @property

@@ -37,8 +37,10 @@ class AccuracyReport:
     discordant: tuple[int, int] = (0, 0)  # (only optimised right, only original right)
 
     def as_dict(self) -> dict[str, object]:
-        return {k: (None if isinstance(v, float) and math.isnan(v) else v)
-                for k, v in ((f, getattr(self, f)) for f in self.__slots__)}  # fmt: skip
+        return {
+            k: (None if isinstance(v, float) and math.isnan(v) else v)
+            for k, v in ((f, getattr(self, f)) for f in self.__slots__)
+        }
 
 
 def compare_outputs(
@@ -68,10 +70,17 @@ def compare_outputs(
         pred_a, pred_b = _classes(a), _classes(b)
         ok_a, ok_b = pred_a == y, pred_b == y
         acc_a, acc_b = float(ok_a.mean()), float(ok_b.mean())
-        fields = {"accuracy_original": acc_a, "accuracy_optimised": acc_b, "accuracy_drop": acc_a - acc_b,
-                  "agreement": float(np.mean(pred_a == pred_b)), "discordant": discordant_counts(ok_b, ok_a)}  # fmt: skip
+        fields = {
+            "accuracy_original": acc_a,
+            "accuracy_optimised": acc_b,
+            "accuracy_drop": acc_a - acc_b,
+            "agreement": float(np.mean(pred_a == pred_b)),
+            "discordant": discordant_counts(ok_b, ok_a),
+        }
         if check_acc and acc_a - acc_b > thresholds.max_accuracy_drop + 1e-12:
-            failures.append(f"accuracy dropped {acc_a - acc_b:.4f} ({acc_a:.4f} -> {acc_b:.4f}) > {thresholds.max_accuracy_drop}")
+            failures.append(
+                f"accuracy dropped {acc_a - acc_b:.4f} ({acc_a:.4f} -> {acc_b:.4f}) > {thresholds.max_accuracy_drop}"
+            )
     if thresholds.max_abs_diff is not None and max_diff > thresholds.max_abs_diff:
         failures.append(f"max |output difference| {max_diff:.4g} > {thresholds.max_abs_diff}")
     reason = "; ".join(failures) or f"within thresholds on {n} samples (max |diff| {max_diff:.3g})"
@@ -105,7 +114,9 @@ def accuracy_gate(
     output: str | None = None,
 ) -> AccuracyReport:
     """Run both ONNX models on the validation inputs and compare."""
-    return compare_outputs(run_onnx(original, inputs, output), run_onnx(optimised, inputs, output), labels, thresholds)
+    return compare_outputs(
+        run_onnx(original, inputs, output), run_onnx(optimised, inputs, output), labels, thresholds
+    )
 
 
 def random_inputs(path: str | Path, samples: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -123,6 +134,8 @@ def random_inputs(path: str | Path, samples: int, seed: int = 0) -> dict[str, np
         if not dims or not all(isinstance(d, int) for d in dims[1:]):
             raise ValueError(f"input {inp.name} has dynamic non-batch dims {dims}; provide a validation set")
         if inp.type != "tensor(float)":
-            raise ValueError(f"input {inp.name} is {inp.type}; random inputs are float only, provide a validation set")
+            raise ValueError(
+                f"input {inp.name} is {inp.type}; random inputs are float only, provide a validation set"
+            )
         out[inp.name] = rng.standard_normal([samples, *dims[1:]]).astype(np.float32)
     return out

@@ -52,10 +52,16 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         if labels is None and args.max_abs_diff is None:
             print("without labels the gate can only compare outputs: pass --max-abs-diff", file=sys.stderr)
             return 2
-        thresholds = AccuracyThresholds(args.max_accuracy_drop if labels is not None else None, args.max_abs_diff)
+        thresholds = AccuracyThresholds(
+            args.max_accuracy_drop if labels is not None else None, args.max_abs_diff
+        )
         report = accuracy_gate(args.source, args.target, inputs, labels, thresholds, output=args.output)
-    summary = {"method": "onnx-int8", "bytesBefore": result.bytes_before, "bytesAfter": result.bytes_after,
-               "gate": report.as_dict()}  # fmt: skip
+    summary = {
+        "method": "onnx-int8",
+        "bytesBefore": result.bytes_before,
+        "bytesAfter": result.bytes_after,
+        "gate": report.as_dict(),
+    }
     Path(args.target).with_name(REPORT_NAME).write_text(json.dumps(summary, indent=2, default=list))
     print(json.dumps(summary, default=list))
     if not report.passed:
@@ -64,7 +70,9 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     return 0
 
 
-def publish_version(source: Path, repository: str, model: str, version: int, *, pvc_mount: str, overwrite: bool = False) -> str:
+def publish_version(
+    source: Path, repository: str, model: str, version: int, *, pvc_mount: str, overwrite: bool = False
+) -> str:
     """Copy ``source``'s files into ``<repository>/<model>/<version>/``; returns where."""
     if version < 1:
         raise ValueError("Triton versions are positive integers")
@@ -96,8 +104,14 @@ def publish_version(source: Path, repository: str, model: str, version: int, *, 
 
 def cmd_publish(args: argparse.Namespace) -> int:
     try:
-        where = publish_version(Path(args.source), args.repository, args.model, args.version,
-                                pvc_mount=args.pvc_mount, overwrite=args.overwrite)  # fmt: skip
+        where = publish_version(
+            Path(args.source),
+            args.repository,
+            args.model,
+            args.version,
+            pvc_mount=args.pvc_mount,
+            overwrite=args.overwrite,
+        )
     except (FileExistsError, FileNotFoundError, ValueError) as error:
         print(error, file=sys.stderr)
         return 1
@@ -112,11 +126,19 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     q = sub.add_parser("quantize", help="ONNX dynamic INT8 quantization with an accuracy gate")
     q.add_argument("--source", required=True, help="the original model.onnx")
     q.add_argument("--target", required=True, help="where the quantized model.onnx goes")
-    q.add_argument("--validation", help="an .npz of input arrays named like the model's inputs, plus optional 'labels'; "
-                   "a local path, pvc://claim/path or s3:// / gs:// URI")  # fmt: skip
+    q.add_argument(
+        "--validation",
+        help="an .npz of input arrays named like the model's inputs, plus optional 'labels'; "
+        "a local path, pvc://claim/path or s3:// / gs:// URI",
+    )
     q.add_argument("--max-accuracy-drop", type=float, default=0.01)
     q.add_argument("--max-abs-diff", type=float, default=None)
-    q.add_argument("--random-samples", type=int, default=256, help="without --validation: random inputs to compare outputs on")
+    q.add_argument(
+        "--random-samples",
+        type=int,
+        default=256,
+        help="without --validation: random inputs to compare outputs on",
+    )
     q.add_argument("--output", help="the output tensor to compare (default: the first)")
     q.add_argument("--per-channel", action="store_true")
     q.add_argument("--pvc-mount", default="/mnt/model-store")

@@ -66,7 +66,9 @@ class CompressionRequest:
         if "/" in self.model or "/" in self.source_file:
             raise ValueError("model and source_file are plain names")
         if self.method == "onnx-int8" and self.validation is None and self.max_abs_diff is None:
-            raise ValueError("onnx-int8 without a validation set needs max_abs_diff: the gate must check something")
+            raise ValueError(
+                "onnx-int8 without a validation set needs max_abs_diff: the gate must check something"
+            )
 
 
 def job_name(owner: Owner, request: CompressionRequest) -> str:
@@ -81,7 +83,9 @@ def job_name(owner: Owner, request: CompressionRequest) -> str:
 def _mounts(pvc: bool, *, writable: bool) -> list[dict[str, Any]]:
     mounts: list[dict[str, Any]] = [{"name": "work", "mountPath": WORK}]
     if pvc:
-        mounts.append({"name": "model-store", "mountPath": PVC_MOUNT, **({} if writable else {"readOnly": True})})
+        mounts.append(
+            {"name": "model-store", "mountPath": PVC_MOUNT, **({} if writable else {"readOnly": True})}
+        )
     return mounts
 
 
@@ -99,16 +103,24 @@ def _trtexec(request: CompressionRequest, image: str, gpu_resource: str) -> dict
         # trtexec writes into a directory that must exist; the Triton image has a shell.
         "command": ["/bin/sh", "-c", f'mkdir -p {WORK}/out && exec {TRTEXEC} "$@"', "trtexec"],
         "args": [*args, *request.extra_args],
-        "resources": {"requests": {"cpu": "2", "memory": "8Gi", gpu_resource: "1"},
-                      "limits": {"memory": "16Gi", gpu_resource: "1"}},
+        "resources": {
+            "requests": {"cpu": "2", "memory": "8Gi", gpu_resource: "1"},
+            "limits": {"memory": "16Gi", gpu_resource: "1"},
+        },
         "volumeMounts": _mounts(False, writable=True),
         "securityContext": container_security(TRITON_UID),
     }
 
 
 def _quantize(request: CompressionRequest, image: str, pvc: bool) -> dict[str, Any]:
-    args = ["compress", "quantize", f"--source={_source_path(request)}", f"--target={WORK}/out/model.onnx",
-            f"--max-accuracy-drop={request.max_accuracy_drop}", f"--pvc-mount={PVC_MOUNT}"]  # fmt: skip
+    args = [
+        "compress",
+        "quantize",
+        f"--source={_source_path(request)}",
+        f"--target={WORK}/out/model.onnx",
+        f"--max-accuracy-drop={request.max_accuracy_drop}",
+        f"--pvc-mount={PVC_MOUNT}",
+    ]
     if request.validation:
         args.append(f"--validation={request.validation}")
     if request.max_abs_diff is not None:
@@ -140,19 +152,34 @@ def compression_job(
     fetch = {
         "name": "fetch",
         "image": operator_image,
-        "args": ["fetch-model", f"--repository={request.repository}", f"--model={request.model}",
-                 f"--version={request.source_version}", f"--destination={WORK}/in", f"--pvc-mount={PVC_MOUNT}"],
+        "args": [
+            "fetch-model",
+            f"--repository={request.repository}",
+            f"--model={request.model}",
+            f"--version={request.source_version}",
+            f"--destination={WORK}/in",
+            f"--pvc-mount={PVC_MOUNT}",
+        ],
         "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
         "volumeMounts": _mounts(pvc, writable=False),
         "securityContext": container_security(OPERATOR_UID),
     }
     gpu = request.method == "tensorrt"
-    convert = _trtexec(request, triton_image, gpu_resource) if gpu else _quantize(request, operator_image, pvc)
+    convert = (
+        _trtexec(request, triton_image, gpu_resource) if gpu else _quantize(request, operator_image, pvc)
+    )
     publish = {
         "name": "publish",
         "image": operator_image,
-        "args": ["compress", "publish", f"--source={WORK}/out", f"--repository={request.repository}",
-                 f"--model={request.model}", f"--version={request.target_version}", f"--pvc-mount={PVC_MOUNT}"],
+        "args": [
+            "compress",
+            "publish",
+            f"--source={WORK}/out",
+            f"--repository={request.repository}",
+            f"--model={request.model}",
+            f"--version={request.target_version}",
+            f"--pvc-mount={PVC_MOUNT}",
+        ],
         "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
         "volumeMounts": _mounts(pvc, writable=True),
         "securityContext": container_security(OPERATOR_UID),
@@ -179,8 +206,12 @@ def compression_job(
         pod["tolerations"] = tolerations
     if request.node_pool:
         pod["nodeSelector"] = {POOL_LABEL: request.node_pool}
-    labels = {**common_labels(owner), LABEL_COMPONENT: "compress", "modelpilot.io/compress-method": request.method,
-              **(extra_labels or {})}  # fmt: skip
+    labels = {
+        **common_labels(owner),
+        LABEL_COMPONENT: "compress",
+        "modelpilot.io/compress-method": request.method,
+        **(extra_labels or {}),
+    }
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -188,8 +219,10 @@ def compression_job(
             "name": job_name(owner, request),
             "namespace": owner.namespace,
             "labels": labels,
-            "annotations": {"modelpilot.io/source-version": str(request.source_version),
-                            "modelpilot.io/target-version": str(request.target_version)},
+            "annotations": {
+                "modelpilot.io/source-version": str(request.source_version),
+                "modelpilot.io/target-version": str(request.target_version),
+            },
             "ownerReferences": [owner.reference()],
         },
         "spec": {

@@ -36,7 +36,9 @@ def quantize_onnx(
     try:
         from onnxruntime.quantization import QuantType, quantize_dynamic
     except ImportError as error:  # pragma: no cover - depends on the installation
-        raise RuntimeError("ONNX quantization needs onnx and onnxruntime (pip install 'modelpilot[compress]')") from error
+        raise RuntimeError(
+            "ONNX quantization needs onnx and onnxruntime (pip install 'modelpilot[compress]')"
+        ) from error
     source, target = Path(source), Path(target)
     if not source.is_file():
         raise FileNotFoundError(f"no ONNX model at {source}")

@@ -21,7 +21,9 @@ KEDA_CHECK_EVERY = 60.0
 
 
 class Autoscalers:
-    def __init__(self, kube: KubeClient, same: Callable[[Any, Any], bool], prometheus_url: str | None) -> None:
+    def __init__(
+        self, kube: KubeClient, same: Callable[[Any, Any], bool], prometheus_url: str | None
+    ) -> None:
         self.kube, self.same, self.prometheus_url = kube, same, prometheus_url
         self._keda: tuple[float, bool] | None = None
 
@@ -38,16 +40,26 @@ class Autoscalers:
             return {}
         keda = self.keda_installed()
         return {
-            rev: autoscaler(owner, rev, settings, model=str(spec.model["name"]), keda_installed=keda,
-                            prometheus_url=self.prometheus_url, weight=share)
+            rev: autoscaler(
+                owner,
+                rev,
+                settings,
+                model=str(spec.model["name"]),
+                keda_installed=keda,
+                prometheus_url=self.prometheus_url,
+                weight=share,
+            )
             for rev, share in decision.shares.items()
         }
 
     def apply(self, owner: Owner, wanted: Mapping[str, dict[str, Any]]) -> None:
         ns = owner.namespace
         kinds = ["HorizontalPodAutoscaler"] + (["ScaledObject"] if self.keda_installed() else [])
-        live = {(o["kind"], o["metadata"]["name"]): o for kind in kinds
-                for o in self.kube.list(kind, ns, {LABEL_DEPLOYMENT: owner.name})}  # fmt: skip
+        live = {
+            (o["kind"], o["metadata"]["name"]): o
+            for kind in kinds
+            for o in self.kube.list(kind, ns, {LABEL_DEPLOYMENT: owner.name})
+        }
         keep = set()
         for manifest in wanted.values():
             key = (manifest["kind"], manifest["metadata"]["name"])

@@ -52,9 +52,13 @@ class Endpoints:
         return self._overrides().get("revisions", {}).get(key) or default
 
 
-def _http_json(url: str, body: Any = None, timeout: float = 5.0, headers: Mapping[str, str] | None = None) -> Any:
+def _http_json(
+    url: str, body: Any = None, timeout: float = 5.0, headers: Mapping[str, str] | None = None
+) -> Any:
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json", **(headers or {})})
+    req = urllib.request.Request(
+        url, data=data, headers={"Content-Type": "application/json", **(headers or {})}
+    )
     with urllib.request.urlopen(req, timeout=timeout) as resp:
         return json.loads(resp.read())
 
@@ -84,12 +88,16 @@ class TritonPredictor:
         self.endpoints, self.owner, self.spec = endpoints, owner, spec
         tensors = (spec.model.get("config") or {}).get("inputs") or []
         self.tensor = tensors[0]["name"] if len(tensors) == 1 else None
-        self.datatype = _DTYPES.get(tensors[0].get("dataType", "TYPE_FP32"), "FP32") if len(tensors) == 1 else "FP32"
+        self.datatype = (
+            _DTYPES.get(tensors[0].get("dataType", "TYPE_FP32"), "FP32") if len(tensors) == 1 else "FP32"
+        )
         self.features = [f["name"] for f in (spec.monitoring.get("features") or [])]
 
     def _rows(self, batch: Sequence[Mapping[str, Any]]) -> tuple[str, list[list[float]]]:
         first = batch[0]
-        indexed = sorted(((m.group(1), int(m.group(2)), k) for k in first if (m := _INDEXED.match(k))), key=lambda t: t[1])
+        indexed = sorted(
+            ((m.group(1), int(m.group(2)), k) for k in first if (m := _INDEXED.match(k))), key=lambda t: t[1]
+        )
         if indexed:  # capture-style names: T[0], T[1], ...
             name, keys = indexed[0][0], [k for _, _, k in indexed]
         else:  # named features, in spec.monitoring.features order when given
@@ -103,15 +111,24 @@ class TritonPredictor:
         url = f"{self.endpoints.revision(self.owner, revision)}/v2/models/{self.spec.model['name']}/infer"
         out: list[dict[str, Any]] = []
         for start in range(0, len(rows), limit):
-            chunk = rows[start:start + limit]
-            body = {"inputs": [{"name": name, "shape": [len(chunk), len(chunk[0])], "datatype": self.datatype, "data": chunk}]}
+            chunk = rows[start : start + limit]
+            body = {
+                "inputs": [
+                    {
+                        "name": name,
+                        "shape": [len(chunk), len(chunk[0])],
+                        "datatype": self.datatype,
+                        "data": chunk,
+                    }
+                ]
+            }
             response = _http_json(url, body)
             part: list[dict[str, Any]] = [{} for _ in chunk]
             for tensor in response.get("outputs") or []:
                 data, shape = tensor["data"], tensor.get("shape") or [len(chunk)]
                 width = max(1, len(data) // max(1, shape[0]))
                 for i in range(len(chunk)):
-                    part[i][tensor["name"]] = data[i * width:(i + 1) * width]
+                    part[i][tensor["name"]] = data[i * width : (i + 1) * width]
             out += part
         return out
 
@@ -120,16 +137,38 @@ class GateRunner:
     def __init__(self, endpoints: Endpoints | None = None) -> None:
         self.endpoints = endpoints or Endpoints()
 
-    def __call__(self, owner: Owner, spec: ModelDeploymentSpec, gate: Mapping[str, Any], candidate: str, stable: str,
-                 now: float) -> GateResult:  # fmt: skip
+    def __call__(
+        self,
+        owner: Owner,
+        spec: ModelDeploymentSpec,
+        gate: Mapping[str, Any],
+        candidate: str,
+        stable: str,
+        now: float,
+    ) -> GateResult:
         gspec = parse_gate(gate)
         try:
-            records = fetch_labeled(self.endpoints.monitor(owner.namespace), owner.name, now - gspec.window_s,
-                                    gspec.max_samples * 2)  # fmt: skip
+            records = fetch_labeled(
+                self.endpoints.monitor(owner.namespace),
+                owner.name,
+                now - gspec.window_s,
+                gspec.max_samples * 2,
+            )
         except OSError as exc:
             return inconclusive(gspec, f"monitor unreachable: {exc}")
         started = time.monotonic()
-        result = run_gate(records, TritonPredictor(self.endpoints, owner, spec), gspec, candidate=candidate, stable=stable)
-        log.info("gate for %s/%s %s vs %s: %s in %.1fs (%d records): %s", owner.namespace, owner.name, candidate,
-                 stable, result.decision.value, time.monotonic() - started, len(records), result.reason)  # fmt: skip
+        result = run_gate(
+            records, TritonPredictor(self.endpoints, owner, spec), gspec, candidate=candidate, stable=stable
+        )
+        log.info(
+            "gate for %s/%s %s vs %s: %s in %.1fs (%d records): %s",
+            owner.namespace,
+            owner.name,
+            candidate,
+            stable,
+            result.decision.value,
+            time.monotonic() - started,
+            len(records),
+            result.reason,
+        )
         return result

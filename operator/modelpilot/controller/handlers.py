@@ -52,13 +52,24 @@ def build_reconciler(kube: KubeClient) -> Reconciler:
     from modelpilot.controller.measure import PrometheusLoad, PrometheusMeasure
 
     prometheus_url = os.environ.get("MODELPILOT_PROMETHEUS_URL", "")
-    measure = PrometheusMeasure(prometheus_url, headers=prometheus_auth_headers(os.environ)) if prometheus_url else None
+    measure = (
+        PrometheusMeasure(prometheus_url, headers=prometheus_auth_headers(os.environ))
+        if prometheus_url
+        else None
+    )
     init_image = os.environ.get("MODELPILOT_IMAGE", "ghcr.io/modelpilot/modelpilot:0.1.0")
     load = PrometheusLoad(measure.provider) if measure else None
     policy = load_policy(os.environ)
     log.info("ModelDeployment policy: %s", policy.to_dict())
-    return Reconciler(kube=kube, measure=measure, measure_load=load, run_gate=GateRunner(), init_image=init_image,
-                      prometheus_url=prometheus_url or None, policy=policy)  # fmt: skip
+    return Reconciler(
+        kube=kube,
+        measure=measure,
+        measure_load=load,
+        run_gate=GateRunner(),
+        init_image=init_image,
+        prometheus_url=prometheus_url or None,
+        policy=policy,
+    )
 
 
 @kopf.on.login()
@@ -71,7 +82,9 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 
     config = kubernetes.client.Configuration()
     kubernetes.config.load_kube_config(config_file=path, client_configuration=config)
-    scheme, _, token = (config.api_key.get("authorization") or config.api_key.get("BearerToken") or "").partition(" ")
+    scheme, _, token = (
+        config.api_key.get("authorization") or config.api_key.get("BearerToken") or ""
+    ).partition(" ")
     return kopf.ConnectionInfo(
         server=config.host,
         ca_path=config.ssl_ca_cert,
@@ -89,8 +102,10 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.persistence.finalizer = "modelpilot.io/kopf-finalizer"  # never added: no handler needs one
-    kube = KubeClient.from_environment(os.environ.get("MODELPILOT_KUBECONFIG") or None,
-                                       on_write=lambda op, ns: opmetrics.WRITES.labels(op, ns).inc())  # fmt: skip
+    kube = KubeClient.from_environment(
+        os.environ.get("MODELPILOT_KUBECONFIG") or None,
+        on_write=lambda op, ns: opmetrics.WRITES.labels(op, ns).inc(),
+    )
     STATE.reconciler = build_reconciler(kube)
 
     async def handle(key: Any) -> float | None:

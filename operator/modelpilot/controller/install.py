@@ -26,10 +26,12 @@ def install_crds(kube: KubeClient, timeout: float = 30.0) -> None:
         name = crd["metadata"]["name"]
         kube._count("apply:CustomResourceDefinition")
         kube._call(
-            "PATCH", CRD_KIND.path(None, name), body=crd,
+            "PATCH",
+            CRD_KIND.path(None, name),
+            body=crd,
             query=[("fieldManager", kube.field_manager), ("force", "true")],
             content_type="application/apply-patch+yaml",
-        )  # fmt: skip
+        )
         end = time.monotonic() + timeout
         while True:
             live = kube._call("GET", CRD_KIND.path(None, name))

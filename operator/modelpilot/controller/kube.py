@@ -52,7 +52,9 @@ KINDS: dict[str, Kind] = {
     "HorizontalPodAutoscaler": Kind("autoscaling/v2", "horizontalpodautoscalers"),
     "ScaledObject": Kind("keda.sh/v1alpha1", "scaledobjects"),
     "Job": Kind("batch/v1", "jobs"),
-    "CustomResourceDefinition": Kind("apiextensions.k8s.io/v1", "customresourcedefinitions", namespaced=False),
+    "CustomResourceDefinition": Kind(
+        "apiextensions.k8s.io/v1", "customresourcedefinitions", namespaced=False
+    ),
 }
 
 
@@ -63,8 +65,12 @@ class NotFound(Exception):
 class KubeClient:
     """Synchronous; the kopf handlers call it through asyncio.to_thread."""
 
-    def __init__(self, api_client: ApiClient | None = None, field_manager: str = FIELD_MANAGER,
-                 on_write: Callable[[str, str], None] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        api_client: ApiClient | None = None,
+        field_manager: str = FIELD_MANAGER,
+        on_write: Callable[[str, str], None] | None = None,
+    ) -> None:
         self.api = api_client or ApiClient()
         self.field_manager = field_manager
         self.writes: Counter[str] = Counter()
@@ -89,13 +95,25 @@ class KubeClient:
 
     # ---- transport
 
-    def _call(self, method: str, path: str, body: Any = None, query: list | None = None, content_type: str | None = None):
+    def _call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        query: list | None = None,
+        content_type: str | None = None,
+    ):
         headers = {"Accept": "application/json"}
         if content_type:
             headers["Content-Type"] = content_type
         if hasattr(self.api, "param_serialize"):  # kubernetes >= 35: openapi-generator 7 client
             method_, url, headers, body_, _ = self.api.param_serialize(
-                method, path, query_params=query or [], header_params=headers, body=body, auth_settings=["BearerToken"]
+                method,
+                path,
+                query_params=query or [],
+                header_params=headers,
+                body=body,
+                auth_settings=["BearerToken"],
             )
             resp = self.api.call_api(method_, url, header_params=headers, body=body_)
             data = resp.read()
@@ -106,9 +124,15 @@ class KubeClient:
             return json.loads(data) if data else {}
         try:
             resp = self.api.call_api(
-                path, method, query_params=query or [], header_params=headers, body=body,
-                auth_settings=["BearerToken"], _preload_content=False, _return_http_data_only=True,
-            )  # fmt: skip
+                path,
+                method,
+                query_params=query or [],
+                header_params=headers,
+                body=body,
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+                _return_http_data_only=True,
+            )
         except ApiException as exc:
             if exc.status == 404:
                 raise NotFound(path) from exc
@@ -124,7 +148,9 @@ class KubeClient:
         except NotFound:
             return None
 
-    def list(self, kind: str, namespace: str | None = None, labels: Mapping[str, str] | None = None) -> list[dict]:
+    def list(
+        self, kind: str, namespace: str | None = None, labels: Mapping[str, str] | None = None
+    ) -> list[dict]:
         query = []
         if labels:
             query.append(("labelSelector", ",".join(f"{k}={v}" for k, v in labels.items())))
@@ -141,7 +167,9 @@ class KubeClient:
         """Server-side apply as the operator's one field manager; force, because it owns these fields."""
         kind = KINDS[manifest["kind"]]
         meta = manifest["metadata"]
-        self._count(f"apply:{manifest['kind']}{'/' + subresource if subresource else ''}", meta.get("namespace"))
+        self._count(
+            f"apply:{manifest['kind']}{'/' + subresource if subresource else ''}", meta.get("namespace")
+        )
         return self._call(
             "PATCH",
             kind.path(meta.get("namespace"), meta["name"], subresource),
@@ -150,13 +178,22 @@ class KubeClient:
             content_type="application/apply-patch+yaml",
         )
 
-    def merge_patch(self, kind: str, name: str, namespace: str | None, patch: Mapping[str, Any],
-                    subresource: str | None = None) -> dict[str, Any]:  # fmt: skip
+    def merge_patch(
+        self,
+        kind: str,
+        name: str,
+        namespace: str | None,
+        patch: Mapping[str, Any],
+        subresource: str | None = None,
+    ) -> dict[str, Any]:
         self._count(f"patch:{kind}{'/' + subresource if subresource else ''}", namespace)
         return self._call(
-            "PATCH", KINDS[kind].path(namespace, name, subresource), body=dict(patch),
-            query=[("fieldManager", self.field_manager)], content_type="application/merge-patch+json",
-        )  # fmt: skip
+            "PATCH",
+            KINDS[kind].path(namespace, name, subresource),
+            body=dict(patch),
+            query=[("fieldManager", self.field_manager)],
+            content_type="application/merge-patch+json",
+        )
 
     def delete(self, kind: str, name: str, namespace: str | None = None) -> bool:
         self._count(f"delete:{kind}", namespace)

@@ -23,12 +23,19 @@ MONITOR_EVALUATION_INTERVAL_S = 15.0  # the monitor's default --evaluate-every (
 class PrometheusMeasure:
     """Both arms of every metric an AnalysisRequest names, each through its provider's observer."""
 
-    def __init__(self, url: str, provider: MetricProvider | None = None, headers: Mapping[str, str] | None = None,
-                 monitor_interval_s: float = MONITOR_EVALUATION_INTERVAL_S) -> None:  # fmt: skip
+    def __init__(
+        self,
+        url: str,
+        provider: MetricProvider | None = None,
+        headers: Mapping[str, str] | None = None,
+        monitor_interval_s: float = MONITOR_EVALUATION_INTERVAL_S,
+    ) -> None:
         self.provider = provider or PrometheusProvider(url, timeout_s=5.0, headers=headers or None)
         self.monitor_interval_s = monitor_interval_s
 
-    def __call__(self, request: AnalysisRequest, owner: Owner, model: str | None = None) -> dict[str, MetricSample]:
+    def __call__(
+        self, request: AnalysisRequest, owner: Owner, model: str | None = None
+    ) -> dict[str, MetricSample]:
         probe = Probe(self.provider, at=time.time(), monitor_interval_s=self.monitor_interval_s)
         model = model or request.model
         refs = {
@@ -38,13 +45,18 @@ class PrometheusMeasure:
         window = max(1, math.ceil(request.window))  # PromQL ranges are whole seconds here
         return {str(m["name"]): self._measure(m, refs, window, probe) for m in request.metrics}
 
-    def _measure(self, metric: Mapping[str, Any], refs: Mapping[str, RevisionRef], window: float,
-                 probe: Probe) -> MetricSample:  # fmt: skip
+    def _measure(
+        self, metric: Mapping[str, Any], refs: Mapping[str, RevisionRef], window: float, probe: Probe
+    ) -> MetricSample:
         name = str(metric["name"])
         observer = observer_for(metric)
         if observer is None:
-            return MetricSample(name, None, reason=f"metric {metric.get('metric', 'errorRate')!r} needs a query for "
-                                                   f"provider {metric.get('provider', 'istio')!r}")  # fmt: skip
+            return MetricSample(
+                name,
+                None,
+                reason=f"metric {metric.get('metric', 'errorRate')!r} needs a query for "
+                f"provider {metric.get('provider', 'istio')!r}",
+            )
         try:
             return observer.measure(metric, refs, window, probe)
         except (TemplateError, ValueError) as exc:

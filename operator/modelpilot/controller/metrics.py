@@ -13,13 +13,45 @@ if TYPE_CHECKING:
     from modelpilot.rollout.decide import Decision
 
 REGISTRY = CollectorRegistry()
-PHASE = Gauge("modelpilot_rollout_phase", "1 for the ModelDeployment's current phase", ["namespace", "name", "phase"], registry=REGISTRY)
-WEIGHT = Gauge("modelpilot_canary_weight", "Percent of traffic routed to the candidate", ["namespace", "name"], registry=REGISTRY)
-STEP = Gauge("modelpilot_rollout_step", "Index of the current rollout step", ["namespace", "name"], registry=REGISTRY)
-CHECKS = Counter("modelpilot_analysis_checks_total", "Analysis metric verdicts", ["namespace", "name", "metric", "outcome"], registry=REGISTRY)
-ANALYSIS_VALUE = Gauge("modelpilot_analysis_value", "Last measured analysis value", ["namespace", "name", "metric", "arm"], registry=REGISTRY)
-EVENTS = Counter("modelpilot_rollout_events_total", "Rollout events by reason", ["namespace", "name", "reason"], registry=REGISTRY)
-WRITES = Counter("modelpilot_api_writes_total", "Kubernetes API writes made by the operator", ["operation", "namespace"], registry=REGISTRY)
+PHASE = Gauge(
+    "modelpilot_rollout_phase",
+    "1 for the ModelDeployment's current phase",
+    ["namespace", "name", "phase"],
+    registry=REGISTRY,
+)
+WEIGHT = Gauge(
+    "modelpilot_canary_weight",
+    "Percent of traffic routed to the candidate",
+    ["namespace", "name"],
+    registry=REGISTRY,
+)
+STEP = Gauge(
+    "modelpilot_rollout_step", "Index of the current rollout step", ["namespace", "name"], registry=REGISTRY
+)
+CHECKS = Counter(
+    "modelpilot_analysis_checks_total",
+    "Analysis metric verdicts",
+    ["namespace", "name", "metric", "outcome"],
+    registry=REGISTRY,
+)
+ANALYSIS_VALUE = Gauge(
+    "modelpilot_analysis_value",
+    "Last measured analysis value",
+    ["namespace", "name", "metric", "arm"],
+    registry=REGISTRY,
+)
+EVENTS = Counter(
+    "modelpilot_rollout_events_total",
+    "Rollout events by reason",
+    ["namespace", "name", "reason"],
+    registry=REGISTRY,
+)
+WRITES = Counter(
+    "modelpilot_api_writes_total",
+    "Kubernetes API writes made by the operator",
+    ["operation", "namespace"],
+    registry=REGISTRY,
+)
 RECONCILES = Counter("modelpilot_reconcile_total", "Reconcile passes", ["result"], registry=REGISTRY)
 
 
@@ -45,7 +77,11 @@ def observe(namespace: str, name: str, decision: Decision, samples: Mapping[str,
 
 def forget(namespace: str, name: str) -> None:
     for phase in Phase:
-        PHASE.remove(namespace, name, phase.value) if (namespace, name, phase.value) in PHASE._metrics else None
+        PHASE.remove(namespace, name, phase.value) if (
+            namespace,
+            name,
+            phase.value,
+        ) in PHASE._metrics else None
     for gauge in (WEIGHT, STEP):
         if (namespace, name) in gauge._metrics:
             gauge.remove(namespace, name)

@@ -36,15 +36,25 @@ class NamespaceMonitors:
             stable = stable_revisions.get(name) or status.get("stableRevision")
             candidate = status.get("canaryRevision")
             service_account = ((body.get("spec") or {}).get("serving") or {}).get("serviceAccountName")
-            out.append(MonitoredModel(name=name, monitoring=monitoring, uid=body["metadata"]["uid"],
-                                      stable=stable or None, candidate=candidate if candidate != stable else None,
-                                      service_account=service_account or None))  # fmt: skip
+            out.append(
+                MonitoredModel(
+                    name=name,
+                    monitoring=monitoring,
+                    uid=body["metadata"]["uid"],
+                    stable=stable or None,
+                    candidate=candidate if candidate != stable else None,
+                    service_account=service_account or None,
+                )
+            )
         return out
 
     def reconcile(self, namespace: str, stable_revisions: Mapping[str, str | None]) -> None:
         models = self.models(namespace, stable_revisions)
-        live = {(o["kind"], o["metadata"]["name"]): o for kind in ("ConfigMap", "Deployment", "Service")
-                for o in self.kube.list(kind, namespace, selector())}  # fmt: skip
+        live = {
+            (o["kind"], o["metadata"]["name"]): o
+            for kind in ("ConfigMap", "Deployment", "Service")
+            for o in self.kube.list(kind, namespace, selector())
+        }
         if not models and not live:
             return
         try:

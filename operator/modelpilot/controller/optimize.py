@@ -57,9 +57,14 @@ class Optimizer:
         job = self.kube.get("Job", name, owner.namespace)
         if job is None:
             raw = spec.model["optimize"]
-            job = self.kube.apply(compression_job(
-                owner, request, triton_image=spec.serving.image, operator_image=self.operator_image,
-                model_store_secret=spec.serving.model_store_secret,
-                deadline_seconds=int(raw.get("deadlineSeconds", 3600)),
-            ))  # fmt: skip
+            job = self.kube.apply(
+                compression_job(
+                    owner,
+                    request,
+                    triton_image=spec.serving.image,
+                    operator_image=self.operator_image,
+                    model_store_secret=spec.serving.model_store_secret,
+                    deadline_seconds=int(raw.get("deadlineSeconds", 3600)),
+                )
+            )
         return job_state(job), name

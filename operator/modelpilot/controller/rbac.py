@@ -149,8 +149,9 @@ def cluster_reader_role(name: str = "modelpilot-operator-cluster") -> dict[str, 
     }
 
 
-def service_account_bindings(namespace: str, service_account: str, cluster_wide: bool = True,
-                             watch_namespaces: list[str] | None = None) -> list[dict[str, Any]]:  # fmt: skip
+def service_account_bindings(
+    namespace: str, service_account: str, cluster_wide: bool = True, watch_namespaces: list[str] | None = None
+) -> list[dict[str, Any]]:
     """The ServiceAccount plus the role(s) and binding(s) for one install mode.
 
     Namespace scope (`cluster_wide=False`) grants a Role in each of `watch_namespaces` (default:
@@ -158,7 +159,11 @@ def service_account_bindings(namespace: str, service_account: str, cluster_wide:
     """
     subject = [{"kind": "ServiceAccount", "name": service_account, "namespace": namespace}]
     objs: list[dict[str, Any]] = [
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": service_account, "namespace": namespace}}
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {"name": service_account, "namespace": namespace},
+        }
     ]
     if cluster_wide:
         role = cluster_role()

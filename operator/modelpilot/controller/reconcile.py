@@ -65,7 +65,9 @@ Measure = Callable[..., Mapping[str, MetricSample]]
 class Reconciler:
     kube: KubeClient
     measure: Measure | None = None  # (request, owner) -> samples; None: analysis is inconclusive
-    measure_load: Callable[..., LoadObservation] | None = None  # (owner, model, stable) -> queue p95, request rate
+    measure_load: Callable[..., LoadObservation] | None = (
+        None  # (owner, model, stable) -> queue p95, request rate
+    )
     run_gate: Callable[..., Any] | None = None  # (owner, spec, gate, candidate, stable, now) -> GateResult
     init_image: str = manifests.DEFAULT_INIT_IMAGE
     clock: Callable[[], float] = time.time
@@ -95,8 +97,14 @@ class Reconciler:
             failures = self._failures.get(key, 0) + 1
             self._failures[key] = failures
             delay = min(BACKOFF_MAX, BACKOFF_BASE * 2 ** (failures - 1))
-            log.warning("reconcile of %s/%s failed (%s); retrying in %.0fs", namespace, name, type(exc).__name__, delay,
-                        exc_info=not isinstance(exc, ChildRejected))  # fmt: skip
+            log.warning(
+                "reconcile of %s/%s failed (%s); retrying in %.0fs",
+                namespace,
+                name,
+                type(exc).__name__,
+                delay,
+                exc_info=not isinstance(exc, ChildRejected),
+            )
             self._report_failure(namespace, name, exc)
             return delay
         self._failures.pop(key, None)
@@ -115,13 +123,27 @@ class Reconciler:
             message = problems_message([message])
             old = body.get("status") or {}
             generation = int(body["metadata"].get("generation", 0))
-            conditions = set_condition(list(old.get("conditions") or []), ConditionType.RECONCILED, False, reason,
-                                       message, generation, self.clock())  # fmt: skip
+            conditions = set_condition(
+                list(old.get("conditions") or []),
+                ConditionType.RECONCILED,
+                False,
+                reason,
+                message,
+                generation,
+                self.clock(),
+            )
             if conditions != old.get("conditions"):
-                new = {**old, "conditions": conditions, "phase": old.get("phase") or Phase.DEGRADED.value,
-                       "message": message, "observedGeneration": generation}  # fmt: skip
-                self._act_status(body, Decision(apply_children=False, status=new,
-                                                events=[Event("Warning", reason, message)]))  # fmt: skip
+                new = {
+                    **old,
+                    "conditions": conditions,
+                    "phase": old.get("phase") or Phase.DEGRADED.value,
+                    "message": message,
+                    "observedGeneration": generation,
+                }
+                self._act_status(
+                    body,
+                    Decision(apply_children=False, status=new, events=[Event("Warning", reason, message)]),
+                )
         except Exception:  # the API server itself may be the problem
             log.exception("could not report the failure of %s/%s", namespace, name)
 
@@ -161,7 +183,9 @@ class Reconciler:
         gate = None
         wanted_gate = gate_request(spec, status, now)
         if wanted_gate is not None and self.run_gate is not None:
-            gate = self.run_gate(owner, spec, wanted_gate.gate, wanted_gate.candidate, wanted_gate.stable, now)
+            gate = self.run_gate(
+                owner, spec, wanted_gate.gate, wanted_gate.candidate, wanted_gate.stable, now
+            )
         load = None
         if load_check_due(spec, status, now) and self.measure_load is not None:
             load = self.measure_load(owner, str(spec.model["name"]), status.get("stableRevision"))
@@ -191,12 +215,24 @@ class Reconciler:
         self._act_status(body, decision)
         self._act_children(owner, spec, decision, deployments, scaling)
         self.monitors.reconcile(namespace, stable_revisions={name: decision.stable})
-        reconciled = next((c for c in decision.status.get("conditions") or [] if c.get("type") == ConditionType.RECONCILED), None)
+        reconciled = next(
+            (c for c in decision.status.get("conditions") or [] if c.get("type") == ConditionType.RECONCILED),
+            None,
+        )
         if reconciled is None or reconciled.get("status") != "True":
             recorded = {**body, "status": decision.status}
-            conditions = set_condition(decision.status.get("conditions") or [], ConditionType.RECONCILED, True,
-                                       Reason.AS_EXPECTED, "children applied", generation, now)  # fmt: skip
-            self._act_status(recorded, Decision(apply_children=False, status={**decision.status, "conditions": conditions}))
+            conditions = set_condition(
+                decision.status.get("conditions") or [],
+                ConditionType.RECONCILED,
+                True,
+                Reason.AS_EXPECTED,
+                "children applied",
+                generation,
+                now,
+            )
+            self._act_status(
+                recorded, Decision(apply_children=False, status={**decision.status, "conditions": conditions})
+            )
         opmetrics.observe(namespace, name, decision, samples)
         return decision.requeue_after
 
@@ -210,8 +246,14 @@ class Reconciler:
             if live is not None:
                 spec = without_candidate(live.get("spec") or {}, decision.stable, decision.withdraw_candidate)
                 if spec != live.get("spec"):
-                    self.kube.apply({"apiVersion": live["apiVersion"], "kind": "VirtualService",
-                                     "metadata": {"name": meta["name"], "namespace": meta["namespace"]}, "spec": spec})  # fmt: skip
+                    self.kube.apply(
+                        {
+                            "apiVersion": live["apiVersion"],
+                            "kind": "VirtualService",
+                            "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
+                            "spec": spec,
+                        }
+                    )
         self._act_status(body, decision)
 
     def _apply(self, manifest: Mapping[str, Any]) -> None:
@@ -221,8 +263,10 @@ class Reconciler:
         except ApiException as exc:
             if exc.status in (400, 403, 404, 422):
                 meta = manifest.get("metadata") or {}
-                raise ChildRejected(f"{manifest.get('kind')} {meta.get('name')!r} was rejected by the API server "
-                                    f"({exc.status}): {_api_message(exc)}") from exc  # fmt: skip
+                raise ChildRejected(
+                    f"{manifest.get('kind')} {meta.get('name')!r} was rejected by the API server "
+                    f"({exc.status}): {_api_message(exc)}"
+                ) from exc
             raise
 
     def _apply_if_changed(self, desired: Mapping[str, Any], live: Mapping[str, Any] | None) -> None:
@@ -230,8 +274,14 @@ class Reconciler:
             return
         self._apply(desired)
 
-    def _act_children(self, owner: manifests.Owner, spec, decision: Decision, deployments: list[dict],
-                      scaling: Mapping[str, dict[str, Any]]) -> None:  # fmt: skip
+    def _act_children(
+        self,
+        owner: manifests.Owner,
+        spec,
+        decision: Decision,
+        deployments: list[dict],
+        scaling: Mapping[str, dict[str, Any]],
+    ) -> None:
         ns = owner.namespace
         labels = {LABEL_DEPLOYMENT: owner.name}
         live_deps = {d["metadata"]["name"]: d for d in deployments}
@@ -248,10 +298,17 @@ class Reconciler:
                 cm = manifests.config_map(owner, spec, rev)
                 if cm:  # the config must exist before pods mount it
                     self._apply_if_changed(cm, live_cms.get(cm["metadata"]["name"]))
-                self._apply_if_changed(manifests.deployment(owner, spec, rev, size, self.init_image),
-                                       live_deps.get(dep_name))  # fmt: skip
-                self._apply_if_changed(manifests.revision_service(owner, rev, capture), live_svcs.get(dep_name))
-            elif size is not None and dep_name in live_deps and int(live_deps[dep_name]["spec"].get("replicas", 0)) != size:
+                self._apply_if_changed(
+                    manifests.deployment(owner, spec, rev, size, self.init_image), live_deps.get(dep_name)
+                )
+                self._apply_if_changed(
+                    manifests.revision_service(owner, rev, capture), live_svcs.get(dep_name)
+                )
+            elif (
+                size is not None
+                and dep_name in live_deps
+                and int(live_deps[dep_name]["spec"].get("replicas", 0)) != size
+            ):
                 # An older revision: its pod template came from an older spec; only its size changes.
                 if size > int(live_deps[dep_name]["spec"].get("replicas", 0)):
                     self.kube.merge_patch("Deployment", dep_name, ns, {"spec": {"replicas": size}})
@@ -267,7 +324,9 @@ class Reconciler:
             self._apply_if_changed(preview, live_svcs.get(preview_name))
         elif preview_name in live_svcs:
             self.kube.delete("Service", preview_name, ns)
-        revisions = tuple(sorted(r for r, n in decision.replicas.items() if n > 0) or [decision.stable or current])
+        revisions = tuple(
+            sorted(r for r, n in decision.replicas.items() if n > 0) or [decision.stable or current]
+        )
         plan = TrafficPlan(
             stable=decision.stable or current,
             revisions=revisions,
@@ -309,34 +368,52 @@ class Reconciler:
         new = decision.status
         if old != new:
             self.kube.apply(
-                {"apiVersion": API_VERSION, "kind": KIND,
-                 "metadata": {"name": meta["name"], "namespace": meta["namespace"]}, "status": new},
+                {
+                    "apiVersion": API_VERSION,
+                    "kind": KIND,
+                    "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
+                    "status": new,
+                },
                 subresource="status",
-            )  # fmt: skip
+            )
         for event in decision.events:
-            if event.reason == "InvalidSpec" and old.get("message") == new.get("message") and old.get("phase") == "InvalidSpec":
+            if (
+                event.reason == "InvalidSpec"
+                and old.get("message") == new.get("message")
+                and old.get("phase") == "InvalidSpec"
+            ):
                 continue  # the same problem, already reported
             self.post_event(body, event.type, event.reason, event.message)
 
     def post_event(self, body: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
         meta = body["metadata"]
         now = rfc3339(self.clock())
-        self.kube.create({
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:12]}", "namespace": meta["namespace"]},
-            "involvedObject": {"apiVersion": API_VERSION, "kind": KIND, "name": meta["name"],
-                               "namespace": meta["namespace"], "uid": meta["uid"]},
-            "reason": str(reason),
-            "message": message[:1024],
-            "type": type_,
-            "source": {"component": "modelpilot"},
-            "firstTimestamp": now,
-            "lastTimestamp": now,
-            "count": 1,
-            "reportingComponent": "modelpilot.io/operator",
-            "reportingInstance": "modelpilot",
-        })  # fmt: skip
+        self.kube.create(
+            {
+                "apiVersion": "v1",
+                "kind": "Event",
+                "metadata": {
+                    "name": f"{meta['name']}.{uuid.uuid4().hex[:12]}",
+                    "namespace": meta["namespace"],
+                },
+                "involvedObject": {
+                    "apiVersion": API_VERSION,
+                    "kind": KIND,
+                    "name": meta["name"],
+                    "namespace": meta["namespace"],
+                    "uid": meta["uid"],
+                },
+                "reason": str(reason),
+                "message": message[:1024],
+                "type": type_,
+                "source": {"component": "modelpilot"},
+                "firstTimestamp": now,
+                "lastTimestamp": now,
+                "count": 1,
+                "reportingComponent": "modelpilot.io/operator",
+                "reportingInstance": "modelpilot",
+            }
+        )
 
 
 class ChildRejected(RuntimeError):

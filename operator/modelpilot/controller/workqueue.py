@@ -17,8 +17,12 @@ log = logging.getLogger(__name__)
 
 
 class WorkQueue:
-    def __init__(self, handler: Callable[[Hashable], Awaitable[float | None]], workers: int = 4,
-                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+    def __init__(
+        self,
+        handler: Callable[[Hashable], Awaitable[float | None]],
+        workers: int = 4,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.handler = handler
         self.workers = workers
         self.clock = clock
@@ -48,7 +52,9 @@ class WorkQueue:
         self._dirty.discard(key)
 
     def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._worker(), name=f"modelpilot-worker-{i}") for i in range(self.workers)]
+        self._tasks = [
+            asyncio.create_task(self._worker(), name=f"modelpilot-worker-{i}") for i in range(self.workers)
+        ]
 
     async def stop(self) -> None:
         for task in self._tasks:

@@ -36,19 +36,25 @@ def diagnose_drift(data: DatasetDriftReport | bool, performance: PerformanceChan
     degraded = performance.degraded if isinstance(performance, PerformanceChange) else bool(performance)
     if degraded and data_drifted:
         return DriftDiagnosis(
-            DriftKind.DATA_DRIFT_WITH_DEGRADATION, True, True,
+            DriftKind.DATA_DRIFT_WITH_DEGRADATION,
+            True,
+            True,
             "inputs drifted and model quality dropped",
-        )  # fmt: skip
+        )
     if degraded and inputs_known:
         return DriftDiagnosis(
-            DriftKind.CONCEPT_DRIFT, False, True,
+            DriftKind.CONCEPT_DRIFT,
+            False,
+            True,
             "model quality dropped while inputs stayed stable",
-        )  # fmt: skip
+        )
     if degraded:
         return DriftDiagnosis(
-            DriftKind.UNEXPLAINED_DEGRADATION, False, True,
+            DriftKind.UNEXPLAINED_DEGRADATION,
+            False,
+            True,
             "model quality dropped; input drift could not be assessed",
-        )  # fmt: skip
+        )
     if data_drifted:
         return DriftDiagnosis(DriftKind.DATA_DRIFT, True, False, "inputs drifted; model quality held")
     return DriftDiagnosis(DriftKind.NONE, False, False, "no drift")

@@ -164,9 +164,17 @@ def compare_reconstruction(
     reference = model.reference_errors
     if current_errors.count < min_samples or reference.count < 2:
         return MultivariateDriftResult(
-            math.nan, math.nan, min_ratio, alpha, False, "inconclusive",
-            reference.mean, current_errors.mean, current_errors.count, model.n_components,
-        )  # fmt: skip
+            math.nan,
+            math.nan,
+            min_ratio,
+            alpha,
+            False,
+            "inconclusive",
+            reference.mean,
+            current_errors.mean,
+            current_errors.count,
+            model.n_components,
+        )
     ratio = (
         current_errors.mean / reference.mean
         if reference.mean > 0
@@ -210,10 +218,15 @@ def _welch_greater(current: Moments, reference: Moments) -> float:
     if current_sd == 0 and reference_sd == 0:
         return 0.0 if current.mean > reference.mean else 1.0
     result = stats.ttest_ind_from_stats(
-        current.mean, current_sd, current.count,
-        reference.mean, reference_sd, reference.count,
-        equal_var=False, alternative="greater",
-    )  # fmt: skip
+        current.mean,
+        current_sd,
+        current.count,
+        reference.mean,
+        reference_sd,
+        reference.count,
+        equal_var=False,
+        alternative="greater",
+    )
     return float(result.pvalue)
 
 

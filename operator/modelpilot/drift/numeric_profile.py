@@ -97,8 +97,15 @@ class NumericProfile:
         if finite.size:
             edges, psi_edges = _quantile_edges(finite, moments, config)
         raw = finite.copy() if finite.size <= config.keep_raw_max else None
-        profile = cls(edges, psi_edges, np.zeros(edges.size + 1, np.int64), np.zeros(edges.size + 1),
-                      Moments(), config.keep_raw_max, raw)  # fmt: skip
+        profile = cls(
+            edges,
+            psi_edges,
+            np.zeros(edges.size + 1, np.int64),
+            np.zeros(edges.size + 1),
+            Moments(),
+            config.keep_raw_max,
+            raw,
+        )
         profile._add_finite(finite)
         profile.moments = moments
         return profile
@@ -107,9 +114,15 @@ class NumericProfile:
         """An empty window on this profile's grid (sharing its bin lookup table)."""
         raw = np.empty(0) if self.raw_limit > 0 else None
         return NumericProfile(
-            self.edges, self.psi_edges, np.zeros_like(self.counts), np.zeros_like(self.sums),
-            Moments(), self.raw_limit, raw, self.locator,
-        )  # fmt: skip
+            self.edges,
+            self.psi_edges,
+            np.zeros_like(self.counts),
+            np.zeros_like(self.sums),
+            Moments(),
+            self.raw_limit,
+            raw,
+            self.locator,
+        )
 
     @property
     def locator(self) -> EdgeLocator:

@@ -158,9 +158,12 @@ def build_reference_profile(
     if sampled:
         matrix = _stack_columns(list(sampled.values()))
         pca = fit_pca(
-            matrix, tuple(sampled), variance=config.pca_variance,
-            max_rows=config.pca_max_rows, seed=config.seed,
-        )  # fmt: skip
+            matrix,
+            tuple(sampled),
+            variance=config.pca_variance,
+            max_rows=config.pca_max_rows,
+            seed=config.seed,
+        )
     return DatasetProfile(features=profiles, n_rows=rows or 0, pca=pca, config=config)
 
 

@@ -43,7 +43,12 @@ def select_examples(records: Iterable[Mapping[str, Any]], spec: GateSpec) -> tup
     dropped = 0
     for rec in records:
         rid, label = rec.get("request_id"), rec.get("label")
-        if not isinstance(rid, str) or rec.get("inputs") is None or label is None or not _label_ok(label, spec):
+        if (
+            not isinstance(rid, str)
+            or rec.get("inputs") is None
+            or label is None
+            or not _label_ok(label, spec)
+        ):
             dropped += 1
             continue
         if rid in seen:
@@ -119,16 +124,29 @@ def inconclusive(spec: GateSpec, reason: str, n: int = 0, dropped: int = 0) -> G
 
 
 def _inconclusive(spec: GateSpec, reason: str, n: int, dropped: int = 0) -> GateResult:
-    return GateResult(GateDecision.INCONCLUSIVE, reason, n, math.nan, math.nan, math.nan,
-                      spec.margin, spec.alpha, spec.metric, spec.test, dropped=dropped)  # fmt: skip
+    return GateResult(
+        GateDecision.INCONCLUSIVE,
+        reason,
+        n,
+        math.nan,
+        math.nan,
+        math.nan,
+        spec.margin,
+        spec.alpha,
+        spec.metric,
+        spec.test,
+        dropped=dropped,
+    )
 
 
 def precheck(examples: Sequence[Example], spec: GateSpec, dropped: int = 0) -> GateResult | None:
     """Inconclusive when too few labeled requests are available; None when the replay may start."""
     if len(examples) < spec.min_samples:
         return _inconclusive(
-            spec, f"only {len(examples)} usable labeled requests (minSamples {spec.min_samples}; {dropped} dropped)",
-            len(examples), dropped,
+            spec,
+            f"only {len(examples)} usable labeled requests (minSamples {spec.min_samples}; {dropped} dropped)",
+            len(examples),
+            dropped,
         )
     return None
 
@@ -167,7 +185,9 @@ def evaluate(
         labels = [label_key(e.label) for e in examples]
         cand_ok = np.array([p == y for p, y in zip(cand, labels, strict=True)])
         stab_ok = np.array([p == y for p, y in zip(stab, labels, strict=True)])
-        res = paired_proportions_noninferiority(cand_ok, stab_ok, spec.margin, spec.alpha, test=spec.test, mid_p=spec.mid_p)
+        res = paired_proportions_noninferiority(
+            cand_ok, stab_ok, spec.margin, spec.alpha, test=spec.test, mid_p=spec.mid_p
+        )
         cand_metric, stab_metric = float(cand_ok.mean()), float(stab_ok.mean())
         allowed = f"{spec.margin:g}"
     else:
@@ -175,25 +195,50 @@ def evaluate(
         power = 1 if spec.metric == "mae" else 2
         ec, es = np.abs(np.array(cand) - y) ** power, np.abs(np.array(stab) - y) ** power
         res = paired_error_noninferiority(
-            ec, es, margin=0.0 if spec.relative else spec.margin, relative_margin=spec.margin if spec.relative else 0.0,
-            alpha=spec.alpha, test=spec.test,
+            ec,
+            es,
+            margin=0.0 if spec.relative else spec.margin,
+            relative_margin=spec.margin if spec.relative else 0.0,
+            alpha=spec.alpha,
+            test=spec.test,
         )
         cand_metric, stab_metric = float(ec.mean()), float(es.mean())
         needed = min_samples_for_skewness(res.skewness) if spec.test == "ttest" else 0
         if n < needed:
             return _inconclusive(
-                spec, f"per-request error differences too skewed (skewness {res.skewness:.2g}) for a mean test "
-                f"on {n} requests; needs >= {needed} (Cochran's 25 g^2)", n, dropped,
+                spec,
+                f"per-request error differences too skewed (skewness {res.skewness:.2g}) for a mean test "
+                f"on {n} requests; needs >= {needed} (Cochran's 25 g^2)",
+                n,
+                dropped,
             )
         allowed = f"{spec.margin:.1%} relative" if spec.relative else f"{spec.margin:g}"
-    summary = (f"{spec.metric} {candidate}={cand_metric:.4g} {stable}={stab_metric:.4g} over {n} requests, "
-               f"{res.test} p={res.p_value:.3g}")  # fmt: skip
+    summary = (
+        f"{spec.metric} {candidate}={cand_metric:.4g} {stable}={stab_metric:.4g} over {n} requests, "
+        f"{res.test} p={res.p_value:.3g}"
+    )
     if res.p_value <= spec.alpha:
         decision, reason = GateDecision.PASSED, f"not worse than {stable} within margin {allowed}: {summary}"
     else:
-        decision, reason = GateDecision.FAILED, f"non-inferiority within margin {allowed} not shown at alpha {spec.alpha:g}: {summary}"
-    return GateResult(decision, reason, n, cand_metric, stab_metric, res.p_value, spec.margin, spec.alpha,
-                      spec.metric, res.test, res.difference, res.bound, dropped)  # fmt: skip
+        decision, reason = (
+            GateDecision.FAILED,
+            f"non-inferiority within margin {allowed} not shown at alpha {spec.alpha:g}: {summary}",
+        )
+    return GateResult(
+        decision,
+        reason,
+        n,
+        cand_metric,
+        stab_metric,
+        res.p_value,
+        spec.margin,
+        spec.alpha,
+        spec.metric,
+        res.test,
+        res.difference,
+        res.bound,
+        dropped,
+    )
 
 
 def _batches(examples: Sequence[Example], size: int) -> Iterable[list[Any]]:
@@ -208,7 +253,9 @@ def _replay(predict: Predict, revision: str, examples: Sequence[Example], size: 
     return out
 
 
-def _prepare(records: Iterable[Mapping[str, Any]], spec: GateSpec) -> tuple[list[Example], int, GateResult | None]:
+def _prepare(
+    records: Iterable[Mapping[str, Any]], spec: GateSpec
+) -> tuple[list[Example], int, GateResult | None]:
     """The examples to replay, how many records were dropped, and an early verdict if replaying is pointless."""
     examples, dropped = select_examples(records, spec)
     return examples, dropped, precheck(examples, spec, dropped)
@@ -216,7 +263,9 @@ def _prepare(records: Iterable[Mapping[str, Any]], spec: GateSpec) -> tuple[list
 
 def _replay_failed(spec: GateSpec, revision: str, error: Exception, n: int, dropped: int) -> GateResult:
     # The transport is the caller's: any failure makes the replay unusable, never a pass.
-    return _inconclusive(spec, f"prediction failed on {revision}: {type(error).__name__}: {error}", n, dropped)
+    return _inconclusive(
+        spec, f"prediction failed on {revision}: {type(error).__name__}: {error}", n, dropped
+    )
 
 
 def run_gate(
@@ -232,4 +281,12 @@ def run_gate(
             outputs[revision] = _replay(predict, revision, examples, spec.batch_size)
         except Exception as error:
             return _replay_failed(spec, revision, error, len(examples), dropped)
-    return evaluate(examples, outputs[candidate], outputs[stable], spec, candidate=candidate, stable=stable, dropped=dropped)
+    return evaluate(
+        examples,
+        outputs[candidate],
+        outputs[stable],
+        spec,
+        candidate=candidate,
+        stable=stable,
+        dropped=dropped,
+    )

@@ -40,15 +40,22 @@ class GateResult:
 
     def as_status(self) -> dict[str, Any]:
         """JSON-safe summary for ``status.rollout.gate`` (NaN becomes None)."""
+
         def num(x: float) -> float | None:
             return None if math.isnan(x) else round(x, 6)
 
         return {
-            "decision": self.decision.value, "reason": self.reason, "n": self.n, "metric": self.metric,
-            "test": self.test, "candidate": num(self.candidate_metric), "stable": num(self.stable_metric),
-            "pValue": num(self.p_value), "margin": self.margin, "alpha": self.alpha,
-        }  # fmt: skip
-
+            "decision": self.decision.value,
+            "reason": self.reason,
+            "n": self.n,
+            "metric": self.metric,
+            "test": self.test,
+            "candidate": num(self.candidate_metric),
+            "stable": num(self.stable_metric),
+            "pValue": num(self.p_value),
+            "margin": self.margin,
+            "alpha": self.alpha,
+        }
 
 
 class StepOutcome(StrEnum):
@@ -57,7 +64,9 @@ class StepOutcome(StrEnum):
     WAIT = "wait"  # inconclusive: evaluate again later
 
 
-def step_outcome(result: GateResult, spec: GateSpec, started_at: float, now: float) -> tuple[StepOutcome, str]:
+def step_outcome(
+    result: GateResult, spec: GateSpec, started_at: float, now: float
+) -> tuple[StepOutcome, str]:
     """What the rollout does with a gate result: an inconclusive gate waits until ``timeout``, then fails."""
     if result.decision is GateDecision.PASSED:
         return StepOutcome.PROCEED, result.reason

@@ -18,41 +18,96 @@ _DURATION = DURATION_PATTERN
 # The JSON schema for spec.rollout.steps[].gate (docs/intelligence.md shows it as YAML).
 GATE_SCHEMA: dict[str, Any] = {
     "type": "object",
-    "description": "Go/no-go replay of labeled production traffic against candidate and stable before any user traffic moves.",
+    "description": "Go/no-go replay of labeled production traffic against candidate and stable before any "
+    "user traffic moves.",
     "required": ["task"],
     "properties": {
         "task": {"type": "string", "enum": ["classification", "regression"]},
-        "metric": {"type": "string", "enum": ["accuracy", "mae", "mse"],
-                   "description": "accuracy for classification (default); mae (default) or mse for regression."},
-        "test": {"type": "string", "enum": [*CLASSIFICATION_TESTS, *REGRESSION_TESTS],
-                 "description": "score (default) or exact for classification; ttest (default) or wilcoxon for regression."},
-        "margin": {"type": "number", "minimum": 0, "default": 0.01,
-                   "description": "Non-inferiority margin: how much worse the candidate may be."},
-        "marginType": {"type": "string", "enum": ["absolute", "relative"],
-                       "description": "absolute (metric units; the only choice for accuracy) or relative (fraction of stable's error; the regression default)."},
-        "alpha": {"type": "number", "exclusiveMinimum": True, "minimum": 0, "maximum": 0.5, "default": 0.05,
-                  "description": "Largest probability of passing a candidate that is worse by the margin."},
-        "midP": {"type": "boolean", "default": False, "description": "Mid-p variant of the exact McNemar test."},
-        "minSamples": {"type": "integer", "minimum": 10, "default": 1000,
-                       "description": "Fewer usable labeled requests make the gate inconclusive."},
-        "maxSamples": {"type": "integer", "minimum": 10, "maximum": 100000, "default": 10000,
-                       "description": "The most recent this many are replayed."},
-        "window": {"type": "string", "pattern": _DURATION, "default": "24h",
-                   "description": "How far back labeled requests are read."},
+        "metric": {
+            "type": "string",
+            "enum": ["accuracy", "mae", "mse"],
+            "description": "accuracy for classification (default); mae (default) or mse for regression.",
+        },
+        "test": {
+            "type": "string",
+            "enum": [*CLASSIFICATION_TESTS, *REGRESSION_TESTS],
+            "description": "score (default) or exact for classification; ttest (default) or wilcoxon for regression.",
+        },
+        "margin": {
+            "type": "number",
+            "minimum": 0,
+            "default": 0.01,
+            "description": "Non-inferiority margin: how much worse the candidate may be.",
+        },
+        "marginType": {
+            "type": "string",
+            "enum": ["absolute", "relative"],
+            "description": "absolute (metric units; the only choice for accuracy) or relative (fraction of "
+            "stable's error; the regression default).",
+        },
+        "alpha": {
+            "type": "number",
+            "exclusiveMinimum": True,
+            "minimum": 0,
+            "maximum": 0.5,
+            "default": 0.05,
+            "description": "Largest probability of passing a candidate that is worse by the margin.",
+        },
+        "midP": {
+            "type": "boolean",
+            "default": False,
+            "description": "Mid-p variant of the exact McNemar test.",
+        },
+        "minSamples": {
+            "type": "integer",
+            "minimum": 10,
+            "default": 1000,
+            "description": "Fewer usable labeled requests make the gate inconclusive.",
+        },
+        "maxSamples": {
+            "type": "integer",
+            "minimum": 10,
+            "maximum": 100000,
+            "default": 10000,
+            "description": "The most recent this many are replayed.",
+        },
+        "window": {
+            "type": "string",
+            "pattern": _DURATION,
+            "default": "24h",
+            "description": "How far back labeled requests are read.",
+        },
         "onInconclusive": {"type": "string", "enum": ["wait", "fail"], "default": "wait"},
-        "timeout": {"type": "string", "pattern": _DURATION, "default": "30m",
-                    "description": "How long an inconclusive gate waits before it fails."},
+        "timeout": {
+            "type": "string",
+            "pattern": _DURATION,
+            "default": "30m",
+            "description": "How long an inconclusive gate waits before it fails.",
+        },
         "batchSize": {"type": "integer", "minimum": 1, "maximum": 4096, "default": 64},
-        "output": {"type": "string", "minLength": 1, "description": "Output tensor to score when the model has several."},
-        "classes": {"type": "array", "maxItems": 10000, "items": {"type": "string"},
-                    "description": "Class names for argmax outputs; without it the index is the label."},
-        "threshold": {"type": "number", "description": "A single-score output is class 1 when score >= threshold."},
+        "output": {
+            "type": "string",
+            "minLength": 1,
+            "description": "Output tensor to score when the model has several.",
+        },
+        "classes": {
+            "type": "array",
+            "maxItems": 10000,
+            "items": {"type": "string"},
+            "description": "Class names for argmax outputs; without it the index is the label.",
+        },
+        "threshold": {
+            "type": "number",
+            "description": "A single-score output is class 1 when score >= threshold.",
+        },
     },
     "x-kubernetes-validations": [
-        {"rule": "!has(self.maxSamples) || !has(self.minSamples) || self.maxSamples >= self.minSamples",
-         "message": "maxSamples must be >= minSamples"},
+        {
+            "rule": "!has(self.maxSamples) || !has(self.minSamples) || self.maxSamples >= self.minSamples",
+            "message": "maxSamples must be >= minSamples",
+        },
     ],
-}  # fmt: skip
+}
 
 _DEFAULTS = {k: v["default"] for k, v in GATE_SCHEMA["properties"].items() if "default" in v}
 _TASK_METRICS = {"classification": ("accuracy",), "regression": ("mae", "mse")}
@@ -134,20 +189,28 @@ def parse_gate(raw: Mapping[str, Any]) -> GateSpec:
     metric = _choice(raw, "metric", _TASK_METRICS[task], _TASK_METRICS[task][0])
     test = _choice(raw, "test", _TASK_TESTS[task], _TASK_TESTS[task][0])
     margin = _number(raw, "margin")
-    margin_type = _choice(raw, "marginType", ("absolute", "relative"), "absolute" if task == "classification" else "relative")
+    margin_type = _choice(
+        raw, "marginType", ("absolute", "relative"), "absolute" if task == "classification" else "relative"
+    )
     if margin < 0:
         raise GateSpecError("gate.margin must be >= 0")
     if task == "classification" and margin_type == "relative":
-        raise GateSpecError("gate.marginType relative applies to regression errors only; accuracy margins are absolute")
+        raise GateSpecError(
+            "gate.marginType relative applies to regression errors only; accuracy margins are absolute"
+        )
     if test == "exact" and margin != 0:
-        raise GateSpecError("gate.test exact (McNemar) needs margin 0; use test score for a non-inferiority margin")
+        raise GateSpecError(
+            "gate.test exact (McNemar) needs margin 0; use test score for a non-inferiority margin"
+        )
     alpha = _number(raw, "alpha")
     if not 0 < alpha <= 0.5:
         raise GateSpecError(f"gate.alpha must be in (0, 0.5], got {alpha}")
     min_samples = _integer(raw, "minSamples", 10)
     max_samples = _integer(raw, "maxSamples", min_samples)
     classes = raw.get("classes")
-    if classes is not None and (not isinstance(classes, list) or not all(isinstance(c, str) for c in classes)):
+    if classes is not None and (
+        not isinstance(classes, list) or not all(isinstance(c, str) for c in classes)
+    ):
         raise GateSpecError("gate.classes must be a list of strings")
     threshold = raw.get("threshold")
     if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, int | float)):

@@ -66,7 +66,12 @@ def _johnson(d: np.ndarray, alpha: float) -> tuple[float, float, float, float]:
 
 
 def required_samples(
-    margin: float, discordance: float = 0.06, *, alpha: float = 0.05, power: float = 0.8, difference: float = 0.0
+    margin: float,
+    discordance: float = 0.06,
+    *,
+    alpha: float = 0.05,
+    power: float = 0.8,
+    difference: float = 0.0,
 ) -> int:
     """Labeled requests the score test needs to pass a candidate with the given power.
 
@@ -206,8 +211,9 @@ def paired_error_noninferiority(
     if sd <= 1e-12 * max(1.0, float(np.abs(d).max())):
         # Constant differences: no sampling noise left, the sign alone decides.
         mean = float(d.mean())
-        return PairedTestResult(-math.inf if mean < 0 else math.inf, 0.0 if mean < 0 else 1.0,
-                                difference, mean + margin, test)  # fmt: skip
+        return PairedTestResult(
+            -math.inf if mean < 0 else math.inf, 0.0 if mean < 0 else 1.0, difference, mean + margin, test
+        )
     if test == "ttest":
         t, p, upper, skew = _johnson(d, alpha)
         return PairedTestResult(t, p, difference, upper + margin, "paired-t-johnson", skew)

@@ -113,8 +113,10 @@ class RevisionEvaluation:
     def to_dict(self) -> dict[str, Any]:
         performance = None
         if self.performance is not None:
-            performance = {k: (v if not isinstance(v, float) or math.isfinite(v) else None)
-                           for k, v in self.performance._asdict().items()}  # fmt: skip
+            performance = {
+                k: (v if not isinstance(v, float) or math.isfinite(v) else None)
+                for k, v in self.performance._asdict().items()
+            }
         return {
             "revision": self.revision,
             "role": self.role,
@@ -128,12 +130,12 @@ class RevisionEvaluation:
             "label_coverage": self.label_coverage,
             "concept_drift": self.concept_drift,
             "concept_detections": self.concept_detections,
-            "diagnosis": None if self.diagnosis is None else {
-                "kind": str(self.diagnosis.kind), "explanation": self.diagnosis.explanation
-            },
+            "diagnosis": None
+            if self.diagnosis is None
+            else {"kind": str(self.diagnosis.kind), "explanation": self.diagnosis.explanation},
             "shadow": None if self.shadow is None else self.shadow.to_dict(),
             "shadow_pairs_total": _pairs_dict(self.shadow_pairs),
-        }  # fmt: skip
+        }
 
 
 def _pairs_dict(pairs: Mapping[tuple[str, str], int]) -> dict[str, dict[str, int]]:
@@ -170,17 +172,29 @@ class ModelEvaluation:
             "evaluated_at": self.evaluated_at,
             "stable": self.stable,
             "candidate": self.candidate,
-            "reference": {"source": self.reference_source, "revision": self.reference_revision,
-                          "error": self.reference_error},
+            "reference": {
+                "source": self.reference_source,
+                "revision": self.reference_revision,
+                "error": self.reference_error,
+            },
             "revisions": [revision.to_dict() for revision in self.revisions],
             "review_pending": self.review_pending,
-        }  # fmt: skip
+        }
 
 
 def _summary(report: DatasetDriftReport) -> dict[str, Any]:
     data = report.to_dict()
-    keys = ("name", "status", "method", "statistic", "p_value_adjusted", "effect", "min_effect",
-            "drifted", "n_current")  # fmt: skip
+    keys = (
+        "name",
+        "status",
+        "method",
+        "statistic",
+        "p_value_adjusted",
+        "effect",
+        "min_effect",
+        "drifted",
+        "n_current",
+    )
     data["features"] = [{k: feature[k] for k in keys} for feature in data["features"]]
     return data
 
@@ -239,8 +253,9 @@ class Counters:
     stable, or while no stable is known, is not counted.
     """
 
-    def __init__(self, config: MonitorConfig, store: Store, *, chunk: int = CHUNK,
-                 max_classes: int = MAX_CLASSES) -> None:  # fmt: skip
+    def __init__(
+        self, config: MonitorConfig, store: Store, *, chunk: int = CHUNK, max_classes: int = MAX_CLASSES
+    ) -> None:
         self.config = config
         self.store = store
         self.chunk = chunk
@@ -727,8 +742,12 @@ class Analyzer:
             return
         profile = builder.build()
         self.store.save_reference(model.name, stable.revision, profile.to_dict())
-        log.info("monitor: model %s: reference built from %d rows of revision %s", model.name, builder.n_rows,
-                 stable.revision)  # fmt: skip
+        log.info(
+            "monitor: model %s: reference built from %d rows of revision %s",
+            model.name,
+            builder.n_rows,
+            stable.revision,
+        )
         state.set_reference(profile, "stable_window", stable.revision)
         self._replay_windows(state, now)
 

@@ -248,9 +248,11 @@ class MonitorService:
     def prediction_batch(self, body: Any) -> PredictionBatch:
         """Validate, check models, sample for review and apply heuristics (pure CPU, no I/O)."""
         predictions = parse_predictions(
-            body, now=self.clock(), max_records=self.config.ingest.max_records_per_request,
+            body,
+            now=self.clock(),
+            max_records=self.config.ingest.max_records_per_request,
             features=self.config.features,
-        )  # fmt: skip
+        )
         self.check_models({p.model for p in predictions})
         review, heuristics = set(), []
         for prediction in predictions:
@@ -361,10 +363,15 @@ async def post_predictions(request: web.Request) -> web.Response:
         check_revisions(request, {(p.model, p.revision) for p in batch.predictions})
     result = await _submit(service, batch, len(batch.predictions))
     service.count_prediction_result(batch, result)
-    return web.json_response({
-        "accepted": len(batch.predictions), "inserted": result.inserted, "duplicates": result.duplicates,
-        "joined": result.joined, "queued_for_review": result.queued_for_review,
-    })  # fmt: skip
+    return web.json_response(
+        {
+            "accepted": len(batch.predictions),
+            "inserted": result.inserted,
+            "duplicates": result.duplicates,
+            "joined": result.joined,
+            "queued_for_review": result.queued_for_review,
+        }
+    )
 
 
 async def post_labels(request: web.Request) -> web.Response:
@@ -372,9 +379,11 @@ async def post_labels(request: web.Request) -> web.Response:
     body = await _json_body(request)
     try:
         labels = parse_labels(
-            body, now=service.clock(), max_records=service.config.ingest.max_records_per_request,
+            body,
+            now=service.clock(),
+            max_records=service.config.ingest.max_records_per_request,
             default_model=service.default_model,
-        )  # fmt: skip
+        )
         service.check_models({label.model for label in labels})
     except UnknownModel as error:
         service.metrics.dropped.labels("unknown_model").inc(_size(body, "labels"))
@@ -392,10 +401,15 @@ async def post_labels(request: web.Request) -> web.Response:
         service.authorize(request, "review", reviewed)
     result = await _submit(service, LabelBatch(labels), len(labels))
     service.count_labels([label.source for label in labels], result)
-    return web.json_response({
-        "accepted": len(labels), "joined": result.joined, "joined_predictions": result.joined_arms,
-        "pending": result.pending, "outside_window": result.outside_window,
-    })  # fmt: skip
+    return web.json_response(
+        {
+            "accepted": len(labels),
+            "joined": result.joined,
+            "joined_predictions": result.joined_arms,
+            "pending": result.pending,
+            "outside_window": result.outside_window,
+        }
+    )
 
 
 async def get_review(request: web.Request) -> web.Response:
@@ -413,9 +427,11 @@ async def post_review(request: web.Request) -> web.Response:
     body = await _json_body(request)
     try:
         label, reviewer = parse_review(
-            body, request.match_info["request_id"], now=service.clock(),
+            body,
+            request.match_info["request_id"],
+            now=service.clock(),
             default_model=request.query.get("model") or service.default_model,
-        )  # fmt: skip
+        )
         service.check_models({label.model})
     except (ValidationError, UnknownModel) as error:
         raise _error(web.HTTPBadRequest, str(error)) from None
@@ -452,9 +468,12 @@ async def get_labeled(request: web.Request) -> web.Response:
         cursor=cursor,
         sources=sources or None,
     )
-    return web.json_response({
-        "items": items, "next_cursor": None if next_cursor is None else f"{next_cursor[0]!r}|{next_cursor[1]}",
-    })  # fmt: skip
+    return web.json_response(
+        {
+            "items": items,
+            "next_cursor": None if next_cursor is None else f"{next_cursor[0]!r}|{next_cursor[1]}",
+        }
+    )
 
 
 async def get_prediction(request: web.Request) -> web.Response:
@@ -515,8 +534,14 @@ async def get_shadow(request: web.Request) -> web.Response:
             if rev.role == "stable":
                 continue
             data = rev.to_dict()
-            revisions.append({"revision": rev.revision, "role": rev.role, "shadow": data["shadow"],
-                              "shadow_pairs_total": data["shadow_pairs_total"]})  # fmt: skip
+            revisions.append(
+                {
+                    "revision": rev.revision,
+                    "role": rev.role,
+                    "shadow": data["shadow"],
+                    "shadow_pairs_total": data["shadow_pairs_total"],
+                }
+            )
         models.append({"model": name, "stable": evaluation.stable, "revisions": revisions})
     return web.json_response({"models": _finite_json(models)})
 
@@ -553,18 +578,20 @@ def create_app(service: MonitorService) -> web.Application:
     middlewares = [] if service.verifier is None else [auth_middleware(service.verifier)]
     app = web.Application(client_max_size=service.config.ingest.max_body_bytes, middlewares=middlewares)
     app[SERVICE_KEY] = service
-    app.add_routes([
-        web.post("/v1/predictions", post_predictions),
-        web.get("/v1/predictions/{request_id}", get_prediction),
-        web.post("/v1/labels", post_labels),
-        web.get("/v1/review", get_review),
-        web.post("/v1/review/{request_id}", post_review),
-        web.get("/v1/labeled", get_labeled),
-        web.get("/v1/status", get_status),
-        web.get("/v1/shadow", get_shadow),
-        web.get("/healthz", healthz),
-        web.get("/metrics", metrics),
-    ])  # fmt: skip
+    app.add_routes(
+        [
+            web.post("/v1/predictions", post_predictions),
+            web.get("/v1/predictions/{request_id}", get_prediction),
+            web.post("/v1/labels", post_labels),
+            web.get("/v1/review", get_review),
+            web.post("/v1/review/{request_id}", post_review),
+            web.get("/v1/labeled", get_labeled),
+            web.get("/v1/status", get_status),
+            web.get("/v1/shadow", get_shadow),
+            web.get("/healthz", healthz),
+            web.get("/metrics", metrics),
+        ]
+    )
     return app
 
 

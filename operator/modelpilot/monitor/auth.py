@@ -224,10 +224,13 @@ class TokenReviewVerifier:
         if cached is not None and cached[0] > now:
             return cached[1]
         self.reviews += 1
-        answer = await self.review({
-            "apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
-            "spec": {"token": token, "audiences": [self.audience]},
-        })  # fmt: skip
+        answer = await self.review(
+            {
+                "apiVersion": "authentication.k8s.io/v1",
+                "kind": "TokenReview",
+                "spec": {"token": token, "audiences": [self.audience]},
+            }
+        )
         identity = self._identity(answer)
         if len(self._cache) >= self.max_entries:
             self._cache = {k: v for k, v in self._cache.items() if v[0] > now}

@@ -459,9 +459,16 @@ def load_config(path: str | Path) -> MonitorConfig:
 
 
 _SPEC_KEYS = (
-    "sampleRate", "reviewSampleRate", "labelJoinWindow", "window", "task", "outputs",
-    "positiveLabel", "stableRevision", "conceptDrift",
-)  # fmt: skip
+    "sampleRate",
+    "reviewSampleRate",
+    "labelJoinWindow",
+    "window",
+    "task",
+    "outputs",
+    "positiveLabel",
+    "stableRevision",
+    "conceptDrift",
+)
 
 
 def config_from_spec(

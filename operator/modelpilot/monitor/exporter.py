@@ -111,9 +111,15 @@ DELAY_BUCKETS = (
     7 * 86_400,
 )
 DROP_REASONS = (
-    "queue_full", "invalid", "unknown_model", "store_error", "label_expired",
-    "label_outside_window", "review_queue_full", "analysis_skipped",
-)  # fmt: skip
+    "queue_full",
+    "invalid",
+    "unknown_model",
+    "store_error",
+    "label_expired",
+    "label_outside_window",
+    "review_queue_full",
+    "analysis_skipped",
+)
 PERFORMANCE_FIELDS = {
     "accuracy": "accuracy",
     "f1": "f1",
@@ -139,32 +145,113 @@ class EvaluationCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         g = {
-            FEATURE_DRIFT_SCORE: GaugeMetricFamily(FEATURE_DRIFT_SCORE, "Per-feature drift statistic vs the reference.", labels=FEATURE_LABELS),
-            FEATURE_DRIFT_PVALUE: GaugeMetricFamily(FEATURE_DRIFT_PVALUE, "Per-feature drift test p-value (ks, chi2).", labels=FEATURE_LABELS),
-            FEATURE_DRIFT_EFFECT: GaugeMetricFamily(FEATURE_DRIFT_EFFECT, "Effect size beside each p-value: KS D (ks), total variation distance (chi2).", labels=FEATURE_LABELS),
-            FEATURE_DRIFTED: GaugeMetricFamily(FEATURE_DRIFTED, "1 when the feature's deciding test flags drift (after FDR).", labels=(*REVISION_LABELS, "feature")),
-            DRIFT_SHARE: GaugeMetricFamily(DRIFT_SHARE, "Share of tested features that drifted.", labels=REVISION_LABELS),
-            DATASET_DRIFT: GaugeMetricFamily(DATASET_DRIFT, "1 when the dataset drifted (drift share or multivariate).", labels=REVISION_LABELS),
-            PREDICTION_DRIFT_SCORE: GaugeMetricFamily(PREDICTION_DRIFT_SCORE, "Candidate output drift vs the stable revision.", labels=(*REVISION_LABELS, "baseline", "output", "method")),
-            PREDICTION_DRIFT: GaugeMetricFamily(PREDICTION_DRIFT, "1 when the candidate's outputs drifted from the stable's.", labels=(*REVISION_LABELS, "baseline")),
-            PERFORMANCE: GaugeMetricFamily(PERFORMANCE, "Model quality on joined labels.", labels=(*REVISION_LABELS, "metric")),
-            LABEL_COVERAGE: GaugeMetricFamily(LABEL_COVERAGE, "Share of predictions with a joined label (window + labelJoinWindow).", labels=REVISION_LABELS),
-            LABELED_PREDICTIONS: GaugeMetricFamily(LABELED_PREDICTIONS, "Predictions with a joined label (window + labelJoinWindow).", labels=REVISION_LABELS),
-            WINDOW_ROWS: GaugeMetricFamily(WINDOW_ROWS, "Rows in the evaluated data-drift window.", labels=REVISION_LABELS),
-            CONCEPT_DRIFT: GaugeMetricFamily(CONCEPT_DRIFT, "1 while a rise of the labelled error rate was detected within the last window.", labels=REVISION_LABELS),
-            REVIEW_PENDING: GaugeMetricFamily(REVIEW_PENDING, "Predictions waiting for manual review.", labels=("namespace", "model")),
-            LAST_EVALUATION: GaugeMetricFamily(LAST_EVALUATION, "Unix time of the model's last evaluation.", labels=("namespace", "model")),
-            SHADOW_WINDOW_PAIRS: GaugeMetricFamily(SHADOW_WINDOW_PAIRS, "Requests both the candidate and the baseline (stable) answered, in the sample of the last window.", labels=SHADOW_LABELS),
-            SHADOW_AGREEMENT: GaugeMetricFamily(SHADOW_AGREEMENT, "Share of paired requests on which candidate and baseline predict the same class (last window).", labels=SHADOW_LABELS),
-            SHADOW_ABS_DIFF: GaugeMetricFamily(SHADOW_ABS_DIFF, "Quantiles of |candidate - baseline| over paired requests (regression, last window; quantile 1 is the max).", labels=(*SHADOW_LABELS, "quantile")),
-            SHADOW_FEATURE_SEPARATION: GaugeMetricFamily(SHADOW_FEATURE_SEPARATION, "How concentrated the arms' disagreement is in some values of the feature (total variation distance, 0..1).", labels=(*SHADOW_LABELS, "feature")),
-        }  # fmt: skip
+            FEATURE_DRIFT_SCORE: GaugeMetricFamily(
+                FEATURE_DRIFT_SCORE, "Per-feature drift statistic vs the reference.", labels=FEATURE_LABELS
+            ),
+            FEATURE_DRIFT_PVALUE: GaugeMetricFamily(
+                FEATURE_DRIFT_PVALUE, "Per-feature drift test p-value (ks, chi2).", labels=FEATURE_LABELS
+            ),
+            FEATURE_DRIFT_EFFECT: GaugeMetricFamily(
+                FEATURE_DRIFT_EFFECT,
+                "Effect size beside each p-value: KS D (ks), total variation distance (chi2).",
+                labels=FEATURE_LABELS,
+            ),
+            FEATURE_DRIFTED: GaugeMetricFamily(
+                FEATURE_DRIFTED,
+                "1 when the feature's deciding test flags drift (after FDR).",
+                labels=(*REVISION_LABELS, "feature"),
+            ),
+            DRIFT_SHARE: GaugeMetricFamily(
+                DRIFT_SHARE, "Share of tested features that drifted.", labels=REVISION_LABELS
+            ),
+            DATASET_DRIFT: GaugeMetricFamily(
+                DATASET_DRIFT,
+                "1 when the dataset drifted (drift share or multivariate).",
+                labels=REVISION_LABELS,
+            ),
+            PREDICTION_DRIFT_SCORE: GaugeMetricFamily(
+                PREDICTION_DRIFT_SCORE,
+                "Candidate output drift vs the stable revision.",
+                labels=(*REVISION_LABELS, "baseline", "output", "method"),
+            ),
+            PREDICTION_DRIFT: GaugeMetricFamily(
+                PREDICTION_DRIFT,
+                "1 when the candidate's outputs drifted from the stable's.",
+                labels=(*REVISION_LABELS, "baseline"),
+            ),
+            PERFORMANCE: GaugeMetricFamily(
+                PERFORMANCE, "Model quality on joined labels.", labels=(*REVISION_LABELS, "metric")
+            ),
+            LABEL_COVERAGE: GaugeMetricFamily(
+                LABEL_COVERAGE,
+                "Share of predictions with a joined label (window + labelJoinWindow).",
+                labels=REVISION_LABELS,
+            ),
+            LABELED_PREDICTIONS: GaugeMetricFamily(
+                LABELED_PREDICTIONS,
+                "Predictions with a joined label (window + labelJoinWindow).",
+                labels=REVISION_LABELS,
+            ),
+            WINDOW_ROWS: GaugeMetricFamily(
+                WINDOW_ROWS, "Rows in the evaluated data-drift window.", labels=REVISION_LABELS
+            ),
+            CONCEPT_DRIFT: GaugeMetricFamily(
+                CONCEPT_DRIFT,
+                "1 while a rise of the labelled error rate was detected within the last window.",
+                labels=REVISION_LABELS,
+            ),
+            REVIEW_PENDING: GaugeMetricFamily(
+                REVIEW_PENDING, "Predictions waiting for manual review.", labels=("namespace", "model")
+            ),
+            LAST_EVALUATION: GaugeMetricFamily(
+                LAST_EVALUATION, "Unix time of the model's last evaluation.", labels=("namespace", "model")
+            ),
+            SHADOW_WINDOW_PAIRS: GaugeMetricFamily(
+                SHADOW_WINDOW_PAIRS,
+                "Requests both the candidate and the baseline (stable) answered, in the sample of the last window.",
+                labels=SHADOW_LABELS,
+            ),
+            SHADOW_AGREEMENT: GaugeMetricFamily(
+                SHADOW_AGREEMENT,
+                "Share of paired requests on which candidate and baseline predict the same class (last window).",
+                labels=SHADOW_LABELS,
+            ),
+            SHADOW_ABS_DIFF: GaugeMetricFamily(
+                SHADOW_ABS_DIFF,
+                "Quantiles of |candidate - baseline| over paired requests (regression, last window; quantile "
+                "1 is the max).",
+                labels=(*SHADOW_LABELS, "quantile"),
+            ),
+            SHADOW_FEATURE_SEPARATION: GaugeMetricFamily(
+                SHADOW_FEATURE_SEPARATION,
+                "How concentrated the arms' disagreement is in some values of the feature (total variation "
+                "distance, 0..1).",
+                labels=(*SHADOW_LABELS, "feature"),
+            ),
+        }
         c = {
-            CONCEPT_DRIFT_DETECTIONS: CounterMetricFamily(CONCEPT_DRIFT_DETECTIONS.removesuffix("_total"), "Concept-drift detections since start.", labels=REVISION_LABELS),
-            PREDICTED_CLASS: CounterMetricFamily(PREDICTED_CLASS.removesuffix("_total"), "Stored predictions per class-label output and class (first 50 classes, then __other__).", labels=(*REVISION_LABELS, "output", "class")),
-            LABEL_OUTCOMES: CounterMetricFamily(LABEL_OUTCOMES.removesuffix("_total"), "Predictions whose joined label agrees (correct) or not (incorrect), counted once each.", labels=(*REVISION_LABELS, "outcome")),
-            SHADOW_PAIRS: CounterMetricFamily(SHADOW_PAIRS.removesuffix("_total"), "Mirrored requests answered by this candidate and the baseline (stable), by whether the predicted classes agree; counted once each.", labels=(*SHADOW_LABELS, "outcome")),
-        }  # fmt: skip
+            CONCEPT_DRIFT_DETECTIONS: CounterMetricFamily(
+                CONCEPT_DRIFT_DETECTIONS.removesuffix("_total"),
+                "Concept-drift detections since start.",
+                labels=REVISION_LABELS,
+            ),
+            PREDICTED_CLASS: CounterMetricFamily(
+                PREDICTED_CLASS.removesuffix("_total"),
+                "Stored predictions per class-label output and class (first 50 classes, then __other__).",
+                labels=(*REVISION_LABELS, "output", "class"),
+            ),
+            LABEL_OUTCOMES: CounterMetricFamily(
+                LABEL_OUTCOMES.removesuffix("_total"),
+                "Predictions whose joined label agrees (correct) or not (incorrect), counted once each.",
+                labels=(*REVISION_LABELS, "outcome"),
+            ),
+            SHADOW_PAIRS: CounterMetricFamily(
+                SHADOW_PAIRS.removesuffix("_total"),
+                "Mirrored requests answered by this candidate and the baseline (stable), by whether the "
+                "predicted classes agree; counted once each.",
+                labels=(*SHADOW_LABELS, "outcome"),
+            ),
+        }
         for evaluation in self._snapshot().values():
             model_key = [evaluation.namespace, evaluation.model]
             g[REVIEW_PENDING].add_metric(model_key, evaluation.review_pending)
@@ -259,9 +346,12 @@ class MonitorMetrics:
         )
         self.queue = Gauge(QUEUE_DEPTH, "Write batches waiting for the database.", registry=self.registry)
         self.label_delay = Histogram(
-            LABEL_DELAY, "Label timestamp minus prediction timestamp, at join.", ("namespace", "model", "source"),
-            buckets=DELAY_BUCKETS, registry=self.registry,
-        )  # fmt: skip
+            LABEL_DELAY,
+            "Label timestamp minus prediction timestamp, at join.",
+            ("namespace", "model", "source"),
+            buckets=DELAY_BUCKETS,
+            registry=self.registry,
+        )
         for reason in DROP_REASONS:
             self.dropped.labels(reason)
         self.store_bytes = Gauge(
@@ -276,9 +366,11 @@ class MonitorMetrics:
             STORE_MAX_BYTES, "retention.maxBytes: the bound on the live bytes.", registry=self.registry
         )
         self.retention_deleted = Counter(
-            RETENTION_DELETED.removesuffix("_total"), "Predictions deleted by retention, by bound (age, rows, bytes).",
-            ("reason",), registry=self.registry,
-        )  # fmt: skip
+            RETENTION_DELETED.removesuffix("_total"),
+            "Predictions deleted by retention, by bound (age, rows, bytes).",
+            ("reason",),
+            registry=self.registry,
+        )
         for reason in RETENTION_REASONS:
             self.retention_deleted.labels(reason)
 

@@ -21,8 +21,11 @@ from typing import Any
 from .records import Label, Prediction, label_key
 
 _ORDERING: dict[str, Callable[[Any, Any], bool]] = {
-    "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
-}  # fmt: skip
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
 OPERATORS = ("==", "!=", "<", "<=", ">", ">=", "in", "notIn", "exists")
 _MISSING = object()
 

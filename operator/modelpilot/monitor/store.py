@@ -155,7 +155,8 @@ _MIGRATE_1_TO_2 = {
     "review": "INSERT INTO review_v2 (model, request_id, revision, ts, status, reviewer, reviewed) "
     "SELECT model, request_id, revision, ts, status, reviewer, reviewed FROM review",
     "counted_outcomes": "INSERT INTO counted_outcomes_v2 (model, request_id, revision) "
-    "SELECT p.model, c.request_id, p.revision FROM counted_outcomes c JOIN predictions p ON p.request_id = c.request_id",
+    "SELECT p.model, c.request_id, p.revision FROM counted_outcomes c JOIN predictions p ON p.request_id = "
+    "c.request_id",
 }
 
 
@@ -445,7 +446,8 @@ class Store:
             arms.add(prediction.revision)
             new.append(prediction)
         self.conn.executemany(
-            "INSERT INTO predictions (model, revision, request_id, ts, received, inputs, outputs) VALUES (?,?,?,?,?,?,?)",
+            "INSERT INTO predictions (model, revision, request_id, ts, received, inputs, outputs) VALUES "
+            "(?,?,?,?,?,?,?)",
             [
                 (p.model, p.revision, p.request_id, p.ts, now, _dumps(p.inputs), _dumps(p.outputs))
                 for p in new
@@ -557,9 +559,16 @@ class Store:
                 result.outside_window += 1
 
     def _join_arm(
-        self, model: str, revision: str, request_id: str, pred_ts: float, label: str, source: str,
-        label_ts: float, now: float,
-    ) -> str:  # fmt: skip
+        self,
+        model: str,
+        revision: str,
+        request_id: str,
+        pred_ts: float,
+        label: str,
+        source: str,
+        label_ts: float,
+        now: float,
+    ) -> str:
         """Join one label with one arm if in the window and not weaker than its join; the outcome."""
         delay = label_ts - pred_ts
         if not -CLOCK_SKEW <= delay <= self._join_window(model):
@@ -572,7 +581,8 @@ class Store:
             return "superseded"
         # REPLACE deletes the old row and inserts a new one: a new seq, so cursors see the change.
         self.conn.execute(
-            "INSERT OR REPLACE INTO joins (model, revision, request_id, pred_ts, label, source, label_ts, delay, joined) "
+            "INSERT OR REPLACE INTO joins (model, revision, request_id, pred_ts, label, source, label_ts, "
+            "delay, joined) "
             "VALUES (?,?,?,?,?,?,?,?,?)",
             (model, revision, request_id, pred_ts, label, source, label_ts, max(delay, 0.0), now),
         )
@@ -766,10 +776,16 @@ class Store:
             [*params, limit],
         ).fetchall()
         return [
-            {"request_id": r[0], "model": r[1], "revision": r[2], "timestamp": r[3],
-             "inputs": json.loads(r[4]), "outputs": json.loads(r[5])}
+            {
+                "request_id": r[0],
+                "model": r[1],
+                "revision": r[2],
+                "timestamp": r[3],
+                "inputs": json.loads(r[4]),
+                "outputs": json.loads(r[5]),
+            }
             for r in rows
-        ]  # fmt: skip
+        ]
 
     def labeled(
         self,
@@ -825,7 +841,8 @@ class Store:
                 clauses.append(clause)
                 params.append(value)
         return self.conn.execute(
-            f"SELECT seq, model, revision, ts, inputs FROM predictions WHERE {' AND '.join(clauses)} ORDER BY seq LIMIT ?",
+            f"SELECT seq, model, revision, ts, inputs FROM predictions WHERE {' AND '.join(clauses)} ORDER "
+            "BY seq LIMIT ?",
             [*params, limit],
         ).fetchall()
 
@@ -865,7 +882,8 @@ class Store:
         for chunk in _chunks(list(dict.fromkeys(request_ids))):
             marks = ",".join("?" * len(chunk))
             found += self.conn.execute(
-                f"SELECT seq, request_id, revision, outputs FROM predictions WHERE model = ? AND request_id IN ({marks})",
+                "SELECT seq, request_id, revision, outputs FROM predictions WHERE model = ? AND request_id "
+                f"IN ({marks})",
                 [model, *chunk],
             ).fetchall()
         return found
@@ -887,7 +905,8 @@ class Store:
     ) -> list[tuple[int, str]]:
         """(seq, inputs JSON) of one revision since ``since``, for building a reference in chunks."""
         return self.conn.execute(
-            "SELECT seq, inputs FROM predictions WHERE model = ? AND revision = ? AND ts >= ? AND seq > ? ORDER BY seq LIMIT ?",
+            "SELECT seq, inputs FROM predictions WHERE model = ? AND revision = ? AND ts >= ? AND seq > ? "
+            "ORDER BY seq LIMIT ?",
             (model, revision, since, after, limit),
         ).fetchall()
 
@@ -949,14 +968,17 @@ class Store:
         return int(total), int(labeled)
 
     def pending_review_count(self, model: str) -> int:
-        return int(self.conn.execute(
-            "SELECT count(*) FROM review WHERE status = 'pending' AND model = ?", (model,)
-        ).fetchone()[0])  # fmt: skip
+        return int(
+            self.conn.execute(
+                "SELECT count(*) FROM review WHERE status = 'pending' AND model = ?", (model,)
+            ).fetchone()[0]
+        )
 
     def revisions(self, model: str | None = None) -> list[RevisionInfo]:
         where, params = ("WHERE model = ?", (model,)) if model else ("", ())
         rows = self.conn.execute(
-            f"SELECT model, revision, first_seen, last_seen FROM revisions {where} ORDER BY model, first_seen, revision",
+            f"SELECT model, revision, first_seen, last_seen FROM revisions {where} ORDER BY model, "
+            "first_seen, revision",
             params,
         )
         return [RevisionInfo(*row) for row in rows]
@@ -980,7 +1002,8 @@ class Store:
             for chunk in _chunks(request_ids):
                 marks = ",".join("?" * len(chunk))
                 rows = self.conn.execute(
-                    f"SELECT model, request_id, revision FROM counted_outcomes WHERE model = ? AND request_id IN ({marks})",
+                    "SELECT model, request_id, revision FROM counted_outcomes WHERE model = ? AND "
+                    f"request_id IN ({marks})",
                     [model, *chunk],
                 )
                 found.update(arm for arm in rows if arm in wanted)
@@ -996,9 +1019,11 @@ class Store:
         with self._transaction():
             self.conn.executemany(
                 "INSERT OR REPLACE INTO counters (name, model, revision, labels, value) VALUES (?,?,?,?,?)",
-                [(name, model, revision, _dumps(list(labels)), value)
-                 for (name, model, revision, labels), value in values.items()],
-            )  # fmt: skip
+                [
+                    (name, model, revision, _dumps(list(labels)), value)
+                    for (name, model, revision, labels), value in values.items()
+                ],
+            )
             self.conn.executemany(
                 "INSERT OR REPLACE INTO counter_cursors (name, seq) VALUES (?,?)", list(cursors.items())
             )
@@ -1030,9 +1055,13 @@ class _Transaction:
 
 def _record(row: Sequence[Any]) -> dict[str, Any]:
     record: dict[str, Any] = {
-        "request_id": row[0], "model": row[1], "revision": row[2], "timestamp": row[3],
-        "inputs": json.loads(row[4]), "outputs": json.loads(row[5]),
-    }  # fmt: skip
+        "request_id": row[0],
+        "model": row[1],
+        "revision": row[2],
+        "timestamp": row[3],
+        "inputs": json.loads(row[4]),
+        "outputs": json.loads(row[5]),
+    }
     if row[6] is not None:
         record.update({"label": json.loads(row[6]), "label_source": row[7], "label_timestamp": row[8]})
     return record

@@ -151,9 +151,13 @@ def outcome(outputs: Mapping[str, Any], spec: OutputSpec, task: str) -> tuple[An
     :data:`PREDICTION_NAMES`/:data:`SCORE_NAMES` present. A probability list predicts its
     arg-max; a lone score in (0, 1) predicts ``positive`` at ``decision_threshold`` (binary 0/1).
     """
-    name = spec.prediction if spec.prediction is not None else (
-        next(iter(outputs)) if len(outputs) == 1 else _pick(outputs, None, PREDICTION_NAMES + SCORE_NAMES)
-    )  # fmt: skip
+    name = (
+        spec.prediction
+        if spec.prediction is not None
+        else (
+            next(iter(outputs)) if len(outputs) == 1 else _pick(outputs, None, PREDICTION_NAMES + SCORE_NAMES)
+        )
+    )
     value = outputs.get(name) if name is not None else None
     if task == "regression":
         if isinstance(value, list) and len(value) == 1:

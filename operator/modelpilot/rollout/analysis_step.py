@@ -30,7 +30,9 @@ LATENCY_METRICS = ("latencyP50", "latencyP90", "latencyP95", "latencyP99", "queu
 class AnalysisSteps(RolloutContext):
     """Analysed steps: one check per interval, a step passes on evidence only; outages wait, then cut."""
 
-    def _analysed_step(self, step: Mapping[str, Any], kind: str, index: int, started: float, elapsed: float) -> bool:
+    def _analysed_step(
+        self, step: Mapping[str, Any], kind: str, index: int, started: float, elapsed: float
+    ) -> bool:
         """analysis, shadow, abTest, blueGreen: route for the step, check when due, pass on evidence only."""
         ro = self.ro
         # Analysed steps: analysis, shadow, abTest, blueGreen.
@@ -42,7 +44,9 @@ class AnalysisSteps(RolloutContext):
         elif kind == "blueGreen":
             self.preview = ro["candidate"]
         config = analysis_config(self.spec, step)
-        duration = parse_duration(body.get("duration") if kind != "analysis" else config.get("duration"), 0.0) or 0.0
+        duration = (
+            parse_duration(body.get("duration") if kind != "analysis" else config.get("duration"), 0.0) or 0.0
+        )
         metrics = list(config.get("metrics") or [])
         if kind == "shadow" and not body.get("analysis", True):
             metrics = []
@@ -54,14 +58,27 @@ class AnalysisSteps(RolloutContext):
         interval = parse_duration(config.get("interval"), DEFAULT_INTERVAL) or DEFAULT_INTERVAL
         if self.obs.metrics is not None and not self.metrics_spent:
             self.metrics_spent = True  # measured for this step's window: never reused by the next step
-            outcome = evaluate_check(metrics, self._unconfounded(metrics), float(config.get("alpha", DEFAULT_ALPHA)),
-                                     ro.get("sequential") or {})  # fmt: skip
+            outcome = evaluate_check(
+                metrics,
+                self._unconfounded(metrics),
+                float(config.get("alpha", DEFAULT_ALPHA)),
+                ro.get("sequential") or {},
+            )
             self._record(outcome)
-            if not outcome.unreachable and ro.pop("metricsUnavailableSince", None) and ro.pop("metricsOutage", None):
-                self.event("Normal", Reason.METRICS_UNAVAILABLE, f"metrics are back: step {index + 1} resumes "
-                                                                 f"at weight {ro['weight']}%")  # fmt: skip
-            if outcome.regression or (outcome.outcome == "fail" and
-                                      ro["failures"] > int(config.get("failureLimit", DEFAULT_FAILURE_LIMIT))):  # fmt: skip
+            if (
+                not outcome.unreachable
+                and ro.pop("metricsUnavailableSince", None)
+                and ro.pop("metricsOutage", None)
+            ):
+                self.event(
+                    "Normal",
+                    Reason.METRICS_UNAVAILABLE,
+                    f"metrics are back: step {index + 1} resumes at weight {ro['weight']}%",
+                )
+            if outcome.regression or (
+                outcome.outcome == "fail"
+                and ro["failures"] > int(config.get("failureLimit", DEFAULT_FAILURE_LIMIT))
+            ):
                 reason = Reason.DRIFT_DETECTED if _is_drift(metrics, outcome) else Reason.ANALYSIS_FAILED
                 self._rollback(reason, "analysis failed: " + _describe(outcome))
                 return False
@@ -76,9 +93,11 @@ class AnalysisSteps(RolloutContext):
                         self.phase = Phase.PAUSED
                         self.event("Warning", Reason.INCONCLUSIVE, "rollout paused: " + self.message)
             else:
-                self.analysis_condition = (outcome.outcome == "pass",
-                                           Reason.ANALYSIS_PASSED if outcome.outcome == "pass" else Reason.ANALYSIS_FAILED,
-                                           _describe(outcome))  # fmt: skip
+                self.analysis_condition = (
+                    outcome.outcome == "pass",
+                    Reason.ANALYSIS_PASSED if outcome.outcome == "pass" else Reason.ANALYSIS_FAILED,
+                    _describe(outcome),
+                )
         if ro.get("metricsUnavailableSince") and not ro.get("metricsOutage") and self.obs.metrics is None:
             self.phase = Phase.PAUSED  # between checks, an outage still holds the step
             self.message = "metrics unavailable, rollout waits for the next check" + _last_cause(ro)
@@ -87,14 +106,21 @@ class AnalysisSteps(RolloutContext):
             self.phase = Phase.PAUSED
             self.mirror, self.match, self.preview = 0.0, None, None
             ro["weight"] = 0
-            self.message = f"metrics unavailable for longer than the outage timeout: the candidate has no traffic until they return ({self.message})"
+            self.message = (
+                "metrics unavailable for longer than the outage timeout: the candidate has no traffic until they "
+                f"return ({self.message})"
+            )
             self.analysis_condition = (False, Reason.METRICS_UNAVAILABLE, self.message)
             self.wake(interval)
             return False
         last = (ro.get("checks") or [{}])[-1] if ro.get("checks") else None
         if elapsed >= duration and last and last.get("outcome") == "pass" and last.get("step") == index:
-            rules = ", ".join(f"{m.get('name')} by {m.get('passedBy', 'threshold')}" for m in last.get("metrics") or ())
-            self.event("Normal", Reason.ANALYSIS_PASSED, f"step {index + 1} ({kind}) passed its analysis: {rules}")
+            rules = ", ".join(
+                f"{m.get('name')} by {m.get('passedBy', 'threshold')}" for m in last.get("metrics") or ()
+            )
+            self.event(
+                "Normal", Reason.ANALYSIS_PASSED, f"step {index + 1} ({kind}) passed its analysis: {rules}"
+            )
             return True
         self.wake(interval)
         return False
@@ -110,8 +136,12 @@ class AnalysisSteps(RolloutContext):
         timeout = parse_duration(config.get("outageTimeout"), defaults.OUTAGE_TIMEOUT_SECONDS)
         if timeout is not None and self.now - since >= timeout and not ro.get("metricsOutage"):
             ro["metricsOutage"] = True
-            self.event("Warning", Reason.METRICS_UNAVAILABLE, f"metrics unavailable for {self.now - since:.0f}s "
-                       f"(outageTimeout {timeout:g}s): the candidate's traffic share is 0 until they return")  # fmt: skip
+            self.event(
+                "Warning",
+                Reason.METRICS_UNAVAILABLE,
+                f"metrics unavailable for {self.now - since:.0f}s "
+                f"(outageTimeout {timeout:g}s): the candidate's traffic share is 0 until they return",
+            )
 
     def _unconfounded(self, metrics: list[Mapping[str, Any]]) -> Mapping[str, MetricSample]:
         """Samples for this check; relative latency ones are withheld while the fallback relieves stable."""
@@ -123,8 +153,12 @@ class AnalysisSteps(RolloutContext):
             relative = "maxRelative" in metric or "minRelative" in metric
             if relative and metric.get("metric") in LATENCY_METRICS and str(metric["name"]) in samples:
                 name = str(metric["name"])
-                samples[name] = MetricSample(name, None, reason="confounded: the fallback relieves stable's pods, "
-                                             "so candidate-vs-stable latency is not comparable while it is engaged")  # fmt: skip
+                samples[name] = MetricSample(
+                    name,
+                    None,
+                    reason="confounded: the fallback relieves stable's pods, "
+                    "so candidate-vs-stable latency is not comparable while it is engaged",
+                )
         return samples
 
     def _record(self, outcome: CheckOutcome) -> None:
@@ -135,7 +169,9 @@ class AnalysisSteps(RolloutContext):
         ro["sequential"] = sequential
         if outcome.outcome == "fail":
             ro["failures"] = int(ro.get("failures", 0)) + 1
-        elif outcome.outcome == "inconclusive" and not outcome.unreachable:  # an outage is not a lack of evidence
+        elif (
+            outcome.outcome == "inconclusive" and not outcome.unreachable
+        ):  # an outage is not a lack of evidence
             ro["inconclusive"] = int(ro.get("inconclusive", 0)) + 1
         entry = {
             "time": rfc3339(self.now),
@@ -149,7 +185,11 @@ class AnalysisSteps(RolloutContext):
 def _last_cause(ro: Mapping[str, Any]) -> str:
     """Why the last recorded check had no data (e.g. "Prometheus ... unreachable"), for messages between checks."""
     last = (ro.get("checks") or [{}])[-1]
-    causes = [f"{m.get('name')}: {m.get('message')}" for m in last.get("metrics") or () if m.get("outcome") == "inconclusive"]
+    causes = [
+        f"{m.get('name')}: {m.get('message')}"
+        for m in last.get("metrics") or ()
+        if m.get("outcome") == "inconclusive"
+    ]
     return f" (last check: {'; '.join(causes)})" if causes else ""
 
 
@@ -184,5 +224,7 @@ def _describe(outcome: CheckOutcome) -> str:
 
 
 def _is_drift(metrics: list[Mapping[str, Any]], outcome: CheckOutcome) -> bool:
-    drift_metrics = {str(m["name"]) for m in metrics if m.get("metric") in ("predictionDrift", "dataDriftShare")}
+    drift_metrics = {
+        str(m["name"]) for m in metrics if m.get("metric") in ("predictionDrift", "dataDriftShare")
+    }
     return any(v.outcome == "fail" and v.name in drift_metrics for v in outcome.verdicts)

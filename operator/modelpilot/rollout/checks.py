@@ -130,21 +130,41 @@ class _Look:
     reason: str
 
 
-def _look(counts: tuple[float, float, float, float], test: ProportionTest, alpha: float, previous_p: float) -> _Look:
+def _look(
+    counts: tuple[float, float, float, float], test: ProportionTest, alpha: float, previous_p: float
+) -> _Look:
     xs, ns, xc, nc = counts
     result = msprt_two_proportions(
-        xs, ns, xc, nc, alpha=alpha, tau=test.tau, min_samples=test.min_samples, previous_p=previous_p,
-        tolerance=test.tolerance, ratio=test.ratio,
-    )  # fmt: skip
+        xs,
+        ns,
+        xc,
+        nc,
+        alpha=alpha,
+        tau=test.tau,
+        min_samples=test.min_samples,
+        previous_p=previous_p,
+        tolerance=test.tolerance,
+        ratio=test.ratio,
+    )
     p = float(result.p_value)
     if result.decision in ("regressed", "ok", "inconclusive"):
         return _Look(result.decision, p, None, result.reason)
     horizon = horizon_reached(
-        xs, ns, nc, alpha=alpha, tau=test.tau, tolerance=test.tolerance, ratio=test.ratio,
-        detectable_ratio=test.detectable_ratio, detectable_increase=test.detectable_increase,
-        power=test.power, max_samples=test.max_samples,
-    )  # fmt: skip
-    return _Look("horizon" if horizon.reached else "continue", p, horizon, f"{result.reason}; {horizon.reason}")
+        xs,
+        ns,
+        nc,
+        alpha=alpha,
+        tau=test.tau,
+        tolerance=test.tolerance,
+        ratio=test.ratio,
+        detectable_ratio=test.detectable_ratio,
+        detectable_increase=test.detectable_increase,
+        power=test.power,
+        max_samples=test.max_samples,
+    )
+    return _Look(
+        "horizon" if horizon.reached else "continue", p, horizon, f"{result.reason}; {horizon.reason}"
+    )
 
 
 def _clip(errors: float, total: float) -> tuple[float, float]:
@@ -159,7 +179,10 @@ def _finite(value: float | None) -> float | None:
 
 
 def evaluate_metric(
-    metric: Mapping[str, Any], sample: MetricSample | None, alpha: float, previous: Mapping[str, float] | float = 1.0
+    metric: Mapping[str, Any],
+    sample: MetricSample | None,
+    alpha: float,
+    previous: Mapping[str, float] | float = 1.0,
 ) -> MetricVerdict:
     """One metric's verdict; ``previous`` holds the always-valid p-values kept in status."""
     verdict = _verdict(metric, sample, alpha, previous)
@@ -169,7 +192,10 @@ def evaluate_metric(
 
 
 def _verdict(
-    metric: Mapping[str, Any], sample: MetricSample | None, alpha: float, previous: Mapping[str, float] | float
+    metric: Mapping[str, Any],
+    sample: MetricSample | None,
+    alpha: float,
+    previous: Mapping[str, float] | float,
 ) -> MetricVerdict:
     name = str(metric["name"])
     if sample is None:
@@ -186,13 +212,17 @@ def _verdict(
         return MetricVerdict(name, "inconclusive", None, stable, sample.reason or "no data (or not finite)")
     # minSamples applies where the provider knows the sample size (built-in metrics, not custom PromQL).
     min_samples = float(metric.get("minSamples", DEFAULT_MIN_SAMPLES))
-    rule = ThresholdRule.from_spec({**metric, "minSamples": min_samples if sample.candidate_count is not None else 0})
+    rule = ThresholdRule.from_spec(
+        {**metric, "minSamples": min_samples if sample.candidate_count is not None else 0}
+    )
     result = check_threshold(candidate, rule, stable=stable, samples=sample.candidate_count)
     passed_by = RULE_THRESHOLD if result.status == "pass" else None
     return MetricVerdict(name, result.status, result.value, stable, result.reason, rule=passed_by)
 
 
-def _proportion(metric: Mapping[str, Any], sample: MetricSample, alpha: float, previous: Mapping[str, float]) -> MetricVerdict:
+def _proportion(
+    metric: Mapping[str, Any], sample: MetricSample, alpha: float, previous: Mapping[str, float]
+) -> MetricVerdict:
     name = str(metric["name"])
     raw = (sample.stable_errors, sample.stable_count, sample.candidate_errors, sample.candidate_count)
     value, stable = _finite(sample.candidate), _finite(sample.stable)
@@ -205,28 +235,71 @@ def _proportion(metric: Mapping[str, Any], sample: MetricSample, alpha: float, p
     p, keep = look.p_value, {name: look.p_value}
     progress = look.horizon.progress if look.horizon else None
     if look.decision == "regressed":
-        return MetricVerdict(name, "fail", value, stable, f"regressed (always-valid p={p:.3g} <= alpha={alpha:g}; {look.reason})",
-                             p_value=p, conclusive_regression=True, p_values=keep)  # fmt: skip
+        return MetricVerdict(
+            name,
+            "fail",
+            value,
+            stable,
+            f"regressed (always-valid p={p:.3g} <= alpha={alpha:g}; {look.reason})",
+            p_value=p,
+            conclusive_regression=True,
+            p_values=keep,
+        )
     if look.decision in ("inconclusive", "continue"):
         prefix = "collecting evidence: " if look.decision == "continue" else ""
-        return MetricVerdict(name, "inconclusive", value, stable, prefix + look.reason, p_value=p, progress=progress,
-                             p_values=keep)  # fmt: skip
+        return MetricVerdict(
+            name,
+            "inconclusive",
+            value,
+            stable,
+            prefix + look.reason,
+            p_value=p,
+            progress=progress,
+            p_values=keep,
+        )
     # The max/min thresholds still apply beside the sequential test.
     if value is not None and "max" in metric and value > float(metric["max"]):
-        return MetricVerdict(name, "fail", value, stable, f"{value:.4g} > max {float(metric['max']):.4g}", p_value=p, p_values=keep)
+        return MetricVerdict(
+            name,
+            "fail",
+            value,
+            stable,
+            f"{value:.4g} > max {float(metric['max']):.4g}",
+            p_value=p,
+            p_values=keep,
+        )
     if value is not None and "min" in metric and value < float(metric["min"]):
-        return MetricVerdict(name, "fail", value, stable, f"{value:.4g} < min {float(metric['min']):.4g}", p_value=p, p_values=keep)
+        return MetricVerdict(
+            name,
+            "fail",
+            value,
+            stable,
+            f"{value:.4g} < min {float(metric['min']):.4g}",
+            p_value=p,
+            p_values=keep,
+        )
     rule = RULE_NON_INFERIORITY if look.decision == "ok" else RULE_HORIZON
     why = "non-inferiority shown" if rule == RULE_NON_INFERIORITY else "no regression by the planned horizon"
-    return MetricVerdict(name, "pass", value, stable, f"{why} (p={p:.3g}; {look.reason})", p_value=p, rule=rule,
-                         progress=progress, p_values=keep)  # fmt: skip
+    return MetricVerdict(
+        name,
+        "pass",
+        value,
+        stable,
+        f"{why} (p={p:.3g}; {look.reason})",
+        p_value=p,
+        rule=rule,
+        progress=progress,
+        p_values=keep,
+    )
 
 
 # A reference arm with no errors in a vast sample: the two-proportion test becomes a one-sample one.
 _PERFECT = (0.0, 1e12)
 
 
-def _agreement(metric: Mapping[str, Any], sample: MetricSample, alpha: float, previous: Mapping[str, float]) -> MetricVerdict:
+def _agreement(
+    metric: Mapping[str, Any], sample: MetricSample, alpha: float, previous: Mapping[str, float]
+) -> MetricVerdict:
     """Shadow: the share of paired answers on which candidate and stable disagree, against 1 - min."""
     name = str(metric["name"])
     if sample.candidate_errors is None or sample.candidate_count is None:
@@ -236,28 +309,67 @@ def _agreement(metric: Mapping[str, Any], sample: MetricSample, alpha: float, pr
     look = _look((*_PERFECT, xc, nc), test, alpha, float(previous.get(name, 1.0)))
     agreement = 1.0 - xc / nc if nc > 0 else None
     p, keep = look.p_value, {name: look.p_value}
-    floor = f"agreement {agreement:.2%} of {nc:.0f} pairs, floor {1 - test.tolerance:.2%}" if agreement is not None else ""
-    if look.decision == "inconclusive" and nc < test.min_samples:  # the reference arm is a stand-in: say pairs
-        return MetricVerdict(name, "inconclusive", agreement, None, f"needs {test.min_samples:g} paired answers, has {nc:.0f}",
-                             p_value=p, p_values=keep)  # fmt: skip
+    floor = (
+        f"agreement {agreement:.2%} of {nc:.0f} pairs, floor {1 - test.tolerance:.2%}"
+        if agreement is not None
+        else ""
+    )
+    if (
+        look.decision == "inconclusive" and nc < test.min_samples
+    ):  # the reference arm is a stand-in: say pairs
+        return MetricVerdict(
+            name,
+            "inconclusive",
+            agreement,
+            None,
+            f"needs {test.min_samples:g} paired answers, has {nc:.0f}",
+            p_value=p,
+            p_values=keep,
+        )
     if look.decision == "regressed":
-        return MetricVerdict(name, "fail", agreement, None, f"shadow disagrees too often ({floor}; always-valid p={p:.3g})",
-                             p_value=p, conclusive_regression=True, p_values=keep)  # fmt: skip
+        return MetricVerdict(
+            name,
+            "fail",
+            agreement,
+            None,
+            f"shadow disagrees too often ({floor}; always-valid p={p:.3g})",
+            p_value=p,
+            conclusive_regression=True,
+            p_values=keep,
+        )
     if look.decision in ("inconclusive", "continue"):
-        return MetricVerdict(name, "inconclusive", agreement, None, f"collecting evidence: {floor}; {look.reason}",
-                             p_value=p, progress=look.horizon.progress if look.horizon else None, p_values=keep)  # fmt: skip
+        return MetricVerdict(
+            name,
+            "inconclusive",
+            agreement,
+            None,
+            f"collecting evidence: {floor}; {look.reason}",
+            p_value=p,
+            progress=look.horizon.progress if look.horizon else None,
+            p_values=keep,
+        )
     rule = RULE_NON_INFERIORITY if look.decision == "ok" else RULE_HORIZON
-    why = "agreement above the floor shown" if rule == RULE_NON_INFERIORITY else "no excess disagreement by the horizon"
-    return MetricVerdict(name, "pass", agreement, None, f"{why} ({floor})", p_value=p, rule=rule, p_values=keep)
+    why = (
+        "agreement above the floor shown"
+        if rule == RULE_NON_INFERIORITY
+        else "no excess disagreement by the horizon"
+    )
+    return MetricVerdict(
+        name, "pass", agreement, None, f"{why} ({floor})", p_value=p, rule=rule, p_values=keep
+    )
 
 
-def _class_shares(metric: Mapping[str, Any], sample: MetricSample, alpha: float, previous: Mapping[str, float]) -> MetricVerdict:
+def _class_shares(
+    metric: Mapping[str, Any], sample: MetricSample, alpha: float, previous: Mapping[str, float]
+) -> MetricVerdict:
     """Every predicted class's share, candidate vs stable, both ways, alpha split over 2K tests."""
     name = str(metric["name"])
     value, stable = _finite(sample.candidate), _finite(sample.stable)
     cand, stab = sample.candidate_classes, sample.stable_classes
     if cand is None or stab is None:
-        return MetricVerdict(name, "inconclusive", value, stable, sample.reason or "no predicted-class counts")
+        return MetricVerdict(
+            name, "inconclusive", value, stable, sample.reason or "no predicted-class counts"
+        )
     classes = sorted(set(cand) | set(stab))
     nc = sum(max(0.0, v) for v in cand.values() if math.isfinite(v))
     ns = sum(max(0.0, v) for v in stab.values() if math.isfinite(v))
@@ -272,28 +384,60 @@ def _class_shares(metric: Mapping[str, Any], sample: MetricSample, alpha: float,
             looks[key] = _look(counts, test, split, float(previous.get(key, 1.0)))
     keep = {k: look.p_value for k, look in looks.items()}
     p = min(1.0, min((look.p_value for look in looks.values()), default=1.0) * 2 * max(2, len(classes)))
-    shares = ", ".join(f"{c}: {cand.get(c, 0.0) / max(nc, 1.0):.1%} vs {stab.get(c, 0.0) / max(ns, 1.0):.1%}" for c in classes[:8])
+    shares = ", ".join(
+        f"{c}: {cand.get(c, 0.0) / max(nc, 1.0):.1%} vs {stab.get(c, 0.0) / max(ns, 1.0):.1%}"
+        for c in classes[:8]
+    )
     guarantee = f"class shares within {test.tolerance:g}, Bonferroni over {2 * max(2, len(classes))} tests"
     if not classes or min(nc, ns) < test.min_samples:
-        return MetricVerdict(name, "inconclusive", value, stable,
-                             f"needs {test.min_samples:g} predictions per revision, has stable={ns:g} candidate={nc:g}",
-                             p_value=p, p_values=keep)  # fmt: skip
+        return MetricVerdict(
+            name,
+            "inconclusive",
+            value,
+            stable,
+            f"needs {test.min_samples:g} predictions per revision, has stable={ns:g} candidate={nc:g}",
+            p_value=p,
+            p_values=keep,
+        )
     regressed = [k for k, look in looks.items() if look.decision == "regressed"]
     if regressed:
-        return MetricVerdict(name, "fail", value, stable,
-                             f"predicted-class shares drifted ({', '.join(regressed[:4])}; adjusted p={p:.3g} <= "
-                             f"alpha={alpha:g}; {guarantee}; {shares})",
-                             p_value=p, conclusive_regression=True, p_values=keep)  # fmt: skip
+        return MetricVerdict(
+            name,
+            "fail",
+            value,
+            stable,
+            f"predicted-class shares drifted ({', '.join(regressed[:4])}; adjusted p={p:.3g} <= "
+            f"alpha={alpha:g}; {guarantee}; {shares})",
+            p_value=p,
+            conclusive_regression=True,
+            p_values=keep,
+        )
     pending = [look for look in looks.values() if look.decision not in ("ok", "horizon")]
     progress = min((look.horizon.progress for look in looks.values() if look.horizon), default=None)
     if pending:
-        return MetricVerdict(name, "inconclusive", value, stable,
-                             f"collecting evidence, no drift decision yet ({guarantee}; {shares}; {pending[0].reason})",
-                             p_value=p, progress=progress, p_values=keep)  # fmt: skip
+        return MetricVerdict(
+            name,
+            "inconclusive",
+            value,
+            stable,
+            f"collecting evidence, no drift decision yet ({guarantee}; {shares}; {pending[0].reason})",
+            p_value=p,
+            progress=progress,
+            p_values=keep,
+        )
     rule = RULE_NON_INFERIORITY if all(look.decision == "ok" for look in looks.values()) else RULE_HORIZON
     why = "equivalence shown" if rule == RULE_NON_INFERIORITY else "no drift by the planned horizon"
-    return MetricVerdict(name, "pass", value, stable, f"{why} ({guarantee}; {shares})", p_value=p, rule=rule,
-                         progress=progress, p_values=keep)  # fmt: skip
+    return MetricVerdict(
+        name,
+        "pass",
+        value,
+        stable,
+        f"{why} ({guarantee}; {shares})",
+        p_value=p,
+        rule=rule,
+        progress=progress,
+        p_values=keep,
+    )
 
 
 def evaluate_check(

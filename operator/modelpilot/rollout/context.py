@@ -21,8 +21,16 @@ def ready_text(rev: RevisionState | None, desired: int) -> str:
 class RolloutContext:
     """One pass's working state over `status.rollout` (mutated in place), and the transitions every step uses."""
 
-    def __init__(self, spec: ModelDeploymentSpec, generation: int, ro: dict[str, Any], obs: Observations, now: float,
-                 status_in: Mapping[str, Any], namespace: str):  # fmt: skip
+    def __init__(
+        self,
+        spec: ModelDeploymentSpec,
+        generation: int,
+        ro: dict[str, Any],
+        obs: Observations,
+        now: float,
+        status_in: Mapping[str, Any],
+        namespace: str,
+    ):
         self.spec, self.generation, self.ro, self.obs, self.now = spec, generation, ro, obs, now
         self.status_in, self.namespace = status_in, namespace
         self.desired = spec.revision
@@ -80,15 +88,35 @@ class RolloutContext:
         previous = self.ro.get("candidate")
         if previous and previous != revision:
             self._retire(previous)
-        self.ro.update({
-            "candidate": revision, "step": 0, "state": "running", "startedAt": rfc3339(self.now),
-            "stepStartedAt": rfc3339(self.now), "weight": 0, "failures": 0, "inconclusive": 0, "checks": [],
-            "sequential": {},
-        })  # fmt: skip
-        for key in ("lastCheckAt", "pausedReason", "podsReady", "waitingSince", "gate", "metricsUnavailableSince",
-                    "metricsOutage"):  # fmt: skip
+        self.ro.update(
+            {
+                "candidate": revision,
+                "step": 0,
+                "state": "running",
+                "startedAt": rfc3339(self.now),
+                "stepStartedAt": rfc3339(self.now),
+                "weight": 0,
+                "failures": 0,
+                "inconclusive": 0,
+                "checks": [],
+                "sequential": {},
+            }
+        )
+        for key in (
+            "lastCheckAt",
+            "pausedReason",
+            "podsReady",
+            "waitingSince",
+            "gate",
+            "metricsUnavailableSince",
+            "metricsOutage",
+        ):
             self.ro.pop(key, None)
-        self.event("Normal", Reason.REVISION_CREATED, f"rolling out revision {revision} (stable {self.ro.get('stable')})")
+        self.event(
+            "Normal",
+            Reason.REVISION_CREATED,
+            f"rolling out revision {revision} (stable {self.ro.get('stable')})",
+        )
 
     def _promote(self) -> None:
         ro = self.ro
@@ -134,7 +162,9 @@ class RolloutContext:
                 self.progress = (False, Reason.AVAILABLE, self.message)
             else:
                 self.phase = Phase.PROGRESSING
-                self.message = f"waiting for revision {stable} pods ({ready_text(state, self.replicas_wanted)} ready)"
+                self.message = (
+                    f"waiting for revision {stable} pods ({ready_text(state, self.replicas_wanted)} ready)"
+                )
                 self.progress = (True, Reason.WAITING_FOR_PODS, self.message)
                 if state and state.unschedulable_reason:
                     self.degraded = (True, state.unschedulable_reason, state.unschedulable_message)

@@ -35,9 +35,22 @@ from modelpilot.rollout.status import parse_rfc3339, rfc3339, set_condition
 from modelpilot.rollout.steps import ANALYSED_STEPS, step_kind, weight_at
 
 __all__ = [
-    "ANALYSED_STEPS", "DEFAULT_INTERVAL", "MAX_MESSAGE", "REQUEST_ANNOTATION", "AnalysisRequest", "Decision", "Event",
-    "FallbackRoute", "GateRequest", "analysis_request", "decide", "decide_invalid", "gate_request", "load_check_due",
-    "problems_message", "step_kind",
+    "ANALYSED_STEPS",
+    "DEFAULT_INTERVAL",
+    "MAX_MESSAGE",
+    "REQUEST_ANNOTATION",
+    "AnalysisRequest",
+    "Decision",
+    "Event",
+    "FallbackRoute",
+    "GateRequest",
+    "analysis_request",
+    "decide",
+    "decide_invalid",
+    "gate_request",
+    "load_check_due",
+    "problems_message",
+    "step_kind",
 ]  # the shell's entry points, re-exported from the modules that own them
 
 
@@ -53,8 +66,12 @@ def decide(
     if invalid:
         return decide_invalid(generation, status, invalid, now)
     conditions = list(status.get("conditions") or [])
-    conditions = set_condition(conditions, ConditionType.INVALID_SPEC, False, Reason.SPEC_VALID, "spec is valid", generation, now)
-    machine = _Machine(spec, generation, copy.deepcopy(dict(status.get("rollout") or {})), obs, now, status, namespace)
+    conditions = set_condition(
+        conditions, ConditionType.INVALID_SPEC, False, Reason.SPEC_VALID, "spec is valid", generation, now
+    )
+    machine = _Machine(
+        spec, generation, copy.deepcopy(dict(status.get("rollout") or {})), obs, now, status, namespace
+    )
     machine.run()
     return machine.finish(status, conditions)
 
@@ -100,7 +117,11 @@ class _Machine(AnalysisSteps, GateSteps, Report):
             return
         if action == "promote-full":
             # Skip every remaining step; promotion still waits for the candidate at full size.
-            self.event("Normal", Reason.MANUAL_PROMOTE, f"revision {self.desired}: remaining steps skipped by request")
+            self.event(
+                "Normal",
+                Reason.MANUAL_PROMOTE,
+                f"revision {self.desired}: remaining steps skipped by request",
+            )
             ro["step"] = len(self.spec.rollout.steps)
         if action == "promote":
             # Kept in status until the candidate is up, so a request made while pods start is not lost.
@@ -124,8 +145,12 @@ class _Machine(AnalysisSteps, GateSteps, Report):
         if state == "failed":
             if ro.get("optimizeFailed") != self.desired:
                 ro["optimizeFailed"] = self.desired
-                self.event("Warning", Reason.OPTIMIZATION_FAILED,
-                           f"optimisation Job {job} failed (accuracy gate or conversion); revision {self.desired} is not deployed")  # fmt: skip
+                self.event(
+                    "Warning",
+                    Reason.OPTIMIZATION_FAILED,
+                    f"optimisation Job {job} failed (accuracy gate or conversion); revision {self.desired} "
+                    "is not deployed",
+                )
             self.message = f"optimisation Job {job} failed: revision {self.desired} is not deployed"
             self.progress = (False, Reason.OPTIMIZATION_FAILED, self.message)
             self.degraded = (True, Reason.OPTIMIZATION_FAILED, self.message)
@@ -149,7 +174,11 @@ class _Machine(AnalysisSteps, GateSteps, Report):
             if state and state.unschedulable_reason:
                 self.degraded = (True, state.unschedulable_reason, state.unschedulable_message)
             if self.now - waiting_since > deadline:
-                reason = state.unschedulable_reason if state and state.unschedulable_reason else Reason.PROGRESS_DEADLINE_EXCEEDED
+                reason = (
+                    state.unschedulable_reason
+                    if state and state.unschedulable_reason
+                    else Reason.PROGRESS_DEADLINE_EXCEEDED
+                )
                 detail = f": {state.unschedulable_message}" if state and state.unschedulable_message else ""
                 self._rollback(reason, f"candidate {candidate} not available within {deadline}s{detail}")
                 return
@@ -166,7 +195,11 @@ class _Machine(AnalysisSteps, GateSteps, Report):
                 ro.pop("pausedReason", None)
             else:
                 self.phase = Phase.PAUSED
-                why = "spec.rollout.paused is true" if self.spec.rollout.paused else "analysis inconclusive too often"
+                why = (
+                    "spec.rollout.paused is true"
+                    if self.spec.rollout.paused
+                    else "analysis inconclusive too often"
+                )
                 self.message = f"rollout paused at step {ro.get('step', 0)}: {why}"
                 self.progress = (True, Reason.ROLLOUT_PAUSED, self.message)
                 return
@@ -189,7 +222,11 @@ class _Machine(AnalysisSteps, GateSteps, Report):
                 return
             if not done and ro.pop("skipStep", False):
                 # A promote request moves past the first step that would otherwise wait.
-                self.event("Normal", Reason.MANUAL_PROMOTE, f"step {index + 1} ({step_kind(steps[index])}) skipped by request")
+                self.event(
+                    "Normal",
+                    Reason.MANUAL_PROMOTE,
+                    f"step {index + 1} ({step_kind(steps[index])}) skipped by request",
+                )
                 self.phase = Phase.PROGRESSING
                 done = True
             if not done:
@@ -210,10 +247,18 @@ class _Machine(AnalysisSteps, GateSteps, Report):
         ro["weight"] = weight_at(self.spec.rollout.steps, index)
         started = parse_rfc3339(ro.get("stepStartedAt")) or self.now
         elapsed = self.now - started
-        self.progress = (True, Reason.ROLLOUT_STEP, f"step {index + 1}/{len(self.spec.rollout.steps)}: {kind}")
+        self.progress = (
+            True,
+            Reason.ROLLOUT_STEP,
+            f"step {index + 1}/{len(self.spec.rollout.steps)}: {kind}",
+        )
         self.message = self.progress[2]
         if kind == "setWeight":
-            self.event("Normal", Reason.ROLLOUT_STEP, f"step {index + 1}: weight {ro['weight']}% to {ro['candidate']}")
+            self.event(
+                "Normal",
+                Reason.ROLLOUT_STEP,
+                f"step {index + 1}: weight {ro['weight']}% to {ro['candidate']}",
+            )
             return True
         if kind == "pause":
             duration = parse_duration((step["pause"] or {}).get("duration"))

@@ -43,7 +43,9 @@ class Decision:
     mirror_percent: float = 0.0
     match: Mapping[str, Any] | None = None
     preview: str | None = None  # blue-green preview revision
-    shares: dict[str, float] = field(default_factory=dict)  # revision -> % of traffic it must carry (autoscaler bounds)
+    shares: dict[str, float] = field(
+        default_factory=dict
+    )  # revision -> % of traffic it must carry (autoscaler bounds)
     fallback: FallbackRoute | None = None  # a share of traffic sent to a lighter model under load
     suspend_flags: bool = False  # kill switch: no flag routes; every request goes to stable
     withdraw_candidate: str | None = None  # invalid spec mid-rollout: route the live objects 100% to stable

@@ -29,30 +29,58 @@ _THRESHOLDS = {
     "type": "object",
     "properties": {
         "queueP95Ms": {"type": "number", "exclusiveMinimum": True, "minimum": 0},
-        "requestRate": {"type": "number", "exclusiveMinimum": True, "minimum": 0, "description": "Requests per second, all routes together."},
+        "requestRate": {
+            "type": "number",
+            "exclusiveMinimum": True,
+            "minimum": 0,
+            "description": "Requests per second, all routes together.",
+        },
     },
-}  # fmt: skip
+}
 
 FALLBACK_SCHEMA: dict[str, Any] = {
     "type": "object",
     "description": "Under load, send a share of the traffic to a lighter model; take it back with hysteresis.",
     "required": ["share", "triggers"],
     "properties": {
-        "modelDeployment": {"type": "string", "minLength": 1, "description": "A ModelDeployment in the same namespace serving the lighter model."},
+        "modelDeployment": {
+            "type": "string",
+            "minLength": 1,
+            "description": "A ModelDeployment in the same namespace serving the lighter model.",
+        },
         "host": {"type": "string", "minLength": 1, "description": "Or any mesh host serving it."},
         "port": {"type": "integer", "minimum": 1, "maximum": 65535, "default": 8000},
-        "share": {"type": "integer", "minimum": 1, "maximum": 100, "description": "Percent of all traffic sent to the fallback while engaged."},
+        "share": {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": 100,
+            "description": "Percent of all traffic sent to the fallback while engaged.",
+        },
         "triggers": {**_THRESHOLDS, "description": "Engage when any of these is reached."},
         "consecutive": {"type": "integer", "minimum": 1, "maximum": 100, "default": 3},
-        "recoverBelow": {**_THRESHOLDS, "description": "Release when every one of these is under; defaults to 70 % of the trigger."},
+        "recoverBelow": {
+            **_THRESHOLDS,
+            "description": "Release when every one of these is under; defaults to 70 % of the trigger.",
+        },
         "recoverConsecutive": {"type": "integer", "minimum": 1, "maximum": 100, "default": 5},
-        "minDwell": {"type": "string", "pattern": _DURATION, "default": "60s", "description": "Least time between two switches."},
+        "minDwell": {
+            "type": "string",
+            "pattern": _DURATION,
+            "default": "60s",
+            "description": "Least time between two switches.",
+        },
     },
     "x-kubernetes-validations": [
-        {"rule": "has(self.modelDeployment) != has(self.host)", "message": "set exactly one of modelDeployment or host"},
-        {"rule": "has(self.triggers.queueP95Ms) || has(self.triggers.requestRate)", "message": "triggers needs queueP95Ms or requestRate"},
+        {
+            "rule": "has(self.modelDeployment) != has(self.host)",
+            "message": "set exactly one of modelDeployment or host",
+        },
+        {
+            "rule": "has(self.triggers.queueP95Ms) || has(self.triggers.requestRate)",
+            "message": "triggers needs queueP95Ms or requestRate",
+        },
     ],
-}  # fmt: skip
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +89,11 @@ class Thresholds:
     request_rate: float | None = None
 
     def items(self) -> list[tuple[str, float]]:
-        return [(k, v) for k, v in (("queueP95Ms", self.queue_p95_ms), ("requestRate", self.request_rate)) if v is not None]
+        return [
+            (k, v)
+            for k, v in (("queueP95Ms", self.queue_p95_ms), ("requestRate", self.request_rate))
+            if v is not None
+        ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,8 +141,12 @@ class FallbackState:
     def from_status(cls, raw: Mapping[str, Any] | None) -> FallbackState:
         raw = raw or {}
         since = raw.get("since")
-        return cls(bool(raw.get("active", False)), int(raw.get("over", 0)), int(raw.get("under", 0)),
-                   None if since is None else float(since))  # fmt: skip
+        return cls(
+            bool(raw.get("active", False)),
+            int(raw.get("over", 0)),
+            int(raw.get("under", 0)),
+            None if since is None else float(since),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,15 +274,24 @@ def step_fallback(
         if over >= config.consecutive and dwell_ok:
             state = FallbackState(active=True, over=0, under=0, since=now)
             share = fallback_share(config, weights, rollout_active)
-            capped = f" (capped at stable's {weights.stable} % during the rollout)" if share < config.share else ""
-            events.append(FallbackEvent(ENGAGED, f"{_describe(observation)} for {over} intervals: "
-                                                 f"{share} % of traffic to the fallback{capped}"))  # fmt: skip
+            capped = (
+                f" (capped at stable's {weights.stable} % during the rollout)" if share < config.share else ""
+            )
+            events.append(
+                FallbackEvent(
+                    ENGAGED,
+                    f"{_describe(observation)} for {over} intervals: "
+                    f"{share} % of traffic to the fallback{capped}",
+                )
+            )
     else:
         under = state.under + 1 if _calm(observation, config) else 0
         state = replace(state, over=0, under=under)
         if under >= config.recover_consecutive and dwell_ok:
             state = FallbackState(active=False, over=0, under=0, since=now)
-            events.append(FallbackEvent(RELEASED, f"{_describe(observation)} for {under} intervals: all traffic back"))
+            events.append(
+                FallbackEvent(RELEASED, f"{_describe(observation)} for {under} intervals: all traffic back")
+            )
     shift = fallback_share(config, weights, rollout_active) if state.active else 0
     return FallbackStep(state, shift, tuple(events))
 

@@ -26,9 +26,11 @@ class GateSteps(RolloutContext):
             self.wake(GATE_RETRY)
             return False
         self.ro["gate"] = {**result.as_status(), "at": rfc3339(self.now)}
-        summary = (f"gate {result.decision.value}: n={result.n}, {result.metric} candidate "
-                   f"{_fmt(result.candidate_metric)} vs stable {_fmt(result.stable_metric)}, p={_fmt(result.p_value)}, "
-                   f"margin {result.margin:g}, alpha {result.alpha:g}: {result.reason}")  # fmt: skip
+        summary = (
+            f"gate {result.decision.value}: n={result.n}, {result.metric} candidate "
+            f"{_fmt(result.candidate_metric)} vs stable {_fmt(result.stable_metric)}, p={_fmt(result.p_value)}, "
+            f"margin {result.margin:g}, alpha {result.alpha:g}: {result.reason}"
+        )
         outcome, why = step_outcome(result, gspec, started, self.now)
         if outcome is StepOutcome.PROCEED:
             self.event("Normal", Reason.GATE_PASSED, summary)

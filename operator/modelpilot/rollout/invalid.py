@@ -35,10 +35,22 @@ def decide_invalid(generation: int, status: Mapping[str, Any], problems: list[st
     The rollout keeps its step in status, so once the spec is fixed it resumes where it was.
     """
     message = problems_message(problems)
-    conditions = set_condition(list(status.get("conditions") or []), ConditionType.INVALID_SPEC, True,
-                               Reason.INVALID_SPEC, message, generation, now)  # fmt: skip
-    new_status = {**copy.deepcopy(dict(status)), "conditions": conditions, "phase": Phase.INVALID.value,
-                  "message": message, "observedGeneration": generation}  # fmt: skip
+    conditions = set_condition(
+        list(status.get("conditions") or []),
+        ConditionType.INVALID_SPEC,
+        True,
+        Reason.INVALID_SPEC,
+        message,
+        generation,
+        now,
+    )
+    new_status = {
+        **copy.deepcopy(dict(status)),
+        "conditions": conditions,
+        "phase": Phase.INVALID.value,
+        "message": message,
+        "observedGeneration": generation,
+    }
     ro = dict(new_status.get("rollout") or {})
     withdraw = None
     if ro.get("state") == "running" and ro.get("candidate") and ro.get("stable"):
@@ -46,5 +58,10 @@ def decide_invalid(generation: int, status: Mapping[str, Any], problems: list[st
         ro["weight"] = 0
         new_status["rollout"] = ro
         new_status["canaryWeight"] = 0
-    return Decision(apply_children=False, status=new_status, withdraw_candidate=withdraw,
-                    stable=ro.get("stable"), events=[Event("Warning", Reason.INVALID_SPEC, message)])  # fmt: skip
+    return Decision(
+        apply_children=False,
+        status=new_status,
+        withdraw_candidate=withdraw,
+        stable=ro.get("stable"),
+        events=[Event("Warning", Reason.INVALID_SPEC, message)],
+    )

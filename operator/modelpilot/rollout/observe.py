@@ -13,7 +13,9 @@ from modelpilot.rollout.fallback import LoadObservation
 
 # The scheduler's own wording, e.g. "2 Insufficient nvidia.com/gpu" or "Insufficient nvidia.com/mig-1g.10gb";
 # a message that merely mentions the GPU taint is not a GPU shortage.
-_GPU_SHORTAGE = re.compile(r"Insufficient (nvidia\.com/[A-Za-z0-9_.-]*[A-Za-z0-9])")  # a sentence's full stop is not part
+_GPU_SHORTAGE = re.compile(
+    r"Insufficient (nvidia\.com/[A-Za-z0-9_.-]*[A-Za-z0-9])"
+)  # a sentence's full stop is not part
 
 
 def gpu_shortage(messages: Iterable[str]) -> tuple[str, ...]:
@@ -76,10 +78,14 @@ class Observations:
     request: str | None = None  # the modelpilot.io/request annotation (promote/abort/retry)
     load: LoadObservation | None = None  # measured only when a fallback check is due
     gate: Any = None  # a modelpilot.gate.GateResult, when a gate step was evaluated this pass
-    optimization: tuple[str, str] | None = None  # (running|succeeded|failed, Job name) for the desired revision
+    optimization: tuple[str, str] | None = (
+        None  # (running|succeeded|failed, Job name) for the desired revision
+    )
 
 
-def revision_states(deployments: Iterable[Mapping[str, Any]], pods: Iterable[Mapping[str, Any]]) -> dict[str, RevisionState]:
+def revision_states(
+    deployments: Iterable[Mapping[str, Any]], pods: Iterable[Mapping[str, Any]]
+) -> dict[str, RevisionState]:
     """Summarise Deployments and their pods per revision, classifying scheduling failures."""
     unschedulable: dict[str, list[str]] = {}
     for pod in pods:
@@ -87,7 +93,11 @@ def revision_states(deployments: Iterable[Mapping[str, Any]], pods: Iterable[Map
         if not rev or pod.get("metadata", {}).get("deletionTimestamp"):
             continue
         for cond in pod.get("status", {}).get("conditions") or ():
-            if cond.get("type") == "PodScheduled" and cond.get("status") == "False" and cond.get("reason") == "Unschedulable":
+            if (
+                cond.get("type") == "PodScheduled"
+                and cond.get("status") == "False"
+                and cond.get("reason") == "Unschedulable"
+            ):
                 unschedulable.setdefault(rev, []).append(cond.get("message", ""))
     out: dict[str, RevisionState] = {}
     for dep in deployments:

@@ -43,7 +43,12 @@ def gate_request(spec: ModelDeploymentSpec, status: Mapping[str, Any], now: floa
     ro = status.get("rollout") or {}
     steps = spec.rollout.steps
     index = int(ro.get("step", 0))
-    if ro.get("state") != "running" or not ro.get("podsReady") or index >= len(steps) or "gate" not in steps[index]:
+    if (
+        ro.get("state") != "running"
+        or not ro.get("podsReady")
+        or index >= len(steps)
+        or "gate" not in steps[index]
+    ):
         return None
     last = parse_rfc3339((ro.get("gate") or {}).get("at"))
     started = parse_rfc3339(ro.get("stepStartedAt")) or 0.0
@@ -52,7 +57,9 @@ def gate_request(spec: ModelDeploymentSpec, status: Mapping[str, Any], now: floa
     return GateRequest(steps[index]["gate"], ro["candidate"], ro["stable"])
 
 
-def analysis_request(spec: ModelDeploymentSpec, status: Mapping[str, Any], now: float) -> AnalysisRequest | None:
+def analysis_request(
+    spec: ModelDeploymentSpec, status: Mapping[str, Any], now: float
+) -> AnalysisRequest | None:
     """Which metrics the shell must measure before calling `decide`, if a check is due now."""
     ro = status.get("rollout") or {}
     candidate, stable = ro.get("candidate"), ro.get("stable")
@@ -75,5 +82,6 @@ def analysis_request(spec: ModelDeploymentSpec, status: Mapping[str, Any], now: 
         return None
     started = parse_rfc3339(ro.get("stepStartedAt")) or now
     model = spec.model.get("name")
-    return AnalysisRequest(metrics, candidate, stable, window=max(interval, now - started),
-                           model=str(model) if model else None)  # fmt: skip
+    return AnalysisRequest(
+        metrics, candidate, stable, window=max(interval, now - started), model=str(model) if model else None
+    )

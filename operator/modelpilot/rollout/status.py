@@ -36,17 +36,27 @@ def set_condition(
             continue
         found = True
         changed = cond.get("status") != value
-        out.append({
-            "type": type_,
-            "status": value,
-            "observedGeneration": generation,
-            "lastTransitionTime": rfc3339(now) if changed else cond.get("lastTransitionTime", rfc3339(now)),
-            "reason": reason,
-            "message": message,
-        })  # fmt: skip
+        out.append(
+            {
+                "type": type_,
+                "status": value,
+                "observedGeneration": generation,
+                "lastTransitionTime": rfc3339(now)
+                if changed
+                else cond.get("lastTransitionTime", rfc3339(now)),
+                "reason": reason,
+                "message": message,
+            }
+        )
     if not found:
-        out.append({
-            "type": type_, "status": value, "observedGeneration": generation,
-            "lastTransitionTime": rfc3339(now), "reason": reason, "message": message,
-        })  # fmt: skip
+        out.append(
+            {
+                "type": type_,
+                "status": value,
+                "observedGeneration": generation,
+                "lastTransitionTime": rfc3339(now),
+                "reason": reason,
+                "message": message,
+            }
+        )
     return out

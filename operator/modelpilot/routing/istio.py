@@ -52,7 +52,9 @@ def destination_rule(owner: Owner, spec: ModelDeploymentSpec, plan: TrafficPlan)
 
 
 def _destination(owner: Owner, spec: ModelDeploymentSpec, revision: str, weight: int | None = None):
-    dest: dict[str, Any] = {"destination": {"host": host(owner), "subset": revision, "port": {"number": spec.traffic.port}}}
+    dest: dict[str, Any] = {
+        "destination": {"host": host(owner), "subset": revision, "port": {"number": spec.traffic.port}}
+    }
     if weight is not None:
         dest["weight"] = weight
     return dest
@@ -86,17 +88,29 @@ def http_routes(owner: Owner, spec: ModelDeploymentSpec, plan: TrafficPlan) -> l
     for flag in () if plan.suspend_flags else spec.rollout.flags:
         target = resolve_revision(str(flag["revision"]), plan)
         if target and flag.get("header"):
-            routes.append({"name": f"flag-{flag['name']}", "match": [_header_match(flag["header"])],
-                           "route": [_destination(owner, spec, target)]})  # fmt: skip
+            routes.append(
+                {
+                    "name": f"flag-{flag['name']}",
+                    "match": [_header_match(flag["header"])],
+                    "route": [_destination(owner, spec, target)],
+                }
+            )
     for rev in sorted(set(plan.revisions)):
-        routes.append({
-            "name": f"revision-{rev}",
-            "match": [{"headers": {spec.rollout.revision_header: {"exact": rev}}}],
-            "route": [_destination(owner, spec, rev)],
-        })  # fmt: skip
+        routes.append(
+            {
+                "name": f"revision-{rev}",
+                "match": [{"headers": {spec.rollout.revision_header: {"exact": rev}}}],
+                "route": [_destination(owner, spec, rev)],
+            }
+        )
     if plan.candidate and plan.match:
-        routes.append({"name": "ab-candidate", "match": [ab_match(plan.match)],
-                       "route": [_destination(owner, spec, plan.candidate)]})  # fmt: skip
+        routes.append(
+            {
+                "name": "ab-candidate",
+                "match": [ab_match(plan.match)],
+                "route": [_destination(owner, spec, plan.candidate)],
+            }
+        )
     default: dict[str, Any] = {"name": "primary"}
     candidate_weight = plan.weight if plan.candidate and plan.weight > 0 and not plan.match else 0
     fallback = plan.fallback_weight if plan.fallback_host else 0
@@ -105,10 +119,18 @@ def http_routes(owner: Owner, spec: ModelDeploymentSpec, plan: TrafficPlan) -> l
         default["route"].append(_destination(owner, spec, plan.candidate, candidate_weight))
     if fallback:
         # Load shedding to a lighter model comes out of stable's share, never the candidate's.
-        default["route"].append({"destination": {"host": plan.fallback_host, "port": {"number": plan.fallback_port}},
-                                 "weight": fallback})  # fmt: skip
+        default["route"].append(
+            {
+                "destination": {"host": plan.fallback_host, "port": {"number": plan.fallback_port}},
+                "weight": fallback,
+            }
+        )
     if plan.candidate and plan.mirror_percent > 0:
-        default["mirror"] = {"host": host(owner), "subset": plan.candidate, "port": {"number": spec.traffic.port}}
+        default["mirror"] = {
+            "host": host(owner),
+            "subset": plan.candidate,
+            "port": {"number": spec.traffic.port},
+        }
         default["mirrorPercentage"] = {"value": float(plan.mirror_percent)}
     routes.append(default)
     return routes
@@ -120,7 +142,11 @@ def virtual_service(owner: Owner, spec: ModelDeploymentSpec, plan: TrafficPlan) 
         "apiVersion": ISTIO_API_VERSION,
         "kind": "VirtualService",
         "metadata": _metadata(owner, owner.name, {**common_labels(owner), LABEL_COMPONENT: "routing"}),
-        "spec": {"hosts": hosts, "gateways": list(spec.traffic.gateways), "http": http_routes(owner, spec, plan)},
+        "spec": {
+            "hosts": hosts,
+            "gateways": list(spec.traffic.gateways),
+            "http": http_routes(owner, spec, plan),
+        },
     }
 
 
@@ -136,7 +162,9 @@ def without_candidate(live_spec: Mapping[str, Any], stable: str, candidate: str)
         if any((d.get("destination") or {}).get("subset") == candidate for d in dests) and route.get("match"):
             continue  # a match-only route to the candidate (A/B, flag, revision header): withdrawn
         kept = [dict(d) for d in dests if (d.get("destination") or {}).get("subset") != candidate]
-        moved = sum(int(d.get("weight", 0)) for d in dests if (d.get("destination") or {}).get("subset") == candidate)
+        moved = sum(
+            int(d.get("weight", 0)) for d in dests if (d.get("destination") or {}).get("subset") == candidate
+        )
         for dest in kept:
             if (dest.get("destination") or {}).get("subset") == stable and "weight" in dest:
                 dest["weight"] = int(dest["weight"]) + moved

@@ -43,24 +43,47 @@ AUTOSCALING_SCHEMA: dict[str, Any] = {
     "properties": {
         "minReplicas": {"type": "integer", "minimum": 1, "maximum": 200, "default": 1},
         "maxReplicas": {"type": "integer", "minimum": 1, "maximum": 200, "default": 4},
-        "targetQueueTimeMs": {"type": "number", "exclusiveMinimum": True, "minimum": 0, "default": 20,
-                              "description": "Average queue time per request the autoscaler steers to."},
-        "metricSource": {"type": "string", "enum": list(METRIC_SOURCES), "default": "Pods",
-                         "description": "How prometheus-adapter serves the metric to the HPA."},
-        "engine": {"type": "string", "enum": list(ENGINES), "default": "auto",
-                   "description": "auto: KEDA when its CRDs are installed, else the HPA."},
-        "window": {"type": "string", "pattern": DURATION_PATTERN, "default": "1m",
-                   "description": "PromQL rate window of the queue-time metric."},
+        "targetQueueTimeMs": {
+            "type": "number",
+            "exclusiveMinimum": True,
+            "minimum": 0,
+            "default": 20,
+            "description": "Average queue time per request the autoscaler steers to.",
+        },
+        "metricSource": {
+            "type": "string",
+            "enum": list(METRIC_SOURCES),
+            "default": "Pods",
+            "description": "How prometheus-adapter serves the metric to the HPA.",
+        },
+        "engine": {
+            "type": "string",
+            "enum": list(ENGINES),
+            "default": "auto",
+            "description": "auto: KEDA when its CRDs are installed, else the HPA.",
+        },
+        "window": {
+            "type": "string",
+            "pattern": DURATION_PATTERN,
+            "default": "1m",
+            "description": "PromQL rate window of the queue-time metric.",
+        },
         "scaleUpStabilization": {"type": "string", "pattern": DURATION_PATTERN, "default": "0s"},
         "scaleDownStabilization": {"type": "string", "pattern": DURATION_PATTERN, "default": "5m"},
-        "pollingInterval": {"type": "string", "pattern": DURATION_PATTERN, "default": "15s",
-                            "description": "KEDA only: how often the query runs."},
+        "pollingInterval": {
+            "type": "string",
+            "pattern": DURATION_PATTERN,
+            "default": "15s",
+            "description": "KEDA only: how often the query runs.",
+        },
     },
     "x-kubernetes-validations": [
-        {"rule": "!has(self.minReplicas) || !has(self.maxReplicas) || self.minReplicas <= self.maxReplicas",
-         "message": "minReplicas must be <= maxReplicas"},
+        {
+            "rule": "!has(self.minReplicas) || !has(self.maxReplicas) || self.minReplicas <= self.maxReplicas",
+            "message": "minReplicas must be <= maxReplicas",
+        },
     ],
-}  # fmt: skip
+}
 
 _DEFAULTS = {k: v["default"] for k, v in AUTOSCALING_SCHEMA["properties"].items() if "default" in v}
 
@@ -82,6 +105,7 @@ def parse_autoscaling(raw: Mapping[str, Any] | None) -> AutoscalingSpec | None:
     """Typed ``spec.serving.autoscaling``; None when it is absent (fixed replicas)."""
     if raw is None:
         return None
+
     def get(key: str) -> Any:
         return raw.get(key, _DEFAULTS[key])
 
@@ -101,9 +125,13 @@ def parse_autoscaling(raw: Mapping[str, Any] | None) -> AutoscalingSpec | None:
         polling_interval_s=max(1, seconds("pollingInterval")),
     )
     if not 1 <= spec.min_replicas <= spec.max_replicas:
-        raise ValueError(f"autoscaling needs 1 <= minReplicas <= maxReplicas, got {spec.min_replicas}..{spec.max_replicas}")
+        raise ValueError(
+            f"autoscaling needs 1 <= minReplicas <= maxReplicas, got {spec.min_replicas}..{spec.max_replicas}"
+        )
     if spec.target_queue_ms <= 0 or spec.metric_source not in METRIC_SOURCES or spec.engine not in ENGINES:
-        raise ValueError("autoscaling: targetQueueTimeMs must be > 0, metricSource Pods|External, engine auto|hpa|keda")
+        raise ValueError(
+            "autoscaling: targetQueueTimeMs must be > 0, metricSource Pods|External, engine auto|hpa|keda"
+        )
     return spec
 
 
@@ -132,11 +160,15 @@ def queue_time_query(ref: RevisionRef, window: str = "1m", labels: TritonLabels 
     """One revision's average queue time per request in ms, as a single series (KEDA needs one)."""
     window = promql_duration(window)
     selector = triton_selector(ref, labels)
-    return (f"sum(rate({TRITON_QUEUE_DURATION}{selector}[{window}])) / "
-            f"clamp_min(sum(rate({TRITON_SUCCESS}{selector}[{window}])), {_EPSILON_RATE}) / 1000")  # fmt: skip
+    return (
+        f"sum(rate({TRITON_QUEUE_DURATION}{selector}[{window}])) / "
+        f"clamp_min(sum(rate({TRITON_SUCCESS}{selector}[{window}])), {_EPSILON_RATE}) / 1000"
+    )
 
 
-def prometheus_adapter_rules(window: str = "1m", labels: TritonLabels = TritonLabels()) -> dict[str, list[dict[str, Any]]]:
+def prometheus_adapter_rules(
+    window: str = "1m", labels: TritonLabels = TritonLabels()
+) -> dict[str, list[dict[str, Any]]]:
     """prometheus-adapter config (``rules`` and ``externalRules``) that defines METRIC_NAME.
 
     ``rules`` serves it per pod (HPA ``Pods`` metric, averaged over the Deployment's
@@ -146,24 +178,36 @@ def prometheus_adapter_rules(window: str = "1m", labels: TritonLabels = TritonLa
         raise ValueError("prometheus-adapter needs the namespace label on Triton's metrics")
     window = promql_duration(window)
     name = {"matches": f"^{TRITON_QUEUE_DURATION}$", "as": METRIC_NAME}
+
     def ratio(group: str) -> str:
-        return (f"sum{group}(rate({TRITON_QUEUE_DURATION}{{<<.LabelMatchers>>}}[{window}])) / "
-                f"clamp_min(sum{group}(rate({TRITON_SUCCESS}{{<<.LabelMatchers>>}}[{window}])), {_EPSILON_RATE}) / 1000")  # fmt: skip
+        return (
+            f"sum{group}(rate({TRITON_QUEUE_DURATION}{{<<.LabelMatchers>>}}[{window}])) / "
+            f"clamp_min(sum{group}(rate({TRITON_SUCCESS}{{<<.LabelMatchers>>}}[{window}])), {_EPSILON_RATE}) / 1000"
+        )
 
     out: dict[str, list[dict[str, Any]]] = {"rules": [], "externalRules": []}
     if labels.pod is not None:
-        out["rules"].append({
-            "seriesQuery": f'{TRITON_QUEUE_DURATION}{{{labels.namespace}!="",{labels.pod}!=""}}',
-            "resources": {"overrides": {labels.namespace: {"resource": "namespace"}, labels.pod: {"resource": "pod"}}},
+        out["rules"].append(
+            {
+                "seriesQuery": f'{TRITON_QUEUE_DURATION}{{{labels.namespace}!="",{labels.pod}!=""}}',
+                "resources": {
+                    "overrides": {
+                        labels.namespace: {"resource": "namespace"},
+                        labels.pod: {"resource": "pod"},
+                    }
+                },
+                "name": name,
+                "metricsQuery": ratio(" by (<<.GroupBy>>)"),
+            }
+        )
+    out["externalRules"].append(
+        {
+            "seriesQuery": f'{TRITON_QUEUE_DURATION}{{{labels.namespace}!="",{labels.model}!=""}}',
+            "resources": {"overrides": {labels.namespace: {"resource": "namespace"}}},
             "name": name,
-            "metricsQuery": ratio(" by (<<.GroupBy>>)"),
-        })  # fmt: skip
-    out["externalRules"].append({
-        "seriesQuery": f'{TRITON_QUEUE_DURATION}{{{labels.namespace}!="",{labels.model}!=""}}',
-        "resources": {"overrides": {labels.namespace: {"resource": "namespace"}}},
-        "name": name,
-        "metricsQuery": ratio(""),
-    })  # fmt: skip
+            "metricsQuery": ratio(""),
+        }
+    )
     return out
 
 
@@ -176,14 +220,20 @@ def _behavior(spec: AutoscalingSpec) -> dict[str, Any]:
         "scaleUp": {
             "stabilizationWindowSeconds": spec.scale_up_window_s,
             "selectPolicy": "Max",
-            "policies": [{"type": "Percent", "value": 100, "periodSeconds": 60}, {"type": "Pods", "value": 2, "periodSeconds": 60}],
+            "policies": [
+                {"type": "Percent", "value": 100, "periodSeconds": 60},
+                {"type": "Pods", "value": 2, "periodSeconds": 60},
+            ],
         },
         "scaleDown": {
             "stabilizationWindowSeconds": spec.scale_down_window_s,
             "selectPolicy": "Min",
-            "policies": [{"type": "Percent", "value": 50, "periodSeconds": 60}, {"type": "Pods", "value": 1, "periodSeconds": 60}],
+            "policies": [
+                {"type": "Percent", "value": 50, "periodSeconds": 60},
+                {"type": "Pods", "value": 1, "periodSeconds": 60},
+            ],
         },
-    }  # fmt: skip
+    }
 
 
 def _metadata(owner: Owner, revision: str, component: str) -> dict[str, Any]:
@@ -219,7 +269,10 @@ def hpa(
     if spec.metric_source == "Pods":
         metric: dict[str, Any] = {
             "type": "Pods",
-            "pods": {"metric": {"name": METRIC_NAME}, "target": {"type": "AverageValue", "averageValue": target}},
+            "pods": {
+                "metric": {"name": METRIC_NAME},
+                "target": {"type": "AverageValue", "averageValue": target},
+            },
         }
     else:
         if labels.revision is None:
@@ -227,7 +280,10 @@ def hpa(
         selector = {"matchLabels": {labels.model: model, labels.revision: revision}}
         metric = {
             "type": "External",
-            "external": {"metric": {"name": METRIC_NAME, "selector": selector}, "target": {"type": "Value", "value": target}},
+            "external": {
+                "metric": {"name": METRIC_NAME, "selector": selector},
+                "target": {"type": "Value", "value": target},
+            },
         }
     return {
         "apiVersion": "autoscaling/v2",
@@ -270,19 +326,21 @@ def scaled_object(
             "maxReplicaCount": high,
             "pollingInterval": spec.polling_interval_s,
             "advanced": {"horizontalPodAutoscalerConfig": {"behavior": _behavior(spec)}},
-            "triggers": [{
-                "type": "prometheus",
-                "name": "queue-time",
-                "metricType": "Value",
-                "metadata": {
-                    "serverAddress": prometheus_url,
-                    "query": queue_time_query(ref, spec.window, labels),
-                    "threshold": f"{spec.target_queue_ms:g}",
-                    "ignoreNullValues": "true",  # no series yet (new revision): 0, not an error
-                },
-            }],
+            "triggers": [
+                {
+                    "type": "prometheus",
+                    "name": "queue-time",
+                    "metricType": "Value",
+                    "metadata": {
+                        "serverAddress": prometheus_url,
+                        "query": queue_time_query(ref, spec.window, labels),
+                        "threshold": f"{spec.target_queue_ms:g}",
+                        "ignoreNullValues": "true",  # no series yet (new revision): 0, not an error
+                    },
+                }
+            ],
         },
-    }  # fmt: skip
+    }
 
 
 def autoscaler(
@@ -303,5 +361,7 @@ def autoscaler(
             raise ValueError("autoscaling.engine is keda but KEDA's ScaledObject CRD is not installed")
         if not prometheus_url:
             raise ValueError("KEDA needs the Prometheus URL (--prometheus-url)")
-        return scaled_object(owner, revision, spec, model=model, prometheus_url=prometheus_url, weight=weight, labels=labels)
+        return scaled_object(
+            owner, revision, spec, model=model, prometheus_url=prometheus_url, weight=weight, labels=labels
+        )
     return hpa(owner, revision, spec, model=model, weight=weight, labels=labels)

@@ -82,7 +82,9 @@ def revision_labels(owner: Owner, revision: str) -> dict[str, str]:
     return {**common_labels(owner), "version": revision, LABEL_REVISION: revision}
 
 
-def _metadata(owner: Owner, name: str, labels: Mapping[str, str], annotations: Mapping[str, str] | None = None):
+def _metadata(
+    owner: Owner, name: str, labels: Mapping[str, str], annotations: Mapping[str, str] | None = None
+):
     meta: dict[str, Any] = {
         "name": name,
         "namespace": owner.namespace,
@@ -105,8 +107,11 @@ def cpu_tuned_model(spec: ModelDeploymentSpec) -> Mapping[str, Any]:
     cpu = spec.serving.resources.cpu
     cores = max(1, math.ceil(float(cpu[:-1]) / 1000 if cpu.endswith("m") else float(cpu)))
     config = dict(spec.model.get("config") or {})
-    config["parameters"] = {"intra_op_thread_count": str(cores), "inter_op_thread_count": "1",
-                            **(config.get("parameters") or {})}  # fmt: skip
+    config["parameters"] = {
+        "intra_op_thread_count": str(cores),
+        "inter_op_thread_count": "1",
+        **(config.get("parameters") or {}),
+    }
     return {**spec.model, "config": config}
 
 
@@ -118,7 +123,9 @@ def config_map(owner: Owner, spec: ModelDeploymentSpec, revision: str) -> dict[s
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": _metadata(
-            owner, f"{revision_name(owner, revision)}-config", {**revision_labels(owner, revision), LABEL_COMPONENT: "model-config"}
+            owner,
+            f"{revision_name(owner, revision)}-config",
+            {**revision_labels(owner, revision), LABEL_COMPONENT: "model-config"},
         ),
         "data": {"config.pbtxt": render_config_pbtxt(cpu_tuned_model(spec))},
     }
@@ -194,15 +201,21 @@ def _init_containers(spec: ModelDeploymentSpec, init_image: str, env_from: list)
 def _volumes(spec: ModelDeploymentSpec, owner: Owner, revision: str) -> list[dict[str, Any]]:
     # tmp: scratch for a read-only root. No size limit: Triton copies an s3:// or gs:// model repository
     # into a temporary directory before loading it (it counts as the pod's ephemeral storage).
-    volumes: list[dict[str, Any]] = [{"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}},
-                                     {"name": "tmp", "emptyDir": {}}]  # fmt: skip
+    volumes: list[dict[str, Any]] = [
+        {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}},
+        {"name": "tmp", "emptyDir": {}},
+    ]
     repo = str(spec.model["repository"])
     if repo.startswith("pvc://"):
         claim = repo.removeprefix("pvc://").split("/", 1)[0]
-        volumes.append({"name": "model-store", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
+        volumes.append(
+            {"name": "model-store", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}
+        )
     if needs_generated_config(spec.model):
         volumes.append({"name": "models", "emptyDir": {}})
-        volumes.append({"name": "model-config", "configMap": {"name": f"{revision_name(owner, revision)}-config"}})
+        volumes.append(
+            {"name": "model-config", "configMap": {"name": f"{revision_name(owner, revision)}-config"}}
+        )
     return volumes
 
 
@@ -215,8 +228,11 @@ def _volume_mounts(spec: ModelDeploymentSpec, init: bool = False) -> list[dict[s
     if needs_generated_config(spec.model):
         # The init container writes the local repository; Triton only reads it. (The API server
         # drops readOnly: false, so it is left out to keep desired state comparable with live.)
-        mounts.append({"name": "models", "mountPath": LOCAL_REPOSITORY} if init else
-                      {"name": "models", "mountPath": LOCAL_REPOSITORY, "readOnly": True})  # fmt: skip
+        mounts.append(
+            {"name": "models", "mountPath": LOCAL_REPOSITORY}
+            if init
+            else {"name": "models", "mountPath": LOCAL_REPOSITORY, "readOnly": True}
+        )
         if init:
             mounts.append({"name": "model-config", "mountPath": CONFIG_MOUNT, "readOnly": True})
     return mounts
@@ -269,7 +285,10 @@ def pod_template(owner: Owner, spec: ModelDeploymentSpec, revision: str, init_im
         ],
         "resources": _resources(spec),
         "startupProbe": _probe(
-            "/v2/health/ready", startup_period, max(1, -(-serving.startup_timeout_seconds // startup_period)), probe_port
+            "/v2/health/ready",
+            startup_period,
+            max(1, -(-serving.startup_timeout_seconds // startup_period)),
+            probe_port,
         ),
         "readinessProbe": _probe("/v2/health/ready", period, 3, probe_port),
         "livenessProbe": _probe("/v2/health/live", 10, 6, probe_port),
@@ -299,10 +318,16 @@ def pod_template(owner: Owner, spec: ModelDeploymentSpec, revision: str, init_im
         pod_spec["initContainers"] = init
     if capture:
         # Payload capture: a sidecar proxies the http port to Triton and ships samples to the monitor.
-        pod_spec["containers"].append(sidecar_container(
-            owner.name, revision, monitor_url(owner.namespace),
-            float(spec.monitoring.get("sampleRate", 0.1)), init_image, upstream_port=HTTP_PORT,
-        ))  # fmt: skip
+        pod_spec["containers"].append(
+            sidecar_container(
+                owner.name,
+                revision,
+                monitor_url(owner.namespace),
+                float(spec.monitoring.get("sampleRate", 0.1)),
+                init_image,
+                upstream_port=HTTP_PORT,
+            )
+        )
         pod_spec["volumes"].append(spool_volume())
     node_selector = dict(serving.placement.node_selector)
     if serving.placement.node_pool:
@@ -331,14 +356,22 @@ def pod_template(owner: Owner, spec: ModelDeploymentSpec, revision: str, init_im
 
 
 def deployment(
-    owner: Owner, spec: ModelDeploymentSpec, revision: str, replicas: int | None, init_image: str = DEFAULT_INIT_IMAGE
+    owner: Owner,
+    spec: ModelDeploymentSpec,
+    revision: str,
+    replicas: int | None,
+    init_image: str = DEFAULT_INIT_IMAGE,
 ) -> dict[str, Any]:
     """The revision's Triton Deployment; replicas come from the rollout, or (None) from its autoscaler."""
     selector = {LABEL_DEPLOYMENT: owner.name, LABEL_REVISION: revision}
     manifest = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": _metadata(owner, revision_name(owner, revision), {**revision_labels(owner, revision), LABEL_COMPONENT: "triton"}),
+        "metadata": _metadata(
+            owner,
+            revision_name(owner, revision),
+            {**revision_labels(owner, revision), LABEL_COMPONENT: "triton"},
+        ),
         "spec": {
             "replicas": replicas,
             "selector": {"matchLabels": selector},
@@ -375,7 +408,13 @@ def _service_ports(capture: bool = False) -> list[dict[str, Any]]:
     # there is no gRPC port: Triton's gRPC listens on loopback only (it would bypass capture).
     http_target = CAPTURE_PORT_NAME if capture else "http"
     ports = [
-        {"name": "http", "port": HTTP_PORT, "targetPort": http_target, "protocol": "TCP", "appProtocol": "http"},
+        {
+            "name": "http",
+            "port": HTTP_PORT,
+            "targetPort": http_target,
+            "protocol": "TCP",
+            "appProtocol": "http",
+        },
         {"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc", "protocol": "TCP", "appProtocol": "grpc"},
         {"name": "http-metrics", "port": METRICS_PORT, "targetPort": "metrics", "protocol": "TCP"},
     ]
@@ -387,8 +426,15 @@ def revision_service(owner: Owner, revision: str, capture: bool = False) -> dict
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _metadata(owner, revision_name(owner, revision), {**revision_labels(owner, revision), LABEL_COMPONENT: "revision"}),
-        "spec": {"selector": {LABEL_DEPLOYMENT: owner.name, LABEL_REVISION: revision}, "ports": _service_ports(capture)},
+        "metadata": _metadata(
+            owner,
+            revision_name(owner, revision),
+            {**revision_labels(owner, revision), LABEL_COMPONENT: "revision"},
+        ),
+        "spec": {
+            "selector": {LABEL_DEPLOYMENT: owner.name, LABEL_REVISION: revision},
+            "ports": _service_ports(capture),
+        },
     }
 
 

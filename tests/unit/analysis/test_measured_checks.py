@@ -15,7 +15,13 @@ from modelpilot.serving.manifests import Owner
 
 OWNER = Owner("fraud", "prod", "uid")
 WINDOW = 300
-ERRORS = {"name": "errors", "provider": "istio", "metric": "errorRate", "test": "sequential", "minSamples": 500}
+ERRORS = {
+    "name": "errors",
+    "provider": "istio",
+    "metric": "errorRate",
+    "test": "sequential",
+    "minSamples": 500,
+}
 
 
 def ref(revision: str) -> RevisionRef:
@@ -41,7 +47,9 @@ def counts(stable_errors: float, stable_total: float, cand_errors: float, cand_t
 
 
 def look(provider: TableProvider, metric: dict, previous: dict | None = None):
-    request = AnalysisRequest(metrics=(metric,), candidate="v2", stable="v1", window=float(WINDOW), model="fraud")
+    request = AnalysisRequest(
+        metrics=(metric,), candidate="v2", stable="v1", window=float(WINDOW), model="fraud"
+    )
     samples = PrometheusMeasure("http://unused", provider=provider)(request, OWNER)
     return evaluate_check([metric], samples, 0.05, previous or {})
 
@@ -64,7 +72,9 @@ def test_missing_counts_are_inconclusive_and_keep_the_recorded_p():
 def test_extrapolated_errors_above_the_total_are_clipped():
     outcome = look(counts(10, 1000, 1000.4, 1000.0), ERRORS)
     assert outcome.outcome == "fail"
-    assert outcome.verdicts[0].value == 1.0004  # the observed ratio is reported; the test used at most n errors
+    assert (
+        outcome.verdicts[0].value == 1.0004
+    )  # the observed ratio is reported; the test used at most n errors
 
 
 def latency(cand_ms: float | None, stable_ms: float | None, requests: float = 1000.0) -> TableProvider:
@@ -89,12 +99,19 @@ def test_an_unreachable_provider_is_inconclusive_with_its_reason():
     provider.answers[query] = MetricValue.missing(MetricProblem.UNREACHABLE, "connection refused")
     outcome = look(provider, {"name": "p99", "provider": "istio", "metric": "latencyP99", "max": 500})
     assert outcome.outcome == "inconclusive" and "connection refused" in outcome.verdicts[0].message
-    assert outcome.verdicts[0].problem is MetricProblem.UNREACHABLE and outcome.unreachable  # an outage, not a want
+    assert (
+        outcome.verdicts[0].problem is MetricProblem.UNREACHABLE and outcome.unreachable
+    )  # an outage, not a want
 
 
 def test_only_an_unreachable_provider_is_an_outage_whatever_the_words():
     """A custom query that finds nothing is a lack of evidence, even if its text says "unreachable"."""
-    template = {"name": "custom", "provider": "prometheus", "query": 'up{job="unreachable-{{revision}}"}', "max": 1}
+    template = {
+        "name": "custom",
+        "provider": "prometheus",
+        "query": 'up{job="unreachable-{{revision}}"}',
+        "max": 1,
+    }
     outcome = look(TableProvider({}), template)
     assert outcome.outcome == "inconclusive" and "unreachable" in outcome.verdicts[0].message
     assert outcome.verdicts[0].problem is MetricProblem.NO_DATA and not outcome.unreachable

@@ -9,7 +9,13 @@ import yaml
 from modelpilot.analysis.observers import custom, istio, monitor, triton
 from modelpilot.analysis.observers.registry import observer_for
 
-CRD = Path(__file__).resolve().parents[3] / "operator" / "modelpilot" / "crds" / "modelpilot.io_modeldeployments.yaml"
+CRD = (
+    Path(__file__).resolve().parents[3]
+    / "operator"
+    / "modelpilot"
+    / "crds"
+    / "modelpilot.io_modeldeployments.yaml"
+)
 
 
 def _provider_enum() -> list[str]:
@@ -39,7 +45,10 @@ def test_a_metric_reaches_the_observer_its_spec_names():
     assert observer_for({"name": "m"}) is istio.OBSERVER  # the CRD's default provider
     assert observer_for({"name": "m", "provider": "triton", "metric": "queueTime"}) is triton.OBSERVER
     assert observer_for({"name": "m", "provider": "monitor", "metric": "accuracy"}) is monitor.OBSERVER
-    assert observer_for({"name": "m", "provider": "monitor", "query": "x{revision='{{revision}}'}"}) is custom.OBSERVER
+    assert (
+        observer_for({"name": "m", "provider": "monitor", "query": "x{revision='{{revision}}'}"})
+        is custom.OBSERVER
+    )
     assert observer_for({"name": "m", "provider": "prometheus", "query": "up"}) is custom.OBSERVER
     # Istio and Triton metrics are the built-in queries: a stray query does not replace the counts.
     assert observer_for({"name": "m", "provider": "istio", "query": "up"}) is istio.OBSERVER

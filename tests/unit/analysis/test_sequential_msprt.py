@@ -36,9 +36,14 @@ def run_stream(
     results, previous_p = [], 1.0
     for look in range(looks):
         result = msprt_two_proportions(
-            stable_x[look], stable_n[look], candidate_x[look], candidate_n[look],
-            alpha=ALPHA, previous_p=previous_p, **options,
-        )  # fmt: skip
+            stable_x[look],
+            stable_n[look],
+            candidate_x[look],
+            candidate_n[look],
+            alpha=ALPHA,
+            previous_p=previous_p,
+            **options,
+        )
         previous_p = result.p_value
         results.append(result)
     return results

@@ -95,8 +95,14 @@ async def test_redelivered_records_are_stored_once_per_model_revision_and_id(tmp
     await shipper.start()
 
     def record(request_id: str, revision: str) -> dict:
-        return {"request_id": request_id, "model": "iris", "revision": revision, "timestamp": 1.0,
-                "inputs": {"x": 1.0}, "outputs": {"y": 1}}  # fmt: skip
+        return {
+            "request_id": request_id,
+            "model": "iris",
+            "revision": revision,
+            "timestamp": 1.0,
+            "inputs": {"x": 1.0},
+            "outputs": {"y": 1},
+        }
 
     try:
         shipper.offer([record("a", "r1"), record("b", "r1")])

@@ -311,7 +311,9 @@ async def test_a_stalled_monitor_does_not_slow_inference(
             )
             assert status == 200
         elapsed = time.perf_counter() - started
-        assert monitor.attempts <= 1  # at most the first batch has been sent, and it is still waiting on the monitor
+        assert (
+            monitor.attempts <= 1
+        )  # at most the first batch has been sent, and it is still waiting on the monitor
     assert elapsed < 0.9, elapsed
 
 

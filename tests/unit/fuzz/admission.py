@@ -87,13 +87,22 @@ class Node:
         self.max_props = schema.get("maxProperties")
         self.required = tuple(schema.get("required") or ())
         self.keep_unknown = bool(schema.get("x-kubernetes-preserve-unknown-fields"))
-        self.props = {k: Node(v) for k, v in (schema.get("properties") or {}).items()} if "properties" in schema else None
+        self.props = (
+            {k: Node(v) for k, v in (schema.get("properties") or {}).items()}
+            if "properties" in schema
+            else None
+        )
         extra = schema.get("additionalProperties")
         self.extra = Node(extra) if isinstance(extra, Mapping) else None
         self.items = Node(schema["items"]) if isinstance(schema.get("items"), Mapping) else None
-        self.defaults = [(k, v["default"], self.props[k]) for k, v in (schema.get("properties") or {}).items()
-                         if "default" in v]  # fmt: skip
-        self.rules = [(r["rule"], r.get("message") or r["rule"]) for r in schema.get("x-kubernetes-validations") or ()]
+        self.defaults = [
+            (k, v["default"], self.props[k])
+            for k, v in (schema.get("properties") or {}).items()
+            if "default" in v
+        ]
+        self.rules = [
+            (r["rule"], r.get("message") or r["rule"]) for r in schema.get("x-kubernetes-validations") or ()
+        ]
 
     def store(self, value: Any) -> Any:
         """Nulls and unknown fields dropped, defaults applied top-down (a defaulted {} gets its own defaults)."""
@@ -135,7 +144,9 @@ class Node:
         elif kind is int or kind is float:
             low, high = self.minimum, self.maximum
             if low is not None and (value < low or (self.exclusive_min and value == low)):
-                out.append(f"{path}: Invalid value: should be greater than {'' if self.exclusive_min else 'or equal to '}{low}")
+                out.append(
+                    f"{path}: Invalid value: should be greater than {'' if self.exclusive_min else 'or equal to '}{low}"
+                )
             if high is not None and value > high:
                 out.append(f"{path}: Invalid value: should be less than or equal to {high}")
         elif kind is list:
@@ -163,7 +174,11 @@ class Node:
     def children(self, value: Any) -> list[tuple[str, Any, Node]]:
         if type(value) is dict:
             props, extra = self.props or {}, self.extra
-            return [(f".{k}", v, props.get(k) or extra) for k, v in value.items() if (props.get(k) or extra) is not None]
+            return [
+                (f".{k}", v, props.get(k) or extra)
+                for k, v in value.items()
+                if (props.get(k) or extra) is not None
+            ]
         if type(value) is list and self.items is not None:
             return [(f"[{i}]", v, self.items) for i, v in enumerate(value)]
         return []
@@ -191,7 +206,15 @@ class CelError(Exception):
     """The rule could not be evaluated (no such key, a bad duration): the server rejects the object."""
 
 
-_GO_UNITS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9}
+_GO_UNITS = {
+    "ns": 1,
+    "us": 1_000,
+    "µs": 1_000,
+    "ms": 1_000_000,
+    "s": 10**9,
+    "m": 60 * 10**9,
+    "h": 3600 * 10**9,
+}
 _GO_PART = re.compile(r"([0-9]*(?:\.[0-9]*)?)(ns|us|µs|ms|s|m|h)")
 
 
@@ -237,116 +260,189 @@ def _opt(obj: Mapping[str, Any], key: str, default: Any) -> Any:
     return obj.get(key, default)
 
 
-_QN = re.compile(r"^(([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$")
+_QN = re.compile(
+    r"^(([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$"
+)
 _HOUR = 3600 * 10**9
-_MONITOR_COUNTS = ("predictionDrift", "accuracy", "shadowAgreement")  # the monitor's metrics with sequential counts
+_MONITOR_COUNTS = (
+    "predictionDrift",
+    "accuracy",
+    "shadowAgreement",
+)  # the monitor's metrics with sequential counts
 
 Rule = Callable[[Any], bool]
 CEL_MIRROR: dict[str, Rule] = {
     # root
     "size(self.metadata.name) <= 45": lambda s: len(_get(_get(s, "metadata"), "name")) <= 45,
-    "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')":
-        lambda s: bool(re.search(r"^[a-z]([-a-z0-9]*[a-z0-9])?$", _get(_get(s, "metadata"), "name"))),
+    "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')": lambda s: bool(
+        re.search(r"^[a-z]([-a-z0-9]*[a-z0-9])?$", _get(_get(s, "metadata"), "name"))
+    ),
     # model
-    "!has(self.config) || !has(self.config.dynamicBatching) || (has(self.config.maxBatchSize) && self.config.maxBatchSize > 0)":
-        lambda s: not _has(s, "config") or not _has(s, "config", "dynamicBatching")
-        or (_has(s, "config", "maxBatchSize") and s["config"]["maxBatchSize"] > 0),
-    "!has(self.config) || !has(self.config.dynamicBatching) || !has(self.config.dynamicBatching.preferredBatchSizes) || self.config.dynamicBatching.preferredBatchSizes.all(b, b <= self.config.maxBatchSize)":
-        lambda s: not _has(s, "config") or not _has(s, "config", "dynamicBatching")
+    "!has(self.config) || !has(self.config.dynamicBatching) || (has(self.config.maxBatchSize) && self.config.maxBatchSize > 0)": lambda s: (
+        not _has(s, "config")
+        or not _has(s, "config", "dynamicBatching")
+        or (_has(s, "config", "maxBatchSize") and s["config"]["maxBatchSize"] > 0)
+    ),
+    "!has(self.config) || !has(self.config.dynamicBatching) || !has(self.config.dynamicBatching.preferredBatchSizes) || self.config.dynamicBatching.preferredBatchSizes.all(b, b <= self.config.maxBatchSize)": lambda s: (
+        not _has(s, "config")
+        or not _has(s, "config", "dynamicBatching")
         or not _has(s, "config", "dynamicBatching", "preferredBatchSizes")
-        or all(b <= _get(s["config"], "maxBatchSize") for b in s["config"]["dynamicBatching"]["preferredBatchSizes"]),
-    "!has(self.optimize) || (has(self.version) && self.version != self.optimize.sourceVersion)":
-        lambda s: not _has(s, "optimize") or (_has(s, "version") and s["version"] != _get(s["optimize"], "sourceVersion")),
-    "self.format != 'python' || (has(self.config) && has(self.config.inputs) && has(self.config.outputs))":
-        lambda s: _get(s, "format") != "python"
-        or (_has(s, "config") and _has(s, "config", "inputs") and _has(s, "config", "outputs")),
-    "!self.startsWith('pvc://') || !self.matches('/[.][.](/|$)')":
-        lambda s: not s.startswith("pvc://") or not re.search(r"/[.][.](/|$)", s),
-    "self.method != 'onnx-int8' || has(self.validation) || has(self.maxAbsDiff)":
-        lambda s: _get(s, "method") != "onnx-int8" or _has(s, "validation") or _has(s, "maxAbsDiff"),
+        or all(
+            b <= _get(s["config"], "maxBatchSize")
+            for b in s["config"]["dynamicBatching"]["preferredBatchSizes"]
+        )
+    ),
+    "!has(self.optimize) || (has(self.version) && self.version != self.optimize.sourceVersion)": lambda s: (
+        not _has(s, "optimize")
+        or (_has(s, "version") and s["version"] != _get(s["optimize"], "sourceVersion"))
+    ),
+    "self.format != 'python' || (has(self.config) && has(self.config.inputs) && has(self.config.outputs))": lambda s: (
+        _get(s, "format") != "python"
+        or (_has(s, "config") and _has(s, "config", "inputs") and _has(s, "config", "outputs"))
+    ),
+    "!self.startsWith('pvc://') || !self.matches('/[.][.](/|$)')": lambda s: (
+        not s.startswith("pvc://") or not re.search(r"/[.][.](/|$)", s)
+    ),
+    "self.method != 'onnx-int8' || has(self.validation) || has(self.maxAbsDiff)": lambda s: (
+        _get(s, "method") != "onnx-int8" or _has(s, "validation") or _has(s, "maxAbsDiff")
+    ),
     # serving
-    "!has(self.resources) || !has(self.resources.migProfile) || (has(self.resources.gpus) && self.resources.gpus > 0)":
-        lambda s: not _has(s, "resources") or not _has(s, "resources", "migProfile")
-        or (_has(s, "resources", "gpus") and s["resources"]["gpus"] > 0),
-    "self.all(k, size(k) <= 317 && k.matches('^(([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$') && k != '')":
-        lambda s: all(len(k) <= 317 and _QN.search(k) and k != "" for k in s),
-    "(has(self.key) && self.key != '') || (has(self.operator) && self.operator == 'Exists')":
-        lambda s: (_has(s, "key") and s["key"] != "") or (_has(s, "operator") and s["operator"] == "Exists"),
-    "!has(self.operator) || self.operator != 'Exists' || !has(self.value) || self.value == ''":
-        lambda s: not _has(s, "operator") or s["operator"] != "Exists" or not _has(s, "value") or s["value"] == "",
-    "!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')":
-        lambda s: not _has(s, "tolerationSeconds") or (_has(s, "effect") and s["effect"] == "NoExecute"),
-    "!has(self.valueFrom) || !has(self.value) || self.value == ''":
-        lambda s: not _has(s, "valueFrom") or not _has(s, "value") or s["value"] == "",
-    "[has(self.fieldRef), has(self.resourceFieldRef), has(self.configMapKeyRef), has(self.secretKeyRef)].exists_one(x, x)":
-        lambda s: sum(_has(s, k) for k in ("fieldRef", "resourceFieldRef", "configMapKeyRef", "secretKeyRef")) == 1,
-    "!has(self.divisor) || (self.resource.endsWith('cpu') ? self.divisor in ['1', '1m'] : self.divisor != '1m')":
-        lambda s: not _has(s, "divisor")
-        or (s["divisor"] in ("1", "1m") if _get(s, "resource").endswith("cpu") else s["divisor"] != "1m"),
-    "!has(self.minReplicas) || !has(self.maxReplicas) || self.minReplicas <= self.maxReplicas":
-        lambda s: not _has(s, "minReplicas") or not _has(s, "maxReplicas") or s["minReplicas"] <= s["maxReplicas"],
-    "!has(self.window) || duration(self.window) > duration('0s')":
-        lambda s: not _has(s, "window") or duration(s["window"]) > 0,
-    "!has(self.scaleUpStabilization) || duration(self.scaleUpStabilization) <= duration('1h')":
-        lambda s: not _has(s, "scaleUpStabilization") or duration(s["scaleUpStabilization"]) <= _HOUR,
-    "!has(self.scaleDownStabilization) || duration(self.scaleDownStabilization) <= duration('1h')":
-        lambda s: not _has(s, "scaleDownStabilization") or duration(s["scaleDownStabilization"]) <= _HOUR,
+    "!has(self.resources) || !has(self.resources.migProfile) || (has(self.resources.gpus) && self.resources.gpus > 0)": lambda s: (
+        not _has(s, "resources")
+        or not _has(s, "resources", "migProfile")
+        or (_has(s, "resources", "gpus") and s["resources"]["gpus"] > 0)
+    ),
+    "self.all(k, size(k) <= 317 && k.matches('^(([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$') && k != '')": lambda s: (
+        all(len(k) <= 317 and _QN.search(k) and k != "" for k in s)
+    ),
+    "(has(self.key) && self.key != '') || (has(self.operator) && self.operator == 'Exists')": lambda s: (
+        (_has(s, "key") and s["key"] != "") or (_has(s, "operator") and s["operator"] == "Exists")
+    ),
+    "!has(self.operator) || self.operator != 'Exists' || !has(self.value) || self.value == ''": lambda s: (
+        not _has(s, "operator") or s["operator"] != "Exists" or not _has(s, "value") or s["value"] == ""
+    ),
+    "!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')": lambda s: (
+        not _has(s, "tolerationSeconds") or (_has(s, "effect") and s["effect"] == "NoExecute")
+    ),
+    "!has(self.valueFrom) || !has(self.value) || self.value == ''": lambda s: (
+        not _has(s, "valueFrom") or not _has(s, "value") or s["value"] == ""
+    ),
+    "[has(self.fieldRef), has(self.resourceFieldRef), has(self.configMapKeyRef), has(self.secretKeyRef)].exists_one(x, x)": lambda s: (
+        sum(_has(s, k) for k in ("fieldRef", "resourceFieldRef", "configMapKeyRef", "secretKeyRef")) == 1
+    ),
+    "!has(self.divisor) || (self.resource.endsWith('cpu') ? self.divisor in ['1', '1m'] : self.divisor != '1m')": lambda s: (
+        not _has(s, "divisor")
+        or (s["divisor"] in ("1", "1m") if _get(s, "resource").endswith("cpu") else s["divisor"] != "1m")
+    ),
+    "!has(self.minReplicas) || !has(self.maxReplicas) || self.minReplicas <= self.maxReplicas": lambda s: (
+        not _has(s, "minReplicas") or not _has(s, "maxReplicas") or s["minReplicas"] <= s["maxReplicas"]
+    ),
+    "!has(self.window) || duration(self.window) > duration('0s')": lambda s: (
+        not _has(s, "window") or duration(s["window"]) > 0
+    ),
+    "!has(self.scaleUpStabilization) || duration(self.scaleUpStabilization) <= duration('1h')": lambda s: (
+        not _has(s, "scaleUpStabilization") or duration(s["scaleUpStabilization"]) <= _HOUR
+    ),
+    "!has(self.scaleDownStabilization) || duration(self.scaleDownStabilization) <= duration('1h')": lambda s: (
+        not _has(s, "scaleDownStabilization") or duration(s["scaleDownStabilization"]) <= _HOUR
+    ),
     "has(self.modelDeployment) != has(self.host)": lambda s: _has(s, "modelDeployment") != _has(s, "host"),
-    "has(self.triggers.queueP95Ms) || has(self.triggers.requestRate)":
-        lambda s: _has(s, "triggers", "queueP95Ms") or _has(s, "triggers", "requestRate"),
-    "!has(self.recoverBelow) || !has(self.recoverBelow.queueP95Ms) || !has(self.triggers.queueP95Ms) || self.recoverBelow.queueP95Ms < self.triggers.queueP95Ms":
-        lambda s: not _has(s, "recoverBelow") or not _has(s, "recoverBelow", "queueP95Ms")
-        or not _has(s, "triggers", "queueP95Ms") or s["recoverBelow"]["queueP95Ms"] < s["triggers"]["queueP95Ms"],
-    "!has(self.recoverBelow) || !has(self.recoverBelow.requestRate) || !has(self.triggers.requestRate) || self.recoverBelow.requestRate < self.triggers.requestRate":
-        lambda s: not _has(s, "recoverBelow") or not _has(s, "recoverBelow", "requestRate")
-        or not _has(s, "triggers", "requestRate") or s["recoverBelow"]["requestRate"] < s["triggers"]["requestRate"],
+    "has(self.triggers.queueP95Ms) || has(self.triggers.requestRate)": lambda s: (
+        _has(s, "triggers", "queueP95Ms") or _has(s, "triggers", "requestRate")
+    ),
+    "!has(self.recoverBelow) || !has(self.recoverBelow.queueP95Ms) || !has(self.triggers.queueP95Ms) || self.recoverBelow.queueP95Ms < self.triggers.queueP95Ms": lambda s: (
+        not _has(s, "recoverBelow")
+        or not _has(s, "recoverBelow", "queueP95Ms")
+        or not _has(s, "triggers", "queueP95Ms")
+        or s["recoverBelow"]["queueP95Ms"] < s["triggers"]["queueP95Ms"]
+    ),
+    "!has(self.recoverBelow) || !has(self.recoverBelow.requestRate) || !has(self.triggers.requestRate) || self.recoverBelow.requestRate < self.triggers.requestRate": lambda s: (
+        not _has(s, "recoverBelow")
+        or not _has(s, "recoverBelow", "requestRate")
+        or not _has(s, "triggers", "requestRate")
+        or s["recoverBelow"]["requestRate"] < s["triggers"]["requestRate"]
+    ),
     # analysis metrics
     "self.metric != 'custom' || has(self.query)": lambda s: _get(s, "metric") != "custom" or _has(s, "query"),
-    "has(self.max) || has(self.min) || has(self.maxRelative) || has(self.minRelative) || (has(self.test) && self.test == 'sequential') || (self.provider == 'monitor' && !has(self.query) && self.metric in ['predictionDrift', 'accuracy', 'shadowAgreement'])":
-        lambda s: any(_has(s, k) for k in ("max", "min", "maxRelative", "minRelative"))
+    "has(self.max) || has(self.min) || has(self.maxRelative) || has(self.minRelative) || (has(self.test) && self.test == 'sequential') || (self.provider == 'monitor' && !has(self.query) && self.metric in ['predictionDrift', 'accuracy', 'shadowAgreement'])": lambda s: (
+        any(_has(s, k) for k in ("max", "min", "maxRelative", "minRelative"))
         or (_has(s, "test") and s["test"] == "sequential")
-        or (_get(s, "provider") == "monitor" and not _has(s, "query") and _get(s, "metric") in _MONITOR_COUNTS),
-    "!has(self.detectableRatio) || self.detectableRatio > 1.0 + (has(self.toleranceRelative) ? self.toleranceRelative : 0.0)":
-        lambda s: not _has(s, "detectableRatio") or s["detectableRatio"] > 1.0 + _opt(s, "toleranceRelative", 0.0),
-    "self.provider != 'monitor' || has(self.query) || self.metric in ['predictionDrift', 'dataDriftShare', 'accuracy', 'shadowAgreement']":
-        lambda s: _get(s, "provider") != "monitor" or _has(s, "query")
-        or _get(s, "metric") in ("predictionDrift", "dataDriftShare", "accuracy", "shadowAgreement"),
-    "self.provider != 'istio' || self.metric in ['errorRate', 'latencyP50', 'latencyP90', 'latencyP95', 'latencyP99']":
-        lambda s: _get(s, "provider") != "istio"
-        or _get(s, "metric") in ("errorRate", "latencyP50", "latencyP90", "latencyP95", "latencyP99"),
-    "self.provider != 'triton' || self.metric in ['errorRate', 'requestDuration', 'queueTime']":
-        lambda s: _get(s, "provider") != "triton" or _get(s, "metric") in ("errorRate", "requestDuration", "queueTime"),
-    "self.provider != 'prometheus' || has(self.query)": lambda s: _get(s, "provider") != "prometheus" or _has(s, "query"),
-    "self.test != 'sequential' || self.provider in ['istio', 'triton'] || (self.provider == 'monitor' && !has(self.query) && self.metric in ['predictionDrift', 'accuracy', 'shadowAgreement'])":
-        lambda s: _get(s, "test") != "sequential" or _get(s, "provider") in ("istio", "triton")
-        or (s["provider"] == "monitor" and not _has(s, "query") and _get(s, "metric") in _MONITOR_COUNTS),
-    "!has(self.max) || !has(self.min) || self.min <= self.max":
-        lambda s: not _has(s, "max") or not _has(s, "min") or s["min"] <= s["max"],
-    "!has(self.minRelative) || self.provider != 'monitor' || has(self.query) || self.metric != 'accuracy' || self.minRelative > (has(self.tolerance) ? self.tolerance : 0.0)":
-        lambda s: not _has(s, "minRelative") or _get(s, "provider") != "monitor" or _has(s, "query")
-        or _get(s, "metric") != "accuracy" or s["minRelative"] > _opt(s, "tolerance", 0.0),
+        or (
+            _get(s, "provider") == "monitor" and not _has(s, "query") and _get(s, "metric") in _MONITOR_COUNTS
+        )
+    ),
+    "!has(self.detectableRatio) || self.detectableRatio > 1.0 + (has(self.toleranceRelative) ? self.toleranceRelative : 0.0)": lambda s: (
+        not _has(s, "detectableRatio") or s["detectableRatio"] > 1.0 + _opt(s, "toleranceRelative", 0.0)
+    ),
+    "self.provider != 'monitor' || has(self.query) || self.metric in ['predictionDrift', 'dataDriftShare', 'accuracy', 'shadowAgreement']": lambda s: (
+        _get(s, "provider") != "monitor"
+        or _has(s, "query")
+        or _get(s, "metric") in ("predictionDrift", "dataDriftShare", "accuracy", "shadowAgreement")
+    ),
+    "self.provider != 'istio' || self.metric in ['errorRate', 'latencyP50', 'latencyP90', 'latencyP95', 'latencyP99']": lambda s: (
+        _get(s, "provider") != "istio"
+        or _get(s, "metric") in ("errorRate", "latencyP50", "latencyP90", "latencyP95", "latencyP99")
+    ),
+    "self.provider != 'triton' || self.metric in ['errorRate', 'requestDuration', 'queueTime']": lambda s: (
+        _get(s, "provider") != "triton" or _get(s, "metric") in ("errorRate", "requestDuration", "queueTime")
+    ),
+    "self.provider != 'prometheus' || has(self.query)": lambda s: (
+        _get(s, "provider") != "prometheus" or _has(s, "query")
+    ),
+    "self.test != 'sequential' || self.provider in ['istio', 'triton'] || (self.provider == 'monitor' && !has(self.query) && self.metric in ['predictionDrift', 'accuracy', 'shadowAgreement'])": lambda s: (
+        _get(s, "test") != "sequential"
+        or _get(s, "provider") in ("istio", "triton")
+        or (s["provider"] == "monitor" and not _has(s, "query") and _get(s, "metric") in _MONITOR_COUNTS)
+    ),
+    "!has(self.max) || !has(self.min) || self.min <= self.max": lambda s: (
+        not _has(s, "max") or not _has(s, "min") or s["min"] <= s["max"]
+    ),
+    "!has(self.minRelative) || self.provider != 'monitor' || has(self.query) || self.metric != 'accuracy' || self.minRelative > (has(self.tolerance) ? self.tolerance : 0.0)": lambda s: (
+        not _has(s, "minRelative")
+        or _get(s, "provider") != "monitor"
+        or _has(s, "query")
+        or _get(s, "metric") != "accuracy"
+        or s["minRelative"] > _opt(s, "tolerance", 0.0)
+    ),
     # steps
-    "[has(self.setWeight), has(self.pause), has(self.analysis), has(self.shadow), has(self.abTest), has(self.blueGreen), has(self.gate)].exists_one(x, x)":
-        lambda s: sum(_has(s, k) for k in ("setWeight", "pause", "analysis", "shadow", "abTest", "blueGreen", "gate")) == 1,
+    "[has(self.setWeight), has(self.pause), has(self.analysis), has(self.shadow), has(self.abTest), has(self.blueGreen), has(self.gate)].exists_one(x, x)": lambda s: (
+        sum(_has(s, k) for k in ("setWeight", "pause", "analysis", "shadow", "abTest", "blueGreen", "gate"))
+        == 1
+    ),
     "has(self.header) != has(self.cookie)": lambda s: _has(s, "header") != _has(s, "cookie"),
-    "!has(self.maxSamples) || !has(self.minSamples) || self.maxSamples >= self.minSamples":
-        lambda s: not _has(s, "maxSamples") or not _has(s, "minSamples") or s["maxSamples"] >= s["minSamples"],
-    "!has(self.metric) || (self.task == 'classification' ? self.metric == 'accuracy' : self.metric in ['mae', 'mse'])":
-        lambda s: not _has(s, "metric")
-        or (s["metric"] == "accuracy" if _get(s, "task") == "classification" else s["metric"] in ("mae", "mse")),
-    "!has(self.test) || (self.task == 'classification' ? self.test in ['score', 'exact'] : self.test in ['ttest', 'wilcoxon'])":
-        lambda s: not _has(s, "test")
-        or (s["test"] in ("score", "exact") if _get(s, "task") == "classification" else s["test"] in ("ttest", "wilcoxon")),
-    "!has(self.marginType) || self.marginType != 'relative' || self.task == 'regression'":
-        lambda s: not _has(s, "marginType") or s["marginType"] != "relative" or _get(s, "task") == "regression",
-    "!has(self.test) || self.test != 'exact' || !has(self.margin) || self.margin == 0.0":
-        lambda s: not _has(s, "test") or s["test"] != "exact" or not _has(s, "margin") or s["margin"] == 0.0,
-    "!has(self.timeout) || duration(self.timeout) > duration('0s')":
-        lambda s: not _has(s, "timeout") or duration(s["timeout"]) > 0,
+    "!has(self.maxSamples) || !has(self.minSamples) || self.maxSamples >= self.minSamples": lambda s: (
+        not _has(s, "maxSamples") or not _has(s, "minSamples") or s["maxSamples"] >= s["minSamples"]
+    ),
+    "!has(self.metric) || (self.task == 'classification' ? self.metric == 'accuracy' : self.metric in ['mae', 'mse'])": lambda s: (
+        not _has(s, "metric")
+        or (
+            s["metric"] == "accuracy"
+            if _get(s, "task") == "classification"
+            else s["metric"] in ("mae", "mse")
+        )
+    ),
+    "!has(self.test) || (self.task == 'classification' ? self.test in ['score', 'exact'] : self.test in ['ttest', 'wilcoxon'])": lambda s: (
+        not _has(s, "test")
+        or (
+            s["test"] in ("score", "exact")
+            if _get(s, "task") == "classification"
+            else s["test"] in ("ttest", "wilcoxon")
+        )
+    ),
+    "!has(self.marginType) || self.marginType != 'relative' || self.task == 'regression'": lambda s: (
+        not _has(s, "marginType") or s["marginType"] != "relative" or _get(s, "task") == "regression"
+    ),
+    "!has(self.test) || self.test != 'exact' || !has(self.margin) || self.margin == 0.0": lambda s: (
+        not _has(s, "test") or s["test"] != "exact" or not _has(s, "margin") or s["margin"] == 0.0
+    ),
+    "!has(self.timeout) || duration(self.timeout) > duration('0s')": lambda s: (
+        not _has(s, "timeout") or duration(s["timeout"]) > 0
+    ),
     # monitoring
-    "duration(has(self.labelJoinWindow) ? self.labelJoinWindow : '24h') + duration(has(self.window) ? self.window : '1h') <= duration('168h')":
-        lambda s: duration(_opt(s, "labelJoinWindow", "24h")) + duration(_opt(s, "window", "1h")) <= 168 * _HOUR,
-}  # fmt: skip
+    "duration(has(self.labelJoinWindow) ? self.labelJoinWindow : '24h') + duration(has(self.window) ? self.window : '1h') <= duration('168h')": lambda s: (
+        duration(_opt(s, "labelJoinWindow", "24h")) + duration(_opt(s, "window", "1h")) <= 168 * _HOUR
+    ),
+}
 
 
 # --------------------------------------------------------------------------- CEL itself (celpy), for what the mirror lacks
@@ -451,7 +547,9 @@ def admit(body: Mapping[str, Any]) -> Admission:
     stored["metadata"] = meta
     if errors:
         return Admission(False, stored, errors)
-    root.props["spec"].errors(stored.get("spec"), ".spec", errors) if "spec" in stored else errors.append(".spec: Required value")
+    root.props["spec"].errors(stored.get("spec"), ".spec", errors) if "spec" in stored else errors.append(
+        ".spec: Required value"
+    )
     if not errors:  # CEL runs on a schema-valid object
         errors += cel_errors(stored, root, "")
     return Admission(not errors, stored, errors)

@@ -35,13 +35,43 @@ LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 CONFIG_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
 IANA_SVC_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])*$")
 QUANTITY = re.compile(r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$")
-_SUFFIXES = {"": 1, "n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), "k": 10**3, "M": 10**6,
-             "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40,
-             "Pi": 2**50, "Ei": 2**60}  # fmt: skip
-ENV_FIELD_PATHS = {"metadata.name", "metadata.namespace", "metadata.uid", "spec.nodeName", "spec.serviceAccountName",
-                   "status.hostIP", "status.hostIPs", "status.podIP", "status.podIPs"}  # fmt: skip
-ENV_RESOURCES = {"limits.cpu", "limits.memory", "limits.ephemeral-storage", "requests.cpu", "requests.memory",
-                 "requests.ephemeral-storage"}  # fmt: skip
+_SUFFIXES = {
+    "": 1,
+    "n": Decimal("1e-9"),
+    "u": Decimal("1e-6"),
+    "m": Decimal("1e-3"),
+    "k": 10**3,
+    "M": 10**6,
+    "G": 10**9,
+    "T": 10**12,
+    "P": 10**15,
+    "E": 10**18,
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+    "Pi": 2**50,
+    "Ei": 2**60,
+}
+ENV_FIELD_PATHS = {
+    "metadata.name",
+    "metadata.namespace",
+    "metadata.uid",
+    "spec.nodeName",
+    "spec.serviceAccountName",
+    "status.hostIP",
+    "status.hostIPs",
+    "status.podIP",
+    "status.podIPs",
+}
+ENV_RESOURCES = {
+    "limits.cpu",
+    "limits.memory",
+    "limits.ephemeral-storage",
+    "requests.cpu",
+    "requests.memory",
+    "requests.ephemeral-storage",
+}
 PLURALS = {k.plural: name for name, k in KINDS.items()}
 
 
@@ -50,8 +80,10 @@ PLURALS = {k.plural: name for name, k in KINDS.items()}
 
 def dns1035_label(value: Any, where: str) -> list[str]:
     if not isinstance(value, str) or len(value) > 63 or not DNS1035.match(value):
-        return [f"{where}: Invalid value: {value!r}: a DNS-1035 label must consist of lower case alphanumeric "
-                "characters or '-', start with an alphabetic character, and end with an alphanumeric character"]  # fmt: skip
+        return [
+            f"{where}: Invalid value: {value!r}: a DNS-1035 label must consist of lower case alphanumeric "
+            "characters or '-', start with an alphabetic character, and end with an alphanumeric character"
+        ]
     return []
 
 
@@ -88,7 +120,9 @@ def _qualified_name_errors(value: Any, where: str) -> list[str]:
     else:
         name = parts[0]
     if len(name) > 63 or not QUALIFIED_NAME.match(name):
-        return [f"{where}: Invalid value: {value!r}: name part must consist of alphanumeric characters, '-', '_' or '.'"]
+        return [
+            f"{where}: Invalid value: {value!r}: name part must consist of alphanumeric characters, '-', '_' or '.'"
+        ]
     return []
 
 
@@ -149,8 +183,10 @@ def relaxed_env_name(value: Any, where: str) -> list[str]:
     if not isinstance(value, str) or not value:
         return [f"{where}: Required value"]
     if any(not 32 <= ord(c) <= 126 or c == "=" for c in value):
-        return [f"{where}: Invalid value: {value!r}: a valid environment variable name must consist only of printable "
-                "ASCII characters other than '='"]  # fmt: skip
+        return [
+            f"{where}: Invalid value: {value!r}: a valid environment variable name must consist only of printable "
+            "ASCII characters other than '='"
+        ]
     return []
 
 
@@ -164,10 +200,14 @@ def metadata(obj: Mapping[str, Any], kind: str) -> list[str]:
     if kind == "Service":
         errors = dns1035_label(name, where)
     elif kind == "Job":
-        errors = subdomain(name, where) + (label_value(name, "metadata.name (the job-name label)") if name else [])
+        errors = subdomain(name, where) + (
+            label_value(name, "metadata.name (the job-name label)") if name else []
+        )
     else:
         errors = subdomain(name, where)
-    errors += labels(meta.get("labels"), "metadata.labels") + annotations(meta.get("annotations"), "metadata.annotations")
+    errors += labels(meta.get("labels"), "metadata.labels") + annotations(
+        meta.get("annotations"), "metadata.annotations"
+    )
     for ref in meta.get("ownerReferences") or ():
         if not ref.get("uid") or not ref.get("name"):
             errors.append("metadata.ownerReferences: Invalid value: uid and name must be set")
@@ -183,7 +223,11 @@ def container(c: Mapping[str, Any], where: str, volume_names: set[str]) -> list[
         if not 1 <= int(port.get("containerPort", 0)) <= 65535:
             errors.append(f"{where}.ports[{i}].containerPort: Invalid value")
         if port.get("name"):
-            if len(port["name"]) > 15 or not IANA_SVC_NAME.match(port["name"]) or not re.search("[a-z]", port["name"]):
+            if (
+                len(port["name"]) > 15
+                or not IANA_SVC_NAME.match(port["name"])
+                or not re.search("[a-z]", port["name"])
+            ):
                 errors.append(f"{where}.ports[{i}].name: Invalid value: {port['name']!r}")
             if port["name"] in ports:
                 errors.append(f"{where}.ports[{i}].name: Duplicate value")
@@ -198,7 +242,9 @@ def container(c: Mapping[str, Any], where: str, volume_names: set[str]) -> list[
     for i, source in enumerate(c.get("envFrom") or ()):
         refs = [k for k in ("configMapRef", "secretRef") if k in source]
         if len(refs) != 1:
-            errors.append(f"{where}.envFrom[{i}]: Invalid value: must specify one of configMapRef or secretRef")
+            errors.append(
+                f"{where}.envFrom[{i}]: Invalid value: must specify one of configMapRef or secretRef"
+            )
         for ref in refs:
             errors += subdomain((source[ref] or {}).get("name"), f"{where}.envFrom[{i}].{ref}.name")
     resources = c.get("resources") or {}
@@ -212,13 +258,19 @@ def container(c: Mapping[str, Any], where: str, volume_names: set[str]) -> list[
             if amount is not None:
                 if amount < 0:
                     errors.append(f"{path}: Invalid value: must be greater than or equal to 0")
-                if "/" in res and not res.startswith("kubernetes.io/") and amount != amount.to_integral_value():
+                if (
+                    "/" in res
+                    and not res.startswith("kubernetes.io/")
+                    and amount != amount.to_integral_value()
+                ):
                     errors.append(f"{path}: Invalid value: must be an integer")
                 amounts[(part, res)] = amount
     for (part, res), amount in amounts.items():
         limit = amounts.get(("limits", res))
         if part == "requests" and limit is not None and amount > limit:
-            errors.append(f"{where}.resources.requests[{res}]: Invalid value: must be less than or equal to {res} limit")
+            errors.append(
+                f"{where}.resources.requests[{res}]: Invalid value: must be less than or equal to {res} limit"
+            )
         if part == "requests" and "/" in res and not res.startswith("kubernetes.io/") and limit != amount:
             errors.append(f"{where}.resources.requests[{res}]: Invalid value: must be equal to {res} limit")
     mounts = set()
@@ -237,7 +289,9 @@ def container(c: Mapping[str, Any], where: str, volume_names: set[str]) -> list[
             for key in ("periodSeconds", "timeoutSeconds", "failureThreshold"):
                 if key in p and int(p[key]) < 1:
                     errors.append(f"{where}.{probe}.{key}: Invalid value: must be greater than or equal to 1")
-            port = (p.get("httpGet") or {}).get("port")  # a name: valid IANA syntax (the kubelet resolves it later)
+            port = (p.get("httpGet") or {}).get(
+                "port"
+            )  # a name: valid IANA syntax (the kubelet resolves it later)
             if isinstance(port, str) and (len(port) > 15 or not IANA_SVC_NAME.match(port)):
                 errors.append(f"{where}.{probe}.httpGet.port: Invalid value: {port!r}")
     return errors
@@ -251,7 +305,10 @@ def env_value_from(env: Mapping[str, Any], where: str) -> list[str]:
     errors = [f"{where}.{k}: field not declared in schema" for k in source if k not in known]
     present = [k for k in known if source.get(k) is not None]
     if not present:
-        return [*errors, f"{where}: Invalid value: must specify one of fieldRef, resourceFieldRef, configMapKeyRef or secretKeyRef"]
+        return [
+            *errors,
+            f"{where}: Invalid value: must specify one of fieldRef, resourceFieldRef, configMapKeyRef or secretKeyRef",
+        ]
     if env.get("value"):
         errors.append(f"{where}: Invalid value: may not be specified when `value` is not empty")
     elif len(present) > 1:
@@ -274,8 +331,11 @@ def env_value_from(env: Mapping[str, Any], where: str) -> list[str]:
             errors.append(f"{where}.resourceFieldRef.resource: Unsupported value: {res!r}")
         divisor = ref.get("divisor")
         if divisor is not None:
-            allowed = ("1", "1m") if str(res).endswith("cpu") else (
-                "1", "1k", "1M", "1G", "1T", "1P", "1E", "1Ki", "1Mi", "1Gi", "1Ti", "1Pi", "1Ei")  # fmt: skip
+            allowed = (
+                ("1", "1m")
+                if str(res).endswith("cpu")
+                else ("1", "1k", "1M", "1G", "1T", "1P", "1E", "1Ki", "1Mi", "1Gi", "1Ti", "1Pi", "1Ei")
+            )
             if str(divisor) not in allowed:
                 errors.append(f"{where}.resourceFieldRef.divisor: Invalid value: {divisor!r}")
     for key in ("configMapKeyRef", "secretKeyRef"):
@@ -283,7 +343,13 @@ def env_value_from(env: Mapping[str, Any], where: str) -> list[str]:
         if ref is not None:
             errors += subdomain(ref.get("name"), f"{where}.{key}.name")
             k = ref.get("key")
-            if not isinstance(k, str) or len(k) > 253 or not CONFIG_KEY.match(k) or k in (".", "..") or k.startswith(".."):
+            if (
+                not isinstance(k, str)
+                or len(k) > 253
+                or not CONFIG_KEY.match(k)
+                or k in (".", "..")
+                or k.startswith("..")
+            ):
                 errors.append(f"{where}.{key}.key: Invalid value: {k!r}")
     return errors
 
@@ -298,12 +364,16 @@ def tolerations(items: Any, where: str) -> list[str]:
         elif op != "Exists":
             errors.append(f"{path}.operator: Invalid value: operator must be Exists when `key` is empty")
         if t.get("tolerationSeconds") is not None and t.get("effect") != "NoExecute":
-            errors.append(f"{path}.effect: Invalid value: effect must be 'NoExecute' when `tolerationSeconds` is set")
+            errors.append(
+                f"{path}.effect: Invalid value: effect must be 'NoExecute' when `tolerationSeconds` is set"
+            )
         if op in ("Equal", ""):
             errors += label_value(t.get("value", ""), f"{path}.operator")
         elif op == "Exists":
             if t.get("value"):
-                errors.append(f"{path}.operator: Invalid value: value must be empty when `operator` is 'Exists'")
+                errors.append(
+                    f"{path}.operator: Invalid value: value must be empty when `operator` is 'Exists'"
+                )
         else:
             errors.append(f"{path}.operator: Unsupported value: {op!r}")
         if t.get("effect", "") not in ("", "NoSchedule", "PreferNoSchedule", "NoExecute"):
@@ -357,9 +427,13 @@ def deployment(obj: Mapping[str, Any]) -> list[str]:
     template = spec.get("template") or {}
     tlabels = (template.get("metadata") or {}).get("labels") or {}
     errors += labels(selector, "spec.selector.matchLabels") + labels(tlabels, "spec.template.metadata.labels")
-    errors += annotations((template.get("metadata") or {}).get("annotations"), "spec.template.metadata.annotations")
+    errors += annotations(
+        (template.get("metadata") or {}).get("annotations"), "spec.template.metadata.annotations"
+    )
     if not selector or any(tlabels.get(k) != v for k, v in selector.items()):
-        errors.append("spec.template.metadata.labels: Invalid value: `selector` does not match template `labels`")
+        errors.append(
+            "spec.template.metadata.labels: Invalid value: `selector` does not match template `labels`"
+        )
     if "replicas" in spec and int(spec["replicas"]) < 0:
         errors.append("spec.replicas: Invalid value: must be greater than or equal to 0")
     errors += pod_spec(template.get("spec") or {}, "spec.template.spec")
@@ -404,8 +478,10 @@ def hpa(obj: Mapping[str, Any]) -> list[str]:
     for direction, rules in (spec.get("behavior") or {}).items():
         window = rules.get("stabilizationWindowSeconds")
         if window is not None and not 0 <= window <= 3600:
-            errors.append(f"spec.behavior.{direction}.stabilizationWindowSeconds: Invalid value: {window}: must be less "
-                          "than or equal to 3600")  # fmt: skip
+            errors.append(
+                f"spec.behavior.{direction}.stabilizationWindowSeconds: Invalid value: {window}: must be less "
+                "than or equal to 3600"
+            )
         for j, policy in enumerate(rules.get("policies") or ()):
             if policy.get("value", 0) <= 0 or not 0 < policy.get("periodSeconds", 0) <= 1800:
                 errors.append(f"spec.behavior.{direction}.policies[{j}]: Invalid value")
@@ -431,8 +507,13 @@ def config_map(obj: Mapping[str, Any]) -> list[str]:
     return errors
 
 
-CHECKS = {"Deployment": deployment, "Service": service, "HorizontalPodAutoscaler": hpa, "Job": job,
-          "ConfigMap": config_map}  # fmt: skip
+CHECKS = {
+    "Deployment": deployment,
+    "Service": service,
+    "HorizontalPodAutoscaler": hpa,
+    "Job": job,
+    "ConfigMap": config_map,
+}
 
 
 def validate_object(obj: Mapping[str, Any]) -> list[str]:
@@ -459,8 +540,14 @@ class FakeApiServer:
 
     def _refuse(self, status: int, reason: str, kind: str, name: str, errors: list[str]) -> None:
         self.rejections.append((kind, name, errors))
-        body = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": status, "reason": reason,
-                "message": f"{kind} {name!r} is invalid: " + "; ".join(errors)}  # fmt: skip
+        body = {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "status": "Failure",
+            "code": status,
+            "reason": reason,
+            "message": f"{kind} {name!r} is invalid: " + "; ".join(errors),
+        }
         raise ApiException(status=status, reason=reason, body=json.dumps(body))
 
     def _store(self, kind: str, ns: str | None, obj: dict[str, Any]) -> dict[str, Any]:
@@ -483,7 +570,11 @@ class FakeApiServer:
         ns = None
         if parts and parts[0] == "namespaces" and len(parts) > 2:
             ns, parts = parts[1], parts[2:]
-        plural, name, sub = parts[0], (parts[1] if len(parts) > 1 else None), (parts[2] if len(parts) > 2 else None)
+        plural, name, sub = (
+            parts[0],
+            (parts[1] if len(parts) > 1 else None),
+            (parts[2] if len(parts) > 2 else None),
+        )
         kind = PLURALS.get(plural)
         if kind is None or kind not in self.installed:
             raise NotFound(path)  # no such resource type: a 404, as a cluster without the CRD answers
@@ -492,8 +583,13 @@ class FakeApiServer:
             if name is None:
                 selector = dict(q for q in query if q[0] == "labelSelector")
                 wanted = dict(p.split("=", 1) for p in selector.get("labelSelector", "").split(",") if p)
-                items = [_copy(o) for (k, n, _), o in self.objects.items() if k == kind and (ns is None or n == ns)
-                         and all((o["metadata"].get("labels") or {}).get(a) == b for a, b in wanted.items())]  # fmt: skip
+                items = [
+                    _copy(o)
+                    for (k, n, _), o in self.objects.items()
+                    if k == kind
+                    and (ns is None or n == ns)
+                    and all((o["metadata"].get("labels") or {}).get(a) == b for a, b in wanted.items())
+                ]
                 return {"items": items}
             if key not in self.objects:
                 if kind == "CustomResourceDefinition" and name in self.crds:
@@ -517,15 +613,20 @@ class FakeApiServer:
             return self._patch(kind, ns, name, sub, clone(body), content_type)
         raise AssertionError(method)
 
-    def _patch(self, kind: str, ns: str | None, name: str, sub: str | None, body: dict, content_type: str | None) -> Any:
+    def _patch(
+        self, kind: str, ns: str | None, name: str, sub: str | None, body: dict, content_type: str | None
+    ) -> Any:
         key = (kind, ns, name)
         live = self.objects.get(key)
         if kind == "ModelDeployment":
             if live is None:
                 raise NotFound(name)
             if sub == "status":
-                status = body.get("status") if content_type == "application/apply-patch+yaml" else \
-                    {**(live.get("status") or {}), **(body.get("status") or {})}  # fmt: skip
+                status = (
+                    body.get("status")
+                    if content_type == "application/apply-patch+yaml"
+                    else {**(live.get("status") or {}), **(body.get("status") or {})}
+                )
                 errors = status_errors(status)
                 if errors:
                     self._refuse(422, "Invalid", kind, name, errors)
@@ -567,8 +668,13 @@ class FakeApiServer:
         """What controllers would do soon after: pods ready, Jobs done."""
         if kind == "Deployment":
             replicas = int(obj["spec"].setdefault("replicas", (obj.get("status") or {}).get("replicas", 1)))
-            obj["status"] = {"replicas": replicas, "readyReplicas": replicas, "availableReplicas": replicas,
-                             "updatedReplicas": replicas, "observedGeneration": 1}  # fmt: skip
+            obj["status"] = {
+                "replicas": replicas,
+                "readyReplicas": replicas,
+                "availableReplicas": replicas,
+                "updatedReplicas": replicas,
+                "observedGeneration": 1,
+            }
         elif kind == "Job":
             obj["status"] = {"conditions": [{"type": "Complete", "status": "True"}]}
 
@@ -623,5 +729,12 @@ class FakeKube(KubeClient):
         super().__init__(api_client=object())  # never used: _call is replaced
         self.server = server
 
-    def _call(self, method: str, path: str, body: Any = None, query: list | None = None, content_type: str | None = None):
+    def _call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        query: list | None = None,
+        content_type: str | None = None,
+    ):
         return self.server.request(method, path, body, query or [], content_type)

@@ -93,13 +93,16 @@ class Tally:
 def cause_of(exc: BaseException) -> str:
     """The exception type and the innermost operator frame that raised it."""
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename.startswith(PACKAGE)]
-    where = f"{Path(frames[-1].filename).relative_to(PACKAGE).as_posix()}:{frames[-1].name}" if frames else "?"
+    where = (
+        f"{Path(frames[-1].filename).relative_to(PACKAGE).as_posix()}:{frames[-1].name}" if frames else "?"
+    )
     return f"{type(exc).__name__} in {where}"
 
 
 @contextlib.contextmanager
 def deadline(seconds: float) -> Iterator[None]:
     """Raise Hang if the block runs longer than `seconds` (main thread only, SIGALRM)."""
+
     def alarm(*_: Any) -> None:
         raise Hang(f"no answer within {seconds}s")
 
@@ -123,22 +126,42 @@ def samples_for(metrics: tuple[Mapping[str, Any], ...], rng: random.Random) -> d
         errors = min(count, rng.choice([0.0, 5.0, 50.0, count * 0.5]))
         value = rng.choice([None, 0.0, 0.01, 0.5, 1.0, 150.0])
         classes = {"a": count * 0.6, "b": count * 0.4}
-        out[name] = MetricSample(name, value, value if rng.random() < 0.8 else None, candidate_count=count,
-                                 stable_count=count, candidate_errors=errors, stable_errors=errors / 2,
-                                 candidate_classes=classes, stable_classes=dict(classes),
-                                 reason="" if value is not None else "no data")  # fmt: skip
+        out[name] = MetricSample(
+            name,
+            value,
+            value if rng.random() < 0.8 else None,
+            candidate_count=count,
+            stable_count=count,
+            candidate_errors=errors,
+            stable_errors=errors / 2,
+            candidate_classes=classes,
+            stable_classes=dict(classes),
+            reason="" if value is not None else "no data",
+        )
     return out
 
 
 def gate_result(gate: Mapping[str, Any], rng: random.Random) -> GateResult:
     gspec = parse_gate(gate)  # the real GateRunner parses first, and a GateSpecError escapes from there
     decision = rng.choice(list(GateDecision))
-    return GateResult(decision, "fuzz", 500, 0.9, 0.91, 0.01 if decision is GateDecision.PASSED else 0.4,
-                      gspec.margin, gspec.alpha, gspec.metric, gspec.test)  # fmt: skip
+    return GateResult(
+        decision,
+        "fuzz",
+        500,
+        0.9,
+        0.91,
+        0.01 if decision is GateDecision.PASSED else 0.4,
+        gspec.margin,
+        gspec.alpha,
+        gspec.metric,
+        gspec.test,
+    )
 
 
 def load_for(rng: random.Random) -> LoadObservation:
-    return LoadObservation(queue_p95_ms=rng.choice([None, 1.0, 80.0]), request_rate=rng.choice([None, 10.0, 900.0]))
+    return LoadObservation(
+        queue_p95_ms=rng.choice([None, 1.0, 80.0]), request_rate=rng.choice([None, 10.0, 900.0])
+    )
 
 
 # --------------------------------------------------------------------------- the pure pass
@@ -154,32 +177,52 @@ def spec_children(owner: manifests.Owner, spec: ModelDeploymentSpec) -> list[dic
         out.append(cm)
     out += [manifests.revision_service(owner, rev, capture), manifests.stable_service(owner, capture)]
     if spec.monitoring.get("enabled"):
-        out += monitor_manifests(owner.namespace, [MonitoredModel(owner.name, dict(spec.monitoring), owner.uid)],
-                                 MonitorSettings())  # fmt: skip
+        out += monitor_manifests(
+            owner.namespace, [MonitoredModel(owner.name, dict(spec.monitoring), owner.uid)], MonitorSettings()
+        )
     return out
 
 
-def decision_children(owner: manifests.Owner, spec: ModelDeploymentSpec, decision: Any, *, keda: bool) -> list[dict[str, Any]]:
+def decision_children(
+    owner: manifests.Owner, spec: ModelDeploymentSpec, decision: Any, *, keda: bool
+) -> list[dict[str, Any]]:
     """What `Reconciler._act_children` writes that depends on the decision: autoscalers, preview, routes."""
     out: list[dict[str, Any]] = []
     current = spec.revision
     capture = manifests.capture_enabled(spec)
     settings = parse_autoscaling((spec.raw.get("serving") or {}).get("autoscaling"))
     if settings is not None:
-        out += [autoscaler(owner, rev, settings, model=str(spec.model["name"]), keda_installed=keda,
-                           prometheus_url=PROMETHEUS, weight=share)
-                for rev, share in decision.shares.items()]  # fmt: skip
+        out += [
+            autoscaler(
+                owner,
+                rev,
+                settings,
+                model=str(spec.model["name"]),
+                keda_installed=keda,
+                prometheus_url=PROMETHEUS,
+                weight=share,
+            )
+            for rev, share in decision.shares.items()
+        ]
     if decision.preview:
         preview = manifests.revision_service(owner, decision.preview, capture)
         preview["metadata"]["name"] = f"{owner.name}-preview"
         out.append(preview)
-    revisions = tuple(sorted(r for r, n in decision.replicas.items() if n > 0) or [decision.stable or current])
-    plan = TrafficPlan(stable=decision.stable or current, revisions=revisions, candidate=decision.candidate,
-                       weight=decision.weight, mirror_percent=decision.mirror_percent, match=decision.match,
-                       fallback_host=decision.fallback.host if decision.fallback else None,
-                       fallback_port=decision.fallback.port if decision.fallback else 8000,
-                       fallback_weight=decision.fallback.weight if decision.fallback else 0,
-                       suspend_flags=decision.suspend_flags)  # fmt: skip
+    revisions = tuple(
+        sorted(r for r, n in decision.replicas.items() if n > 0) or [decision.stable or current]
+    )
+    plan = TrafficPlan(
+        stable=decision.stable or current,
+        revisions=revisions,
+        candidate=decision.candidate,
+        weight=decision.weight,
+        mirror_percent=decision.mirror_percent,
+        match=decision.match,
+        fallback_host=decision.fallback.host if decision.fallback else None,
+        fallback_port=decision.fallback.port if decision.fallback else 8000,
+        fallback_weight=decision.fallback.weight if decision.fallback else 0,
+        suspend_flags=decision.suspend_flags,
+    )
     out += [destination_rule(owner, spec, plan), virtual_service(owner, spec, plan)]
     return out
 
@@ -189,7 +232,9 @@ def _refused(objs: list[dict[str, Any]]) -> Result | None:
         errors = validate_object(obj)
         if errors:
             field_ = errors[0].split(":")[0]
-            return Result("refused", f"{obj['kind']} {field_}", f"{obj['metadata'].get('name')!r}: {errors[0]}")
+            return Result(
+                "refused", f"{obj['kind']} {field_}", f"{obj['metadata'].get('name')!r}: {errors[0]}"
+            )
     return None
 
 
@@ -216,7 +261,9 @@ def check_spec(case: Case, rng: random.Random, *, keda: bool = True) -> tuple[bo
     except Exception as exc:
         return True, Result("escape", cause_of(exc), f"parse/validate: {exc!r}"[:300])
     message = "; ".join(problems)
-    if problems and (len(message) > MESSAGE_LIMIT or not all("spec." in p or "metadata." in p for p in problems)):
+    if problems and (
+        len(message) > MESSAGE_LIMIT or not all("spec." in p or "metadata." in p for p in problems)
+    ):
         return True, Result("unreadable", "validate() message over 1 KiB or naming no field", message[:300])
     invalid = list(problems)
     try:
@@ -229,7 +276,9 @@ def check_spec(case: Case, rng: random.Random, *, keda: bool = True) -> tuple[bo
         return True, Result("escape", cause_of(exc), f"render: {exc!r}"[:300])
     if invalid:
         decision = decide(spec, 1, {}, Observations(), NOW, invalid)
-        return True, _status_refused(decision.status) or Result("invalid", problems[0][:80] if problems else invalid[0][:80])
+        return True, _status_refused(decision.status) or Result(
+            "invalid", problems[0][:80] if problems else invalid[0][:80]
+        )
     try:
         return True, _lifecycle(owner, spec, rng, keda=keda)
     except Hang:
@@ -242,9 +291,14 @@ MAX_PASSES = 12  # decide passes per rollout in the pure pass
 RECONCILE_PASSES = 7  # reconcile passes per rollout against the fake server
 
 
-def _lifecycle(owner: manifests.Owner, spec: ModelDeploymentSpec, rng: random.Random, *, keda: bool) -> Result:
+def _lifecycle(
+    owner: manifests.Owner, spec: ModelDeploymentSpec, rng: random.Random, *, keda: bool
+) -> Result:
     desired = spec.revision
-    wanted = int(((spec.raw.get("serving") or {}).get("autoscaling") or {}).get("minReplicas", 0)) or spec.serving.replicas
+    wanted = (
+        int(((spec.raw.get("serving") or {}).get("autoscaling") or {}).get("minReplicas", 0))
+        or spec.serving.replicas
+    )
     up = RevisionState(desired, wanted, wanted, wanted, wanted)
     old = RevisionState(OLD, wanted, wanted, wanted, wanted)
     refused = _refused(spec_children(owner, spec))
@@ -257,8 +311,17 @@ def _lifecycle(owner: manifests.Owner, spec: ModelDeploymentSpec, rng: random.Ra
         refused = _status_refused(decision.status)
         if refused or not decision.apply_children:
             return refused
-        key = repr((sorted(decision.replicas.items()), sorted(decision.shares.items()), decision.preview,
-                    decision.weight, decision.mirror_percent, decision.match, decision.fallback))  # fmt: skip
+        key = repr(
+            (
+                sorted(decision.replicas.items()),
+                sorted(decision.shares.items()),
+                decision.preview,
+                decision.weight,
+                decision.mirror_percent,
+                decision.match,
+                decision.fallback,
+            )
+        )
         if key in seen:
             return None
         seen.add(key)
@@ -277,8 +340,12 @@ def _lifecycle(owner: manifests.Owner, spec: ModelDeploymentSpec, rng: random.Ra
     compress = request_from_spec(spec)
     optimization = None
     if compress is not None:
-        job = compression_job(owner, compress, triton_image=spec.serving.image,
-                              deadline_seconds=int(spec.model["optimize"].get("deadlineSeconds", 3600)))  # fmt: skip
+        job = compression_job(
+            owner,
+            compress,
+            triton_image=spec.serving.image,
+            deadline_seconds=int(spec.model["optimize"].get("deadlineSeconds", 3600)),
+        )
         if refused := _refused([job]):
             return refused
         optimization = ("succeeded", job["metadata"]["name"])
@@ -299,7 +366,9 @@ def _lifecycle(owner: manifests.Owner, spec: ModelDeploymentSpec, rng: random.Ra
         if failure := check(decision):
             return failure
         status = decision.status
-        if (status.get("rollout") or {}).get("state") in ("idle", "rolledBack") and status.get("stableRevision") != OLD:
+        if (status.get("rollout") or {}).get("state") in ("idle", "rolledBack") and status.get(
+            "stableRevision"
+        ) != OLD:
             break
         now += rng.choice([60.0, 900.0, 7200.0])
     return Result("served")
@@ -330,7 +399,8 @@ def _status_ok(server: FakeApiServer, name: str) -> str:
     if not status.get("phase"):
         return "no status.phase"
     if status.get("observedGeneration") != body["metadata"].get("generation"):
-        return f"observedGeneration {status.get('observedGeneration')} != generation {body['metadata'].get('generation')}"
+        observed, generation = status.get("observedGeneration"), body["metadata"].get("generation")
+        return f"observedGeneration {observed} != generation {generation}"
     return ""
 
 
@@ -342,8 +412,14 @@ def reconcile_scenario(case: Case, gen: Generator, rng: random.Random, *, keda: 
         server.crds.add("scaledobjects.keda.sh")
     kube = FakeKube(server)
     clock = Clock()
-    rec = Reconciler(kube, measure=_fake_measure(rng), measure_load=lambda *_: load_for(rng), run_gate=_fake_gate(rng),
-                     clock=clock, prometheus_url=PROMETHEUS if rng.random() < 0.75 else None)  # fmt: skip
+    rec = Reconciler(
+        kube,
+        measure=_fake_measure(rng),
+        measure_load=lambda *_: load_for(rng),
+        run_gate=_fake_gate(rng),
+        clock=clock,
+        prometheus_url=PROMETHEUS if rng.random() < 0.75 else None,
+    )
     ok, errors = server.create_model(NS, case.body())
     assert ok, errors
     name = case.name
@@ -362,11 +438,16 @@ def reconcile_scenario(case: Case, gen: Generator, rng: random.Random, *, keda: 
                 detail = f"{exc.status} {exc.body}"
             return Result("escape", cause_of(exc), detail[:400])
         problem = _status_ok(server, name)
-        failed = [c for c in (server.model(NS, name).get("status") or {}).get("conditions") or ()
-                  if c.get("type") == "Reconciled" and c.get("status") == "False"]  # fmt: skip
+        failed = [
+            c
+            for c in (server.model(NS, name).get("status") or {}).get("conditions") or ()
+            if c.get("type") == "Reconciled" and c.get("status") == "False"
+        ]
         if failed:  # the reconciler caught an error and reported it: the cause is in the condition
             message = failed[0].get("message", "")
-            return Result("escape", f"caught and reported: {failed[0].get('reason')}: {message[:70]}", message[:400])
+            return Result(
+                "escape", f"caught and reported: {failed[0].get('reason')}: {message[:70]}", message[:400]
+            )
         if problem:
             return Result("escape", f"no status written ({problem})", "")
         clock.now += rng.choice([30.0, 600.0, 3600.0, 7200.0])
@@ -397,4 +478,3 @@ def reconcile_scenario(case: Case, gen: Generator, rng: random.Random, *, keda: 
             server.update_model_spec(NS, name, mutated)  # refused by admission: the old spec stays
     phase = (server.model(NS, name).get("status") or {}).get("phase")
     return Result("invalid" if phase == "InvalidSpec" else "served"), passes
-

@@ -24,76 +24,275 @@ EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
 # Seeds that reach what the examples do not: autoscaling, fallback, optimize, gates, env, monitoring.
 EXTRA_SEEDS: list[dict[str, Any]] = [
     {
-        "model": {"name": "iris", "repository": "pvc://models/iris", "version": "2", "format": "onnx",
-                  "optimize": {"method": "onnx-int8", "sourceVersion": "1", "maxAbsDiff": 0.05},
-                  "config": {"inputs": [{"name": "x", "dataType": "TYPE_FP32", "dims": [4]}],
-                             "outputs": [{"name": "y", "dataType": "TYPE_FP32", "dims": [3]}], "maxBatchSize": 8}},
-        "serving": {"replicas": 2, "resources": {"cpu": "1", "memory": "1Gi"},
-                    "autoscaling": {"minReplicas": 1, "maxReplicas": 6, "targetQueueTimeMs": 15, "engine": "hpa"},
-                    "env": [{"name": "OMP_NUM_THREADS", "value": "1"},
-                            {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
-                    "serviceAccountName": "triton", "placement": {"nodePool": "cpu", "nodeSelector": {"disktype": "ssd"},
-                    "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoSchedule"}]}},
-        "rollout": {"steps": [
-            {"gate": {"task": "classification", "margin": 0.02, "minSamples": 100, "maxSamples": 1000}},
-            {"setWeight": 20},
-            {"analysis": {"duration": "5m", "metrics": [
-                {"name": "acc", "provider": "monitor", "metric": "accuracy", "minRelative": 0.98},
-                {"name": "drift", "provider": "monitor", "metric": "predictionDrift"}]}},
-            {"setWeight": 60}, {"pause": {"duration": "1m"}}]},
-        "monitoring": {"enabled": True, "sampleRate": 0.5, "task": "classification",
-                       "features": [{"name": "a"}, {"name": "b", "type": "categorical"}]},
+        "model": {
+            "name": "iris",
+            "repository": "pvc://models/iris",
+            "version": "2",
+            "format": "onnx",
+            "optimize": {"method": "onnx-int8", "sourceVersion": "1", "maxAbsDiff": 0.05},
+            "config": {
+                "inputs": [{"name": "x", "dataType": "TYPE_FP32", "dims": [4]}],
+                "outputs": [{"name": "y", "dataType": "TYPE_FP32", "dims": [3]}],
+                "maxBatchSize": 8,
+            },
+        },
+        "serving": {
+            "replicas": 2,
+            "resources": {"cpu": "1", "memory": "1Gi"},
+            "autoscaling": {"minReplicas": 1, "maxReplicas": 6, "targetQueueTimeMs": 15, "engine": "hpa"},
+            "env": [
+                {"name": "OMP_NUM_THREADS", "value": "1"},
+                {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            ],
+            "serviceAccountName": "triton",
+            "placement": {
+                "nodePool": "cpu",
+                "nodeSelector": {"disktype": "ssd"},
+                "tolerations": [
+                    {"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoSchedule"}
+                ],
+            },
+        },
+        "rollout": {
+            "steps": [
+                {"gate": {"task": "classification", "margin": 0.02, "minSamples": 100, "maxSamples": 1000}},
+                {"setWeight": 20},
+                {
+                    "analysis": {
+                        "duration": "5m",
+                        "metrics": [
+                            {"name": "acc", "provider": "monitor", "metric": "accuracy", "minRelative": 0.98},
+                            {"name": "drift", "provider": "monitor", "metric": "predictionDrift"},
+                        ],
+                    }
+                },
+                {"setWeight": 60},
+                {"pause": {"duration": "1m"}},
+            ]
+        },
+        "monitoring": {
+            "enabled": True,
+            "sampleRate": 0.5,
+            "task": "classification",
+            "features": [{"name": "a"}, {"name": "b", "type": "categorical"}],
+        },
     },
     {
         "model": {"name": "ranker", "repository": "s3://models/ranker", "version": "3", "format": "onnx"},
-        "serving": {"replicas": 3, "resources": {"cpu": "2", "memory": "4Gi", "gpus": 1},
-                    "autoscaling": {"minReplicas": 2, "maxReplicas": 8, "engine": "keda", "window": "2m",
-                                    "scaleDownStabilization": "10m", "pollingInterval": "30s"},
-                    "fallback": {"modelDeployment": "ranker-lite", "share": 30,
-                                 "triggers": {"queueP95Ms": 50, "requestRate": 400}, "recoverBelow": {"queueP95Ms": 20}}},
-        "rollout": {"analysis": {"interval": "1m", "metrics": [
-            {"name": "errors", "provider": "triton", "metric": "errorRate", "test": "sequential", "toleranceRelative": 0.2},
-            {"name": "latency", "provider": "triton", "metric": "requestDuration", "maxRelative": 1.3, "min": 0, "max": 500}]},
-            "steps": [{"setWeight": 10}, {"analysis": {"duration": "10m"}},
-                      {"gate": {"task": "regression", "metric": "mse", "test": "wilcoxon", "margin": 0.1}},
-                      {"blueGreen": {"duration": "1m"}}, {"shadow": {"mirrorPercentage": 20, "analysis": False}}]},
+        "serving": {
+            "replicas": 3,
+            "resources": {"cpu": "2", "memory": "4Gi", "gpus": 1},
+            "autoscaling": {
+                "minReplicas": 2,
+                "maxReplicas": 8,
+                "engine": "keda",
+                "window": "2m",
+                "scaleDownStabilization": "10m",
+                "pollingInterval": "30s",
+            },
+            "fallback": {
+                "modelDeployment": "ranker-lite",
+                "share": 30,
+                "triggers": {"queueP95Ms": 50, "requestRate": 400},
+                "recoverBelow": {"queueP95Ms": 20},
+            },
+        },
+        "rollout": {
+            "analysis": {
+                "interval": "1m",
+                "metrics": [
+                    {
+                        "name": "errors",
+                        "provider": "triton",
+                        "metric": "errorRate",
+                        "test": "sequential",
+                        "toleranceRelative": 0.2,
+                    },
+                    {
+                        "name": "latency",
+                        "provider": "triton",
+                        "metric": "requestDuration",
+                        "maxRelative": 1.3,
+                        "min": 0,
+                        "max": 500,
+                    },
+                ],
+            },
+            "steps": [
+                {"setWeight": 10},
+                {"analysis": {"duration": "10m"}},
+                {"gate": {"task": "regression", "metric": "mse", "test": "wilcoxon", "margin": 0.1}},
+                {"blueGreen": {"duration": "1m"}},
+                {"shadow": {"mirrorPercentage": 20, "analysis": False}},
+            ],
+        },
     },
     {
-        "model": {"name": "py", "repository": "/models", "format": "python",
-                  "config": {"inputs": [{"name": "IN", "dataType": "TYPE_STRING", "dims": [-1]}],
-                             "outputs": [{"name": "OUT", "dataType": "TYPE_FP32", "dims": [1]}],
-                             "instanceGroups": [{"kind": "KIND_CPU", "count": 2}], "parameters": {"k": "v"}}},
-        "serving": {"args": ["--log-verbose=1"], "modelControlMode": "poll", "modelStoreSecret": "store",
-                    "env": [{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "tok", "key": "token"}}}],
-                    "placement": {"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
-                        "nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}]}}}}},
+        "model": {
+            "name": "py",
+            "repository": "/models",
+            "format": "python",
+            "config": {
+                "inputs": [{"name": "IN", "dataType": "TYPE_STRING", "dims": [-1]}],
+                "outputs": [{"name": "OUT", "dataType": "TYPE_FP32", "dims": [1]}],
+                "instanceGroups": [{"kind": "KIND_CPU", "count": 2}],
+                "parameters": {"k": "v"},
+            },
+        },
+        "serving": {
+            "args": ["--log-verbose=1"],
+            "modelControlMode": "poll",
+            "modelStoreSecret": "store",
+            "env": [{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "tok", "key": "token"}}}],
+            "placement": {
+                "affinity": {
+                    "nodeAffinity": {
+                        "requiredDuringSchedulingIgnoredDuringExecution": {
+                            "nodeSelectorTerms": [
+                                {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}
+                            ]
+                        }
+                    }
+                }
+            },
+        },
         "traffic": {"port": 9000, "gateways": ["mesh"]},
-        "rollout": {"killSwitch": False, "paused": False, "flags": [{"name": "beta", "revision": "candidate",
-                                                                    "header": {"name": "x-beta", "exact": "1"}}],
-                    "steps": [{"abTest": {"cookie": {"name": "grp", "value": "b"}, "duration": "30s"}}, {"setWeight": 100}]},
+        "rollout": {
+            "killSwitch": False,
+            "paused": False,
+            "flags": [{"name": "beta", "revision": "candidate", "header": {"name": "x-beta", "exact": "1"}}],
+            "steps": [
+                {"abTest": {"cookie": {"name": "grp", "value": "b"}, "duration": "30s"}},
+                {"setWeight": 100},
+            ],
+        },
     },
 ]
 
-NAMES = (["m", "resnet", "fraud-detector", "a1", "model-v2", "x" * 45, "ranker-lite", "churn"] * 7
-         + ["1model", "model.v2", "Model", "m-", "-m", "a" * 46, "a" * 55, "a" * 63, "x" * 254, "m_1", "a--b", "9"])
+NAMES = ["m", "resnet", "fraud-detector", "a1", "model-v2", "x" * 45, "ranker-lite", "churn"] * 7 + [
+    "1model",
+    "model.v2",
+    "Model",
+    "m-",
+    "-m",
+    "a" * 46,
+    "a" * 55,
+    "a" * 63,
+    "x" * 254,
+    "m_1",
+    "a--b",
+    "9",
+]
 
-_DURATIONS = ["0s", "0ms", "1ms", "10ms", "500ms", "1s", "30s", "1m", "5m", "10m", "1h", "2h", "1h30m", "3600s",
-              "3600001ms", "61m", "1.5s", "0.5m", "24h", "999999999999h", "99999999999999999999h", "1d", "5", "", "1h0m1ms"]
-_QUALIFIED = ["disktype", "kubernetes.io/arch", "node.kubernetes.io/instance-type", "nvidia.com/gpu", "dedicated",
-              "modelpilot.io/edge", "a/b/c", "-bad", "bad key", "x" * 63, "x" * 64, "example.com/" + "y" * 63,
-              "Upper.Case/x", "", "a" * 254 + "/x", "a_b.c-d", "example.com/", "/x"]
+_DURATIONS = [
+    "0s",
+    "0ms",
+    "1ms",
+    "10ms",
+    "500ms",
+    "1s",
+    "30s",
+    "1m",
+    "5m",
+    "10m",
+    "1h",
+    "2h",
+    "1h30m",
+    "3600s",
+    "3600001ms",
+    "61m",
+    "1.5s",
+    "0.5m",
+    "24h",
+    "999999999999h",
+    "99999999999999999999h",
+    "1d",
+    "5",
+    "",
+    "1h0m1ms",
+]
+_QUALIFIED = [
+    "disktype",
+    "kubernetes.io/arch",
+    "node.kubernetes.io/instance-type",
+    "nvidia.com/gpu",
+    "dedicated",
+    "modelpilot.io/edge",
+    "a/b/c",
+    "-bad",
+    "bad key",
+    "x" * 63,
+    "x" * 64,
+    "example.com/" + "y" * 63,
+    "Upper.Case/x",
+    "",
+    "a" * 254 + "/x",
+    "a_b.c-d",
+    "example.com/",
+    "/x",
+]
 _LABEL_VALUES = ["ssd", "amd64", "ml", "true", "", "x y", "x" * 63, "x" * 64, "-x", "a_b.c", "ü", "1"]
 _SUBDOMAINS = ["triton", "sa.v1", "s3-credentials", "", "SA", "a_b", "x" * 253, "x" * 254, "-a", "a.", "tok"]
 
 FIELD_POOLS: dict[str, list[Any]] = {
-    "name": ["resnet50", "m", "fraud_xgb", "a.b", "x", "errors", "p99", "-x", "", "x" * 64, "x" * 129, "a/b", "..",
-             "OMP_NUM_THREADS", "1FOO", "FOO BAR", "a=b", "x-beta", "X-Upper"],
-    "repository": ["s3://models-prod/triton", "gs://ml-models/m", "pvc://models/triton", "pvc://claim/../x",
-                   "pvc://claim/a/..", "pvc://claim/./x", "pvc://claim", "pvc://Claim/x", "/models", "/", "s3://b",
-                   "http://x/y", "pvc://" + "a" * 300 + "/x", "pvc://claim//x", "pvc://claim/..x", "s3://b/../c"],
+    "name": [
+        "resnet50",
+        "m",
+        "fraud_xgb",
+        "a.b",
+        "x",
+        "errors",
+        "p99",
+        "-x",
+        "",
+        "x" * 64,
+        "x" * 129,
+        "a/b",
+        "..",
+        "OMP_NUM_THREADS",
+        "1FOO",
+        "FOO BAR",
+        "a=b",
+        "x-beta",
+        "X-Upper",
+    ],
+    "repository": [
+        "s3://models-prod/triton",
+        "gs://ml-models/m",
+        "pvc://models/triton",
+        "pvc://claim/../x",
+        "pvc://claim/a/..",
+        "pvc://claim/./x",
+        "pvc://claim",
+        "pvc://Claim/x",
+        "/models",
+        "/",
+        "s3://b",
+        "http://x/y",
+        "pvc://" + "a" * 300 + "/x",
+        "pvc://claim//x",
+        "pvc://claim/..x",
+        "s3://b/../c",
+    ],
     "version": ["1", "2", "3", "7", "0", "01", "00", "9" * 18, "9" * 19, "", "1.0", "-1", "12"],
     "sourceVersion": ["1", "2", "0", "01", "3", "9" * 18, ""],
-    "cpu": ["1", "2", "0.5", "500m", "0", "1" * 400, "1" * 7, "0.0001", "1.5m", "2Gi", 2, 0, -1, 10**7, "250m"],
+    "cpu": [
+        "1",
+        "2",
+        "0.5",
+        "500m",
+        "0",
+        "1" * 400,
+        "1" * 7,
+        "0.0001",
+        "1.5m",
+        "2Gi",
+        2,
+        0,
+        -1,
+        10**7,
+        "250m",
+    ],
     "memory": ["4Gi", "512Mi", "1", "1.5Gi", "0", "1" * 400 + "Gi", "8G", "1e3", 4294967296, -5, "16Gi"],
     "migProfile": ["1g.10gb", "3g.40gb", "1g", "mig"],
     "image": ["nvcr.io/nvidia/tritonserver:24.10-py3", "tritonserver", " x", "x y", "", "x\n"],
@@ -104,12 +303,27 @@ FIELD_POOLS: dict[str, list[Any]] = {
     "value": _LABEL_VALUES,
     "modelDeployment": ["ranker-lite", "lite", "1lite", "lite.v2", "", "x" * 46],
     "host": ["lite.models.svc.cluster.local", "lite", "bad host", "*", "", "10.0.0.5"],
-    "query": ['sum(rate(x{namespace="{{namespace}}"}[{{interval}}]))', "{{bad}}", "{{model", "up", "x" * 5000,
-              "max(y{revision=\"{{revision}}\", pod=~\"{{workload}}-.*\"})"],
+    "query": [
+        'sum(rate(x{namespace="{{namespace}}"}[{{interval}}]))',
+        "{{bad}}",
+        "{{model",
+        "up",
+        "x" * 5000,
+        'max(y{revision="{{revision}}", pod=~"{{workload}}-.*"})',
+    ],
     "regex": ["^beta$", "(", "^partner-(acme|globex)$", ".*"],
     "exact": ["1", "beta", "", "x y"],
-    "fieldPath": ["metadata.name", "metadata.namespace", "status.podIP", "spec.nodeName", "metadata.labels['app']",
-                  "metadata.annotations['x/y']", "metadata.labels['bad key']", "spec.containers", "metadata.name2"],
+    "fieldPath": [
+        "metadata.name",
+        "metadata.namespace",
+        "status.podIP",
+        "spec.nodeName",
+        "metadata.labels['app']",
+        "metadata.annotations['x/y']",
+        "metadata.labels['bad key']",
+        "spec.containers",
+        "metadata.name2",
+    ],
     "output": ["y", "label", "", "probabilities"],
     "revision": ["stable", "candidate", "abc12345", ""],
     "method": ["psi", "js", "tensorrt", "onnx-int8"],
@@ -118,7 +332,14 @@ FIELD_POOLS: dict[str, list[Any]] = {
     "sourceFile": ["model.onnx", "a/b.onnx", "model.pt"],
     "hosts": ["a.example.com", "*", "m"],
     "gateways": ["mesh", "istio-ingress/ml-gateway"],
-    "args": ["--log-verbose=1", "--model-repository=/x", "--http-port=1", "--foo", "--model-control-mode=poll", ""],
+    "args": [
+        "--log-verbose=1",
+        "--model-repository=/x",
+        "--http-port=1",
+        "--foo",
+        "--model-control-mode=poll",
+        "",
+    ],
     "prediction": ["y", "label"],
     "score": ["p", "score"],
     "uri": ["pvc://models/ref.json", "s3://b/ref.json", "x"],
@@ -126,16 +347,44 @@ FIELD_POOLS: dict[str, list[Any]] = {
     "resource": ["requests.cpu", "limits.memory", "requests.ephemeral-storage", "limits.nvidia.com/gpu"],
     "divisor": ["1", "1m", "1Mi", "1Gi"],
 }
-for _key in ("duration", "interval", "window", "timeout", "minDwell", "labelJoinWindow", "stableWindow",
-             "scaleUpStabilization", "scaleDownStabilization", "pollingInterval"):
+for _key in (
+    "duration",
+    "interval",
+    "window",
+    "timeout",
+    "minDwell",
+    "labelJoinWindow",
+    "stableWindow",
+    "scaleUpStabilization",
+    "scaleDownStabilization",
+    "pollingInterval",
+):
     FIELD_POOLS[_key] = _DURATIONS
 
 AFFINITIES = [
     {},
-    {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
-        "nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a", "b"]}]}]}}},
-    {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 10, "podAffinityTerm": {
-        "topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": {"app": "m"}}}}]}},
+    {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a", "b"]}]}
+                ]
+            }
+        }
+    },
+    {
+        "podAntiAffinity": {
+            "preferredDuringSchedulingIgnoredDuringExecution": [
+                {
+                    "weight": 10,
+                    "podAffinityTerm": {
+                        "topologyKey": "kubernetes.io/hostname",
+                        "labelSelector": {"matchLabels": {"app": "m"}},
+                    },
+                }
+            ]
+        }
+    },
 ]
 GENERIC_STRINGS = ["", "a", "x y", "0", "-", "ü", "a" * 300, "{{model}}", "a\nb", "1" * 400]
 STEP_KINDS = ("setWeight", "pause", "analysis", "shadow", "abTest", "blueGreen", "gate")
@@ -148,7 +397,9 @@ def _fitting_cached(candidates: tuple, pattern: str, low: int, high: int) -> tup
 
 
 def _fitting(candidates: list[Any], schema: Mapping[str, Any]) -> tuple:
-    return _fitting_cached(tuple(candidates), schema["pattern"], schema.get("minLength", 0), schema.get("maxLength", 10**9))
+    return _fitting_cached(
+        tuple(candidates), schema["pattern"], schema.get("minLength", 0), schema.get("maxLength", 10**9)
+    )
 
 
 @dataclass(frozen=True)
@@ -159,14 +410,22 @@ class Case:
     spec: dict[str, Any]
 
     def body(self) -> dict[str, Any]:
-        return {"apiVersion": "modelpilot.io/v1alpha1", "kind": "ModelDeployment",
-                "metadata": {"name": self.name}, "spec": clone(self.spec)}  # fmt: skip
+        return {
+            "apiVersion": "modelpilot.io/v1alpha1",
+            "kind": "ModelDeployment",
+            "metadata": {"name": self.name},
+            "spec": clone(self.spec),
+        }
 
 
 def seeds() -> list[tuple[str, dict[str, Any]]]:
     out = []
     for path in EXAMPLES:
-        (doc,) = [d for d in yaml.load_all(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) if d]
+        (doc,) = [
+            d
+            for d in yaml.load_all(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+            if d
+        ]
         out.append((f"example:{path.stem}", doc["spec"]))
     out += [(f"seed:{i}", spec) for i, spec in enumerate(EXTRA_SEEDS)]
     return out
@@ -189,8 +448,12 @@ class Generator:
             lo = low if low is not None else 0
             hi = high if high is not None else lo + 100
             if integer:
-                return rng.randint(int(lo) + (1 if schema.get("exclusiveMinimum") else 0), int(min(hi, lo + 1000)))
-            return round(rng.uniform(lo + (1e-6 if schema.get("exclusiveMinimum") else 0), min(hi, lo + 100)), 4)
+                return rng.randint(
+                    int(lo) + (1 if schema.get("exclusiveMinimum") else 0), int(min(hi, lo + 1000))
+                )
+            return round(
+                rng.uniform(lo + (1e-6 if schema.get("exclusiveMinimum") else 0), min(hi, lo + 100)), 4
+            )
         choices: list[Any] = []
         if low is not None:
             choices += [low, low - 1 if integer else low - 0.001]
@@ -201,7 +464,12 @@ class Generator:
         lo = low if low is not None else (-5 if rng.random() < 0.1 else 0)
         hi = high if high is not None else lo + 100
         if integer:
-            choices += [rng.randint(int(lo), int(min(hi, lo + 1000))) for _ in range(3)] + [0, 1, 2**31, 2**63]
+            choices += [rng.randint(int(lo), int(min(hi, lo + 1000))) for _ in range(3)] + [
+                0,
+                1,
+                2**31,
+                2**63,
+            ]
         else:
             choices += [rng.uniform(lo, min(hi, lo + 100)) for _ in range(3)] + [0.0, 0.5, 1, 1e308, 1e-9]
         value = rng.choice(choices)
@@ -242,7 +510,9 @@ class Generator:
             return self.string(schema, key)
         if kind == "array":
             limit = schema.get("maxItems", 4)
-            size = rng.choice([0, 1, 1, 2, 2, 3] + ([limit, limit + 1] if limit <= 16 and rng.random() < 0.05 else []))
+            size = rng.choice(
+                [0, 1, 1, 2, 2, 3] + ([limit, limit + 1] if limit <= 16 and rng.random() < 0.05 else [])
+            )
             item_key = key if key in FIELD_POOLS else key.rstrip("s")
             return [self.value(schema.get("items") or {}, item_key, depth + 1) for _ in range(size)]
         if kind == "object" or "properties" in schema:
@@ -392,8 +662,12 @@ class Generator:
         """The same spec with a new revision: another model version, image or env (a rollout)."""
         spec = clone(spec)
         model = spec.setdefault("model", {})
-        if isinstance(model, dict) and isinstance(model.get("version"), str) and model["version"].isdigit() \
-                and not model.get("optimize"):  # fmt: skip
+        if (
+            isinstance(model, dict)
+            and isinstance(model.get("version"), str)
+            and model["version"].isdigit()
+            and not model.get("optimize")
+        ):
             model["version"] = str(int(model["version"]) + 1)
         else:
             serving = spec.setdefault("serving", {})

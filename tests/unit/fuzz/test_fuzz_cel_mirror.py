@@ -28,7 +28,9 @@ SAMPLE = 400
 
 def test_every_crd_rule_has_a_python_mirror():
     missing = [rule for rule in rules_in(root_schema()) if rule not in CEL_MIRROR]
-    assert not missing, "add these CEL rules to tests/unit/fuzz/admission.py CEL_MIRROR:\n" + "\n".join(missing)
+    assert not missing, "add these CEL rules to tests/unit/fuzz/admission.py CEL_MIRROR:\n" + "\n".join(
+        missing
+    )
     stale = [rule for rule in CEL_MIRROR if rule not in rules_in(root_schema())]
     assert not stale, "rules no longer in the CRD (remove from CEL_MIRROR):\n" + "\n".join(stale)
 
@@ -61,4 +63,6 @@ def test_the_mirror_agrees_with_cel_on_generated_objects():
             if mirror != cel:
                 disagreements.append(f"{where}: {rule}\n  mirror={mirror} cel={cel} self={value!r:.300}")
     assert compared > 1000, compared
-    assert not disagreements, f"{len(disagreements)} of {compared} evaluations differ:\n" + "\n".join(disagreements[:10])
+    assert not disagreements, f"{len(disagreements)} of {compared} evaluations differ:\n" + "\n".join(
+        disagreements[:10]
+    )

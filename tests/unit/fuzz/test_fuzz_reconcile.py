@@ -51,9 +51,11 @@ def test_reconcile_writes_a_status_for_every_admitted_spec_and_never_fails(capsy
         tally.add(result, f"#{case.index} {case.origin} name={case.name!r} keda={keda}")
         scenario += 1
     elapsed = time.monotonic() - started
-    summary = (f"fuzz reconcile: seed {SEED}: generated {generated}, admitted {SCENARIOS}, reconcile passes {passes}, "
-               f"invalid-spec {tally.outcomes['invalid']}, served {tally.outcomes['served']}, "
-               f"failures {tally.outcomes['escape']}, hangs {tally.outcomes['hang']}; {elapsed:.0f}s")  # fmt: skip
+    summary = (
+        f"fuzz reconcile: seed {SEED}: generated {generated}, admitted {SCENARIOS}, reconcile passes {passes}, "
+        f"invalid-spec {tally.outcomes['invalid']}, served {tally.outcomes['served']}, "
+        f"failures {tally.outcomes['escape']}, hangs {tally.outcomes['hang']}; {elapsed:.0f}s"
+    )
     with capsys.disabled():
         print("\n" + summary)
         if tally.failures:

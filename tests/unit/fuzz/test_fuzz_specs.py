@@ -44,11 +44,13 @@ def test_every_admitted_spec_ends_in_a_status_and_nothing_escapes(capsys):
         admitted += ok
         tally.add(result, f"#{index} {case.origin} name={case.name!r}")
     elapsed = time.monotonic() - started
-    summary = (f"fuzz specs: seed {SEED}: generated {SPECS}, admitted {admitted}, "
-               f"invalid-spec {tally.outcomes['invalid']}, served {tally.outcomes['served']}, "
-               f"escapes {tally.outcomes['escape']}, refused writes {tally.outcomes['refused']}, "
-               f"unreadable {tally.outcomes['unreadable']}, hangs {tally.outcomes['hang']}; "
-               f"{elapsed:.0f}s, slowest spec {slowest:.2f}s")  # fmt: skip
+    summary = (
+        f"fuzz specs: seed {SEED}: generated {SPECS}, admitted {admitted}, "
+        f"invalid-spec {tally.outcomes['invalid']}, served {tally.outcomes['served']}, "
+        f"escapes {tally.outcomes['escape']}, refused writes {tally.outcomes['refused']}, "
+        f"unreadable {tally.outcomes['unreadable']}, hangs {tally.outcomes['hang']}; "
+        f"{elapsed:.0f}s, slowest spec {slowest:.2f}s"
+    )
     with capsys.disabled():
         print("\n" + summary)
     assert tally.failures == 0, summary + "\n" + tally.report("failures")

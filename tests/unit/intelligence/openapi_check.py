@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-_TYPES = {"object": dict, "array": list, "string": str, "boolean": bool, "number": (int, float), "integer": int}
+_TYPES = {
+    "object": dict,
+    "array": list,
+    "string": str,
+    "boolean": bool,
+    "number": (int, float),
+    "integer": int,
+}
 
 
 def validate(value: Any, schema: dict[str, Any], path: str = "") -> list[str]:

@@ -45,14 +45,23 @@ def test_hpa_is_a_valid_autoscaling_v2_object(source):
     spec = AutoscalingSpec(min_replicas=2, max_replicas=10, target_queue_ms=12.5, metric_source=source)
     obj = hpa(OWNER, "abc123", spec, model="resnet50")
     assert _k8s_roundtrip(obj, "V2HorizontalPodAutoscaler") == obj
-    assert obj["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "resnet-abc123"}
+    assert obj["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "resnet-abc123",
+    }
     assert obj["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
     assert obj["metadata"]["labels"]["modelpilot.io/revision"] == "abc123"
     metric = obj["spec"]["metrics"][0]
     if source == "Pods":
-        assert metric["pods"] == {"metric": {"name": METRIC_NAME}, "target": {"type": "AverageValue", "averageValue": "12500m"}}
+        assert metric["pods"] == {
+            "metric": {"name": METRIC_NAME},
+            "target": {"type": "AverageValue", "averageValue": "12500m"},
+        }
     else:
-        assert metric["external"]["metric"]["selector"] == {"matchLabels": {"model": "resnet50", "revision": "abc123"}}
+        assert metric["external"]["metric"]["selector"] == {
+            "matchLabels": {"model": "resnet50", "revision": "abc123"}
+        }
         assert metric["external"]["target"] == {"type": "Value", "value": "12500m"}
     behavior = obj["spec"]["behavior"]
     assert behavior["scaleUp"]["stabilizationWindowSeconds"] == 0
@@ -69,12 +78,20 @@ def test_hpa_bounds_follow_the_revision_traffic_share():
 
 def test_external_metric_needs_the_revision_label():
     with pytest.raises(ValueError, match="revision label"):
-        hpa(OWNER, "v2", AutoscalingSpec(metric_source="External"), model="m", labels=TritonLabels(revision=None))
+        hpa(
+            OWNER,
+            "v2",
+            AutoscalingSpec(metric_source="External"),
+            model="m",
+            labels=TritonLabels(revision=None),
+        )
 
 
 def _keda_schema() -> dict | None:
     root = os.environ.get("GOMODCACHE") or str(Path.home() / "go" / "pkg" / "mod")
-    found = sorted(glob.glob(f"{root}/github.com/kedacore/keda/v2@*/config/crd/bases/keda.sh_scaledobjects.yaml"))
+    found = sorted(
+        glob.glob(f"{root}/github.com/kedacore/keda/v2@*/config/crd/bases/keda.sh_scaledobjects.yaml")
+    )
     if not found:
         return None
     crd = yaml.safe_load(Path(found[-1]).read_text())
@@ -82,7 +99,9 @@ def _keda_schema() -> dict | None:
 
 
 def test_scaled_object_shape_and_query():
-    obj = scaled_object(OWNER, "v2", SPEC, model="resnet50", prometheus_url="http://prometheus.monitoring:9090", weight=30)
+    obj = scaled_object(
+        OWNER, "v2", SPEC, model="resnet50", prometheus_url="http://prometheus.monitoring:9090", weight=30
+    )
     assert obj["apiVersion"] == "keda.sh/v1alpha1" and obj["kind"] == "ScaledObject"
     spec = obj["spec"]
     assert (spec["minReplicaCount"], spec["maxReplicaCount"]) == (1, 3)
@@ -92,16 +111,24 @@ def test_scaled_object_shape_and_query():
     assert all(isinstance(v, str) for v in trigger["metadata"].values())  # KEDA metadata is map[string]string
     query = trigger["metadata"]["query"]
     assert query == queue_time_query(RevisionRef("ml", "resnet", "v2", "resnet50"), "1m")
-    assert query.startswith("sum(rate(nv_inference_queue_duration_us{") and "clamp_min(sum(rate(nv_inference_request_success{" in query
+    assert (
+        query.startswith("sum(rate(nv_inference_queue_duration_us{")
+        and "clamp_min(sum(rate(nv_inference_request_success{" in query
+    )
     assert 'revision="v2"' in query and 'namespace="ml"' in query and query.endswith("/ 1000")
     # The behavior is the HPA's, so both engines scale alike.
-    assert spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"] == hpa(OWNER, "v2", SPEC, model="m")["spec"]["behavior"]
+    assert (
+        spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
+        == hpa(OWNER, "v2", SPEC, model="m")["spec"]["behavior"]
+    )
 
 
 def test_scaled_object_validates_against_kedas_crd():
     schema = _keda_schema()
     if schema is None:
-        pytest.skip("KEDA CRD not in the Go module cache (go mod download github.com/kedacore/keda/v2@latest)")
+        pytest.skip(
+            "KEDA CRD not in the Go module cache (go mod download github.com/kedacore/keda/v2@latest)"
+        )
     obj = scaled_object(OWNER, "v2", SPEC, model="resnet50", prometheus_url="http://p:9090")
     assert validate(obj, schema) == []
     broken = {**obj, "spec": {**obj["spec"], "minReplicaCount": -1, "typo": 1}}
@@ -110,9 +137,14 @@ def test_scaled_object_validates_against_kedas_crd():
 
 def test_autoscaler_picks_keda_only_when_installed():
     assert autoscaler(OWNER, "v1", SPEC, model="m", keda_installed=False)["kind"] == "HorizontalPodAutoscaler"
-    assert autoscaler(OWNER, "v1", SPEC, model="m", keda_installed=True, prometheus_url="http://p")["kind"] == "ScaledObject"
+    assert (
+        autoscaler(OWNER, "v1", SPEC, model="m", keda_installed=True, prometheus_url="http://p")["kind"]
+        == "ScaledObject"
+    )
     hpa_only = AutoscalingSpec(engine="hpa")
-    assert autoscaler(OWNER, "v1", hpa_only, model="m", keda_installed=True)["kind"] == "HorizontalPodAutoscaler"
+    assert (
+        autoscaler(OWNER, "v1", hpa_only, model="m", keda_installed=True)["kind"] == "HorizontalPodAutoscaler"
+    )
     with pytest.raises(ValueError, match="not installed"):
         autoscaler(OWNER, "v1", AutoscalingSpec(engine="keda"), model="m", keda_installed=False)
 
@@ -120,8 +152,13 @@ def test_autoscaler_picks_keda_only_when_installed():
 def test_prometheus_adapter_rules():
     rules = prometheus_adapter_rules("2m")
     pods, external = rules["rules"][0], rules["externalRules"][0]
-    assert pods["name"] == external["name"] == {"matches": "^nv_inference_queue_duration_us$", "as": METRIC_NAME}
-    assert pods["resources"]["overrides"] == {"namespace": {"resource": "namespace"}, "pod": {"resource": "pod"}}
+    assert (
+        pods["name"] == external["name"] == {"matches": "^nv_inference_queue_duration_us$", "as": METRIC_NAME}
+    )
+    assert pods["resources"]["overrides"] == {
+        "namespace": {"resource": "namespace"},
+        "pod": {"resource": "pod"},
+    }
     assert pods["metricsQuery"] == (
         "sum by (<<.GroupBy>>)(rate(nv_inference_queue_duration_us{<<.LabelMatchers>>}[2m])) / "
         "clamp_min(sum by (<<.GroupBy>>)(rate(nv_inference_request_success{<<.LabelMatchers>>}[2m])), 1e-9) / 1000"
@@ -144,7 +181,11 @@ def test_candidate_replicas_cover_the_traffic_share(total):
 
 
 def test_candidate_replicas_examples():
-    assert candidate_replicas(10, 10) == 1 and candidate_replicas(10, 25) == 3 and candidate_replicas(10, 100) == 10
+    assert (
+        candidate_replicas(10, 10) == 1
+        and candidate_replicas(10, 25) == 3
+        and candidate_replicas(10, 100) == 10
+    )
     assert candidate_replicas(4, 0, min_replicas=0) == 0 and candidate_replicas(3, 33) == 1
     with pytest.raises(ValueError):
         candidate_replicas(4, 120)
@@ -162,16 +203,29 @@ CPU_MSG = "0/3 nodes are available: 3 Insufficient cpu."
 
 
 def _pending(rev: str, message: str) -> dict:
-    return {"metadata": {"labels": {"modelpilot.io/revision": rev}},
-            "status": {"conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
-                                       "message": message}]}}  # fmt: skip
+    return {
+        "metadata": {"labels": {"modelpilot.io/revision": rev}},
+        "status": {
+            "conditions": [
+                {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message}
+            ]
+        },
+    }
 
 
 def test_gpu_shortage_is_read_from_the_schedulers_words():
     assert gpu_shortage([CPU_MSG, GPU_MSG, MIG_MSG]) == ("nvidia.com/gpu", "nvidia.com/mig-1g.10gb")
-    assert gpu_shortage([CPU_MSG, "0/3 nodes are available: 3 node(s) had untolerated taint {nvidia.com/gpu: }."]) == ()
-    deployment = {"metadata": {"labels": {"modelpilot.io/revision": "r1"}}, "spec": {"replicas": 6},
-                  "status": {"readyReplicas": 4, "availableReplicas": 4, "updatedReplicas": 6}}  # fmt: skip
+    assert (
+        gpu_shortage(
+            [CPU_MSG, "0/3 nodes are available: 3 node(s) had untolerated taint {nvidia.com/gpu: }."]
+        )
+        == ()
+    )
+    deployment = {
+        "metadata": {"labels": {"modelpilot.io/revision": "r1"}},
+        "spec": {"replicas": 6},
+        "status": {"readyReplicas": 4, "availableReplicas": 4, "updatedReplicas": 6},
+    }
     state = revision_states([deployment], [_pending("r1", GPU_MSG), _pending("r1", MIG_MSG)])["r1"]
     assert state.unschedulable_reason == "InsufficientGPU" and state.unschedulable == 2
     assert state.short_of == ("nvidia.com/gpu", "nvidia.com/mig-1g.10gb")
@@ -183,9 +237,17 @@ def test_parse_autoscaling_defaults_match_the_schema():
     assert parse_autoscaling(None) is None
     spec = parse_autoscaling({})
     props = AUTOSCALING_SCHEMA["properties"]
-    assert spec.min_replicas == props["minReplicas"]["default"] and spec.max_replicas == props["maxReplicas"]["default"]
+    assert (
+        spec.min_replicas == props["minReplicas"]["default"]
+        and spec.max_replicas == props["maxReplicas"]["default"]
+    )
     assert spec.target_queue_ms == props["targetQueueTimeMs"]["default"]
-    assert (spec.scale_up_window_s, spec.scale_down_window_s, spec.polling_interval_s, spec.window) == (0, 300, 15, "1m")
+    assert (spec.scale_up_window_s, spec.scale_down_window_s, spec.polling_interval_s, spec.window) == (
+        0,
+        300,
+        15,
+        "1m",
+    )
     assert parse_autoscaling({"window": "90s"}).window == "90s"
     for bad in ({"minReplicas": 5, "maxReplicas": 2}, {"engine": "vpa"}, {"targetQueueTimeMs": 0}):
         with pytest.raises(ValueError):

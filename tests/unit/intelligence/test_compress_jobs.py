@@ -32,23 +32,46 @@ def test_tensorrt_job_runs_trtexec_on_a_gpu_node():
     assert [c["name"] for c in pod["initContainers"]] == ["fetch", "convert"] and list(steps)[-1] == "publish"
     convert = steps["convert"]
     assert convert["image"] == TRITON
-    assert convert["resources"]["limits"]["nvidia.com/gpu"] == "1" == convert["resources"]["requests"]["nvidia.com/gpu"]
-    assert convert["args"][:3] == ["--onnx=/work/in/resnet50/1/model.onnx", "--saveEngine=/work/out/model.plan", "--fp16"]
+    assert (
+        convert["resources"]["limits"]["nvidia.com/gpu"]
+        == "1"
+        == convert["resources"]["requests"]["nvidia.com/gpu"]
+    )
+    assert convert["args"][:3] == [
+        "--onnx=/work/in/resnet50/1/model.onnx",
+        "--saveEngine=/work/out/model.plan",
+        "--fp16",
+    ]
     assert "/usr/src/tensorrt/bin/trtexec" in convert["command"][2]
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
     assert pod["nodeSelector"] == {"modelpilot.io/pool": "gpu-a100"} and pod["restartPolicy"] == "Never"
     # The repository is written by publish only; fetch reads.
-    assert steps["publish"]["args"][:2] == ["compress", "publish"] and "--version=2" in steps["publish"]["args"]
-    store = {c: next(m for m in steps[c]["volumeMounts"] if m["name"] == "model-store") for c in ("fetch", "publish")}
+    assert (
+        steps["publish"]["args"][:2] == ["compress", "publish"] and "--version=2" in steps["publish"]["args"]
+    )
+    store = {
+        c: next(m for m in steps[c]["volumeMounts"] if m["name"] == "model-store")
+        for c in ("fetch", "publish")
+    }
     assert store["fetch"]["readOnly"] is True and "readOnly" not in store["publish"]
     assert pod["volumes"][1] == {"name": "model-store", "persistentVolumeClaim": {"claimName": "models"}}
     assert job["metadata"]["ownerReferences"][0]["uid"] == "uid-1" and job["spec"]["backoffLimit"] == 1
 
 
 def test_int8_job_runs_in_the_operator_image_without_gpu():
-    req = CompressionRequest("onnx-int8", "s3://bucket/repo", "bert", 3, 4, validation="s3://bucket/val/bert.npz",
-                             node_pool="edge", tolerations=({"key": "edge", "operator": "Exists"},))  # fmt: skip
-    job = compression_job(OWNER, req, triton_image=TRITON, operator_image="op:1", model_store_secret="s3-creds")
+    req = CompressionRequest(
+        "onnx-int8",
+        "s3://bucket/repo",
+        "bert",
+        3,
+        4,
+        validation="s3://bucket/val/bert.npz",
+        node_pool="edge",
+        tolerations=({"key": "edge", "operator": "Exists"},),
+    )
+    job = compression_job(
+        OWNER, req, triton_image=TRITON, operator_image="op:1", model_store_secret="s3-creds"
+    )
     assert _roundtrip(job) == job
     steps, pod = _containers(job)
     convert = steps["convert"]
@@ -56,7 +79,9 @@ def test_int8_job_runs_in_the_operator_image_without_gpu():
     assert "--validation=s3://bucket/val/bert.npz" in convert["args"]
     assert not any("nvidia.com" in k for c in steps.values() for k in c["resources"].get("limits", {}))
     assert pod["tolerations"] == [{"key": "edge", "operator": "Exists"}]
-    assert all(c["envFrom"] == [{"secretRef": {"name": "s3-creds"}}] for c in steps.values() if c["image"] == "op:1")
+    assert all(
+        c["envFrom"] == [{"secretRef": {"name": "s3-creds"}}] for c in steps.values() if c["image"] == "op:1"
+    )
     assert [v["name"] for v in pod["volumes"]] == ["work"]  # no PVC for an object store
     # The command line the Job runs parses with the real `compress` parser.
     parsed = build_parser().parse_args(convert["args"][1:])
@@ -69,7 +94,9 @@ def test_output_points_a_new_revision_at_the_new_version():
     assert patch == {"version": "2", "format": "tensorrt"}
     config = render_config_pbtxt({"name": "resnet50", "repository": "pvc://models", **patch})
     assert 'platform: "tensorrt_plan"' in config and "versions: [ 2 ]" in config
-    assert output_model_patch(CompressionRequest("onnx-int8", "pvc://m", "b", 1, 5, max_abs_diff=0.1)) == {"version": "5"}
+    assert output_model_patch(CompressionRequest("onnx-int8", "pvc://m", "b", 1, 5, max_abs_diff=0.1)) == {
+        "version": "5"
+    }
 
 
 def test_invalid_requests_and_long_names():
@@ -81,4 +108,6 @@ def test_invalid_requests_and_long_names():
         CompressionRequest("onnx-int8", "pvc://m", "b", 1, 2)
     long_owner = Owner("a" * 60, "ml", "u")
     name = job_name(long_owner, CompressionRequest("onnx-int8", "pvc://m", "b", 1, 2, max_abs_diff=0.1))
-    assert len(name) <= 63 and name != job_name(long_owner, CompressionRequest("onnx-int8", "pvc://m", "b", 1, 3, max_abs_diff=0.1))
+    assert len(name) <= 63 and name != job_name(
+        long_owner, CompressionRequest("onnx-int8", "pvc://m", "b", 1, 3, max_abs_diff=0.1)
+    )

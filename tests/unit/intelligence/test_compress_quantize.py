@@ -38,11 +38,12 @@ def _export(path, w1, b1, w2, b2):
         helper.make_node("Add", ["o0", "b2"], ["logits"]),
     ]
     graph = helper.make_graph(
-        nodes, "mlp",
+        nodes,
+        "mlp",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", FEATURES])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", CLASSES])],
         inits,
-    )  # fmt: skip
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
@@ -66,8 +67,13 @@ def test_quantized_model_is_smaller_uses_int8_and_passes_the_gate(mlp, tmp_path)
     assert result.ratio < 0.4, result  # weights 4x smaller
     ops = {n.op_type for n in onnx.load(str(result.target)).graph.node}
     assert {"DynamicQuantizeLinear", "MatMulInteger"} & ops, ops
-    report = accuracy_gate(mlp["path"], result.target, {"x": mlp["x"]}, mlp["y"],
-                           AccuracyThresholds(max_accuracy_drop=0.01, max_abs_diff=0.25))  # fmt: skip
+    report = accuracy_gate(
+        mlp["path"],
+        result.target,
+        {"x": mlp["x"]},
+        mlp["y"],
+        AccuracyThresholds(max_accuracy_drop=0.01, max_abs_diff=0.25),
+    )
     assert report.passed, report.reason
     assert report.accuracy_original > 0.8  # the model learned something worth keeping
     assert abs(report.accuracy_drop) <= 0.01 and report.agreement > 0.97
@@ -77,8 +83,12 @@ def test_quantized_model_is_smaller_uses_int8_and_passes_the_gate(mlp, tmp_path)
 def test_the_gate_fails_a_model_that_lost_accuracy(mlp, tmp_path):
     w1, b1, w2, b2 = mlp["weights"]
     rng = np.random.default_rng(32)
-    damaged = _export(tmp_path / "damaged.onnx", w1, b1, (w2 + rng.normal(0, 2 * w2.std(), w2.shape)).astype(np.float32), b2)
-    report = accuracy_gate(mlp["path"], damaged, {"x": mlp["x"]}, mlp["y"], AccuracyThresholds(max_accuracy_drop=0.01))
+    damaged = _export(
+        tmp_path / "damaged.onnx", w1, b1, (w2 + rng.normal(0, 2 * w2.std(), w2.shape)).astype(np.float32), b2
+    )
+    report = accuracy_gate(
+        mlp["path"], damaged, {"x": mlp["x"]}, mlp["y"], AccuracyThresholds(max_accuracy_drop=0.01)
+    )
     assert not report.passed and "accuracy dropped" in report.reason
     assert report.accuracy_drop > 0.05 and report.discordant[1] > report.discordant[0]
 
@@ -110,7 +120,12 @@ def test_compare_outputs_refuses_to_check_nothing_and_catches_nan():
 def test_cli_quantize_and_publish(mlp, tmp_path):
     np.savez(tmp_path / "val.npz", x=mlp["x"][:400], labels=mlp["y"][:400])
     target = tmp_path / "out" / "model.onnx"
-    args = ["quantize", f"--source={mlp['path']}", f"--target={target}", f"--validation={tmp_path / 'val.npz'}"]
+    args = [
+        "quantize",
+        f"--source={mlp['path']}",
+        f"--target={target}",
+        f"--validation={tmp_path / 'val.npz'}",
+    ]
     assert compress_main(args) == 0
     report = json.loads((target.parent / "modelpilot-compress.json").read_text())
     assert report["gate"]["passed"] and report["bytesAfter"] < report["bytesBefore"]
@@ -121,8 +136,14 @@ def test_cli_quantize_and_publish(mlp, tmp_path):
 
     store = tmp_path / "store"
     (store / "models" / "mlp" / "1").mkdir(parents=True)
-    publish = ["publish", f"--source={target.parent}", "--repository=pvc://models-pvc/models", "--model=mlp",
-               "--version=2", f"--pvc-mount={store}"]  # fmt: skip
+    publish = [
+        "publish",
+        f"--source={target.parent}",
+        "--repository=pvc://models-pvc/models",
+        "--model=mlp",
+        "--version=2",
+        f"--pvc-mount={store}",
+    ]
     assert compress_main(publish) == 0
     published = store / "models" / "mlp" / "2"
     assert sorted(p.name for p in published.iterdir()) == ["model.onnx", "modelpilot-compress.json"]

@@ -18,11 +18,17 @@ from modelpilot.rollout.fallback import (
     step_fallback,
 )
 
-CONFIG = parse_fallback({
-    "modelDeployment": "resnet-small", "share": 50,
-    "triggers": {"queueP95Ms": 50, "requestRate": 500}, "recoverBelow": {"queueP95Ms": 20},
-    "consecutive": 3, "recoverConsecutive": 5, "minDwell": "60s",
-})  # fmt: skip
+CONFIG = parse_fallback(
+    {
+        "modelDeployment": "resnet-small",
+        "share": 50,
+        "triggers": {"queueP95Ms": 50, "requestRate": 500},
+        "recoverBelow": {"queueP95Ms": 20},
+        "consecutive": 3,
+        "recoverConsecutive": 5,
+        "minDwell": "60s",
+    }
+)
 
 HOT = LoadObservation(queue_p95_ms=80, request_rate=300)
 WARM = LoadObservation(queue_p95_ms=30, request_rate=300)  # between recovery and trigger thresholds
@@ -95,11 +101,17 @@ def test_during_a_rollout_the_fallback_never_takes_candidate_traffic(candidate):
 
 
 def test_outside_a_rollout_the_shift_is_shared_in_proportion():
-    assert split_weights(Weights(70, 30), 50, rollout_active=False) == {"stable": 35, "candidate": 15, "fallback": 50}
+    assert split_weights(Weights(70, 30), 50, rollout_active=False) == {
+        "stable": 35,
+        "candidate": 15,
+        "fallback": 50,
+    }
     odd = split_weights(Weights(67, 33), 25, rollout_active=False)
     assert sum(odd.values()) == 100 and odd["fallback"] == 25 and odd["stable"] in (50, 51)
     assert split_weights(Weights(), 0, rollout_active=False) == {"stable": 100, "candidate": 0, "fallback": 0}
-    state, shift, evs = step_fallback(FallbackState(over=2), HOT, CONFIG, 0.0, rollout_active=True, weights=Weights(20, 80))
+    state, shift, evs = step_fallback(
+        FallbackState(over=2), HOT, CONFIG, 0.0, rollout_active=True, weights=Weights(20, 80)
+    )
     assert state.active and shift == 20 and "capped at stable's 20 %" in evs[0].message
 
 
@@ -109,9 +121,17 @@ def test_hysteresis_prevents_flapping_on_a_noisy_load():
     rng = np.random.default_rng(21)
     base = np.r_[np.full(40, 20.0), np.full(80, 55.0), np.full(40, 15.0)]
     queue = base + rng.normal(0, 8, base.size)
-    naive = parse_fallback({"host": "small.ml.svc", "share": 50, "triggers": {"queueP95Ms": 50},
-                            "recoverBelow": {"queueP95Ms": 49.9}, "consecutive": 1,
-                            "recoverConsecutive": 1, "minDwell": "0s"})  # fmt: skip
+    naive = parse_fallback(
+        {
+            "host": "small.ml.svc",
+            "share": 50,
+            "triggers": {"queueP95Ms": 50},
+            "recoverBelow": {"queueP95Ms": 49.9},
+            "consecutive": 1,
+            "recoverConsecutive": 1,
+            "minDwell": "0s",
+        }
+    )
     switches = {}
     for name, config in (("pilot", CONFIG), ("naive", naive)):
         state, count = FallbackState(), 0

@@ -38,10 +38,15 @@ def classification_case(rng, n: int, acc_stable: float, p_b: float, p_c: float, 
     u = rng.random(n)
     cand_ok = (u < p_b) | (u >= p_b + p_c) & (u < acc_stable + p_b)
     stab_ok = (u >= p_b) & (u < acc_stable + p_b)
+
     def scores(ok):
         pred = np.where(ok, labels, (labels + rng.integers(1, classes, n)) % classes)
         return list(np.eye(classes)[pred] * 0.8 + 0.05)  # one score row per request
-    records = [{"request_id": f"r{i}", "inputs": {"i": i}, "label": int(labels[i]), "source": "delayed_label"} for i in range(n)]
+
+    records = [
+        {"request_id": f"r{i}", "inputs": {"i": i}, "label": int(labels[i]), "source": "delayed_label"}
+        for i in range(n)
+    ]
     return records, FakeModels({"v2": scores(cand_ok), "v1": scores(stab_ok)})
 
 
@@ -118,7 +123,9 @@ def _regression_case(rng, n: int, cand_scale: float, heavy: bool = False):
     if heavy:
         cand_err += rng.lognormal(0, 2.0, n) * (rng.random(n) < 0.05)
     records = [{"request_id": f"r{i}", "inputs": {"i": i}, "label": float(y[i])} for i in range(n)]
-    models = FakeModels({"v2": [[float(v)] for v in y + cand_err], "v1": [{"out": float(v)} for v in y + stable_err]})
+    models = FakeModels(
+        {"v2": [[float(v)] for v in y + cand_err], "v1": [{"out": float(v)} for v in y + stable_err]}
+    )
     return records, models
 
 
@@ -140,9 +147,11 @@ def test_regression_gate_passes_equal_fails_worse_and_refuses_skewed_small_sampl
 def test_select_examples_keeps_the_newest_usable_records():
     spec = parse_gate({"task": "regression", "minSamples": 10, "maxSamples": 10})
     records = [{"request_id": f"r{i}", "inputs": [i], "label": float(i)} for i in range(15)]
-    records += [{"request_id": "r3", "inputs": [3], "label": 33.0},  # relabeled: newest copy wins
-                {"request_id": "bad", "inputs": [1], "label": "cat"},  # not a regression label
-                {"request_id": "none", "inputs": None, "label": 1.0}]  # fmt: skip
+    records += [
+        {"request_id": "r3", "inputs": [3], "label": 33.0},  # relabeled: newest copy wins
+        {"request_id": "bad", "inputs": [1], "label": "cat"},  # not a regression label
+        {"request_id": "none", "inputs": None, "label": 1.0},
+    ]
     examples, dropped = select_examples(records, spec)
     assert [e.request_id for e in examples] == [f"r{i}" for i in range(6, 15)] + ["r3"]
     assert examples[-1].label == 33.0 and dropped == 3

@@ -13,9 +13,15 @@ def test_defaults_come_from_the_schema():
     assert spec.metric == "accuracy" and spec.test == "score" and not spec.relative
     assert spec.margin == props["margin"]["default"] == 0.01
     assert spec.alpha == props["alpha"]["default"] == 0.05
-    assert (spec.min_samples, spec.max_samples) == (props["minSamples"]["default"], props["maxSamples"]["default"]) == (1000, 10000)
+    assert (
+        (spec.min_samples, spec.max_samples)
+        == (props["minSamples"]["default"], props["maxSamples"]["default"])
+        == (1000, 10000)
+    )
     assert spec.window_s == 24 * 3600 and spec.timeout_s == 1800 and spec.on_inconclusive == "wait"
-    reg = parse_gate({"task": "regression", "metric": "mse", "marginType": "absolute", "margin": 0.5, "test": "wilcoxon"})
+    reg = parse_gate(
+        {"task": "regression", "metric": "mse", "marginType": "absolute", "margin": 0.5, "test": "wilcoxon"}
+    )
     assert (reg.metric, reg.test, reg.relative, reg.margin) == ("mse", "wilcoxon", False, 0.5)
     assert not reg.higher_is_better and spec.higher_is_better
 

@@ -47,7 +47,14 @@ def _paired_correct(rng, n: int, acc_stable: float, p_b: float, p_c: float):
 
 @pytest.mark.parametrize(
     ("n", "p_c", "margin"),
-    [(200, 0.05, 0.01), (200, 0.15, 0.02), (500, 0.02, 0.01), (500, 0.10, 0.05), (2000, 0.05, 0.02), (300, 0.06, 0.0)],
+    [
+        (200, 0.05, 0.01),
+        (200, 0.15, 0.02),
+        (500, 0.02, 0.01),
+        (500, 0.10, 0.05),
+        (2000, 0.05, 0.02),
+        (300, 0.06, 0.0),
+    ],
 )
 def test_score_test_false_pass_rate_at_the_margin_is_at_most_alpha(n, p_c, margin):
     # H0 boundary: the candidate is exactly `margin` less accurate (p_b - p_c = -margin).
@@ -68,7 +75,9 @@ def test_score_test_rejects_clearly_worse_and_passes_equal_candidates():
     assert _pass_rate(500, 0.08, 0.02, 0.0, 5000, seed=3) >= 0.99
 
 
-@pytest.mark.parametrize(("margin", "discordance", "difference"), [(0.01, 0.06, 0.0), (0.02, 0.06, 0.0), (0.01, 0.10, 0.01)])
+@pytest.mark.parametrize(
+    ("margin", "discordance", "difference"), [(0.01, 0.06, 0.0), (0.02, 0.06, 0.0), (0.01, 0.10, 0.01)]
+)
 def test_required_samples_delivers_the_planned_power(margin, discordance, difference):
     n = required_samples(margin, discordance, power=0.8, difference=difference)
     p_c = (discordance - difference) / 2
@@ -170,7 +179,9 @@ def test_wilcoxon_false_pass_rate_with_symmetric_differences():
     for _ in range(reps):
         es = rng.exponential(1.0, 200)
         ec = es + 0.1 + rng.normal(0, 0.3, 200)  # symmetric differences centred on the margin
-        passes += paired_error_noninferiority(ec, es, margin=0.1, alpha=ALPHA, test="wilcoxon").p_value <= ALPHA
+        passes += (
+            paired_error_noninferiority(ec, es, margin=0.1, alpha=ALPHA, test="wilcoxon").p_value <= ALPHA
+        )
     assert passes / reps <= _tolerance(reps), passes / reps
 
 

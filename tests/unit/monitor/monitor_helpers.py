@@ -78,8 +78,14 @@ def predictions(
     return rows
 
 
-def labels_for(rows: list[Prediction], *, correct: float = 1.0, delay: float = 3600.0, seed: int = 2,
-               source: str = "delayed_label") -> list[Label]:  # fmt: skip
+def labels_for(
+    rows: list[Prediction],
+    *,
+    correct: float = 1.0,
+    delay: float = 3600.0,
+    seed: int = 2,
+    source: str = "delayed_label",
+) -> list[Label]:
     """Ground truth that agrees with the predicted label for a ``correct`` share of rows."""
     rng = np.random.default_rng(seed)
     result = []
@@ -93,8 +99,14 @@ def labels_for(rows: list[Prediction], *, correct: float = 1.0, delay: float = 3
 def as_payload(rows: list[Prediction]) -> dict[str, Any]:
     return {
         "records": [
-            {"request_id": r.request_id, "model": r.model, "revision": r.revision, "timestamp": r.ts,
-             "inputs": dict(r.inputs), "outputs": dict(r.outputs)}
+            {
+                "request_id": r.request_id,
+                "model": r.model,
+                "revision": r.revision,
+                "timestamp": r.ts,
+                "inputs": dict(r.inputs),
+                "outputs": dict(r.outputs),
+            }
             for r in rows
         ]
-    }  # fmt: skip
+    }

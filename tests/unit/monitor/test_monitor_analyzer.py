@@ -125,8 +125,10 @@ def test_performance_and_label_coverage_from_joined_labels(store):
         text, "modelpilot_monitor_performance", revision="v1", metric="accuracy", **labels
     ) == pytest.approx(v1.performance.accuracy)
     assert {k[0][1] for k in _series(text, "modelpilot_monitor_performance", revision="v2", **labels)} >= {
-        "accuracy", "f1", "auc",
-    }  # fmt: skip
+        "accuracy",
+        "f1",
+        "auc",
+    }
 
 
 def test_regression_metrics(store):
@@ -224,15 +226,21 @@ async def test_exported_metric_names_match_the_constant(tmp_path):
         candidate = predictions(600, revision="v2", ts=NOW - 600, seed=2, shift=1.0)
         # Mirrored requests: the candidate's arms of 200 of the stable's request ids (both models).
         shadow = predictions(200, revision="v2", ts=NOW - 1199, seed=3, prefix="v1-")
-        priced = [predictions(100, model="price", revision=r, ts=NOW - 900, seed=4 + i, prefix="p-")
-                  for i, r in enumerate(("v1", "v2"))]  # fmt: skip
+        priced = [
+            predictions(100, model="price", revision=r, ts=NOW - 900, seed=4 + i, prefix="p-")
+            for i, r in enumerate(("v1", "v2"))
+        ]
         for rows in (stable, candidate, shadow, *priced):
             assert (await client.post("/v1/predictions", json=as_payload(rows))).status == 200
         await service.evaluate_now()
         for rows in (stable, candidate):
             labels = labels_for(rows, correct=0.8, delay=300)
-            body = {"labels": [{"request_id": x.request_id, "label": x.label, "timestamp": x.ts, "model": "fraud"}
-                               for x in labels]}  # fmt: skip
+            body = {
+                "labels": [
+                    {"request_id": x.request_id, "label": x.label, "timestamp": x.ts, "model": "fraud"}
+                    for x in labels
+                ]
+            }
             assert (await client.post("/v1/labels", json=body)).status == 200
         await service.evaluate_now()
         text = await (await client.get("/metrics")).text()

@@ -49,8 +49,13 @@ async def test_predictions_are_acknowledged_after_commit(make_client):
     # Acknowledged means committed: another connection sees all rows right away.
     assert service.reader_store.count("predictions") == 30
     again = await client.post("/v1/predictions", json=as_payload(rows[:10]))
-    assert (await again.json()) | {} == {"accepted": 10, "inserted": 0, "duplicates": 10, "joined": 0,
-                                         "queued_for_review": 0}  # fmt: skip
+    assert (await again.json()) | {} == {
+        "accepted": 10,
+        "inserted": 0,
+        "duplicates": 10,
+        "joined": 0,
+        "queued_for_review": 0,
+    }
     fetched = await client.get(f"/v1/predictions/{rows[3].request_id}")
     assert (await fetched.json())["inputs"] == rows[3].inputs
     assert (await client.get("/v1/predictions/nope")).status == 404
@@ -139,8 +144,13 @@ async def test_labels_join_and_report_pending(make_client):
     await client.post("/v1/predictions", json=as_payload(rows[:2]))
     body = {"labels": [{"request_id": r.request_id, "label": 1, "timestamp": NOW + 60} for r in rows]}
     response = await client.post("/v1/labels", json=body)
-    assert await response.json() == {"accepted": 4, "joined": 2, "joined_predictions": 2, "pending": 2,
-                                     "outside_window": 0}  # fmt: skip
+    assert await response.json() == {
+        "accepted": 4,
+        "joined": 2,
+        "joined_predictions": 2,
+        "pending": 2,
+        "outside_window": 0,
+    }
     await client.post("/v1/predictions", json=as_payload(rows[2:]))
     labeled = await (await client.get("/v1/labeled", params={"model": "fraud"})).json()
     assert len(labeled["items"]) == 4

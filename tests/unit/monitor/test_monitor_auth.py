@@ -52,9 +52,12 @@ def bearer(token: str) -> dict[str, str]:
 async def client(tmp_path):
     cfg = config(model_entry("fraud", reviewSampleRate=1.0), model_entry("churn"))
     service = MonitorService(
-        cfg, tmp_path / "auth.db", clock=lambda: NOW,
-        verifier=StaticVerifier(TOKENS), authorize=PolicyAuthorizer(AccessPolicy.from_document(ACCESS)),
-    )  # fmt: skip
+        cfg,
+        tmp_path / "auth.db",
+        clock=lambda: NOW,
+        verifier=StaticVerifier(TOKENS),
+        authorize=PolicyAuthorizer(AccessPolicy.from_document(ACCESS)),
+    )
     await service.start(analysis=False)
     test_client = TestClient(TestServer(create_app(service)))
     await test_client.start_server()
@@ -175,19 +178,30 @@ class FakeTokenReviews:
         user = self.tokens.get(spec["token"])
         if user is None or AUDIENCE not in user.get("audiences", [AUDIENCE]):
             return {**body, "status": {"authenticated": False, "error": "invalid bearer token"}}
-        status = {"authenticated": True, "user": {k: v for k, v in user.items() if k != "audiences"},
-                  "audiences": spec["audiences"]}  # fmt: skip
+        status = {
+            "authenticated": True,
+            "user": {k: v for k, v in user.items() if k != "audiences"},
+            "audiences": spec["audiences"],
+        }
         return {**body, "status": status}
 
 
 async def test_token_review_verifier_maps_the_answer_and_caches():
     now = [0.0]
-    reviews = FakeTokenReviews({
-        "pod-token": {"username": f"{SA}:fraud-triton", "uid": "u1",
-                      "groups": ["system:serviceaccounts", "system:serviceaccounts:team-a"],
-                      "extra": {"authentication.kubernetes.io/pod-name": ["fraud-v2-abc"]}},
-        "other-audience": {"username": f"{SA}:fraud-triton", "audiences": ["https://kubernetes.default.svc"]},
-    })  # fmt: skip
+    reviews = FakeTokenReviews(
+        {
+            "pod-token": {
+                "username": f"{SA}:fraud-triton",
+                "uid": "u1",
+                "groups": ["system:serviceaccounts", "system:serviceaccounts:team-a"],
+                "extra": {"authentication.kubernetes.io/pod-name": ["fraud-v2-abc"]},
+            },
+            "other-audience": {
+                "username": f"{SA}:fraud-triton",
+                "audiences": ["https://kubernetes.default.svc"],
+            },
+        }
+    )
     verifier = TokenReviewVerifier(reviews, ttl=60, negative_ttl=5, clock=lambda: now[0])
     identity = await verifier.verify("pod-token")
     assert identity is not None and identity.username == f"{SA}:fraud-triton"
@@ -214,8 +228,13 @@ async def test_token_service_down_is_503_not_401(tmp_path):
     async def down(body: dict) -> dict:
         raise OSError("connection refused")
 
-    service = MonitorService(config(), tmp_path / "d.db", clock=lambda: NOW, verifier=TokenReviewVerifier(down),
-                             authorize=PolicyAuthorizer(AccessPolicy()))  # fmt: skip
+    service = MonitorService(
+        config(),
+        tmp_path / "d.db",
+        clock=lambda: NOW,
+        verifier=TokenReviewVerifier(down),
+        authorize=PolicyAuthorizer(AccessPolicy()),
+    )
     await service.start(analysis=False)
     client = TestClient(TestServer(create_app(service)))
     await client.start_server()
@@ -270,9 +289,12 @@ async def test_pod_bound_writer_is_scoped_to_its_revision(tmp_path):
     }
     access = {"models": {"fraud": {"writers": [f"{SA}:default"], "bindWriters": "pod"}}}
     service = MonitorService(
-        config(), tmp_path / "p.db", clock=lambda: NOW,
-        verifier=StaticVerifier(tokens), authorize=PolicyAuthorizer(AccessPolicy.from_document(access)),
-    )  # fmt: skip
+        config(),
+        tmp_path / "p.db",
+        clock=lambda: NOW,
+        verifier=StaticVerifier(tokens),
+        authorize=PolicyAuthorizer(AccessPolicy.from_document(access)),
+    )
     await service.start(analysis=False)
     client = TestClient(TestServer(create_app(service)))
     await client.start_server()

@@ -97,12 +97,14 @@ def test_invalid_monitoring_is_rejected_with_the_key_named(monitoring, message):
 
 
 def test_parse_config_reads_sections_and_defaults():
-    config = parse_config({
-        "models": [config_from_spec("b", "ns", SPEC), config_from_spec("a", "ns", {})],
-        "retention": {"maxRows": 5000, "maxAge": "72h"},
-        "ingest": {"queueSize": 8, "maxRecordsPerRequest": 50},
-        "storage": {"synchronous": "normal"},
-    })  # fmt: skip
+    config = parse_config(
+        {
+            "models": [config_from_spec("b", "ns", SPEC), config_from_spec("a", "ns", {})],
+            "retention": {"maxRows": 5000, "maxAge": "72h"},
+            "ingest": {"queueSize": 8, "maxRecordsPerRequest": 50},
+            "storage": {"synchronous": "normal"},
+        }
+    )
     assert sorted(config.models) == ["a", "b"]
     assert (config.retention.max_rows, config.retention.max_age) == (5000, 72 * 3600)
     assert (config.ingest.queue_size, config.ingest.max_records_per_request) == (8, 50)
@@ -111,10 +113,12 @@ def test_parse_config_reads_sections_and_defaults():
 
 
 def test_a_model_whose_join_window_outlives_retention_is_skipped_not_fatal():
-    config = parse_config({
-        "models": [{"name": "m", "labelJoinWindow": "48h"}, {"name": "ok", "labelJoinWindow": "12h"}],
-        "retention": {"maxAge": "24h"},
-    })  # fmt: skip
+    config = parse_config(
+        {
+            "models": [{"name": "m", "labelJoinWindow": "48h"}, {"name": "ok", "labelJoinWindow": "12h"}],
+            "retention": {"maxAge": "24h"},
+        }
+    )
     assert list(config.models) == ["ok"]
     assert "maxAge" in config.skipped["m"] and "labelJoinWindow + window" in config.skipped["m"]
 

@@ -53,14 +53,26 @@ def _scrape(analyzer: Analyzer) -> str:
     return generate_latest(metrics.registry).decode()
 
 
-def _rows(revision: str, classes: list[Any], *, prefix: str | None = None, ts: float = NOW - 60,
-          extra: dict[str, Any] | None = None) -> list[Prediction]:  # fmt: skip
+def _rows(
+    revision: str,
+    classes: list[Any],
+    *,
+    prefix: str | None = None,
+    ts: float = NOW - 60,
+    extra: dict[str, Any] | None = None,
+) -> list[Prediction]:
     prefix = f"{revision}-" if prefix is None else prefix
     return [
-        Prediction(f"{prefix}{i}", "fraud", revision, ts, {"x": float(i)},
-                   {"label": value, "score": 0.25 + 0.5 * (i % 2), **(extra or {})})
+        Prediction(
+            f"{prefix}{i}",
+            "fraud",
+            revision,
+            ts,
+            {"x": float(i)},
+            {"label": value, "score": 0.25 + 0.5 * (i % 2), **(extra or {})},
+        )
         for i, value in enumerate(classes)
-    ]  # fmt: skip
+    ]
 
 
 @pytest.fixture
@@ -75,10 +87,24 @@ def store(path):
 
 
 def test_predicted_classes_picks_class_label_outputs_only():
-    outputs = {"label": 1, "kind": "spam", "flag": True, "score": 0.7, "value": 2.0, "probs": [0.2, 0.7, 0.1],
-               "single": ["b"], "missing": None, "empty": ""}  # fmt: skip
-    assert predicted_classes(outputs) == {"label": "1", "kind": "spam", "flag": "1", "probs_label": "1",
-                                          "single": "b"}  # fmt: skip
+    outputs = {
+        "label": 1,
+        "kind": "spam",
+        "flag": True,
+        "score": 0.7,
+        "value": 2.0,
+        "probs": [0.2, 0.7, 0.1],
+        "single": ["b"],
+        "missing": None,
+        "empty": "",
+    }
+    assert predicted_classes(outputs) == {
+        "label": "1",
+        "kind": "spam",
+        "flag": "1",
+        "probs_label": "1",
+        "single": "b",
+    }
 
 
 def test_class_counts_per_revision_and_output_are_exact(store):
@@ -144,8 +170,9 @@ def test_regression_models_export_neither_counter(store):
     rows = _rows("v1", ["a", "b", 3])
     store.write_one(PredictionBatch(rows))
     store.write_one(LabelBatch([Label(r.request_id, 1.5, "delayed_label", NOW, "fraud") for r in rows]))
-    analyzer = Analyzer(config(model_entry(task="regression", outputs={"prediction": "score"})), store,
-                        clock=lambda: NOW)  # fmt: skip
+    analyzer = Analyzer(
+        config(model_entry(task="regression", outputs={"prediction": "score"})), store, clock=lambda: NOW
+    )
     evaluation = analyzer.evaluate(NOW)["fraud"].revision("v1")
     assert evaluation.labeled == 3
     text = _scrape(analyzer)
@@ -221,5 +248,7 @@ async def test_the_service_exposes_the_counters_on_metrics(tmp_path):
     assert _classes(text, "v2") == {"0": 3, "1": 9}
     assert _outcomes(text, "v1") == {"correct": 0, "incorrect": 0}
     assert _outcomes(text, "v2") == {"correct": 9, "incorrect": 3}
-    assert (PREDICTED_CLASS, LABEL_OUTCOMES) == ("modelpilot_monitor_predicted_class_total",
-                                                 "modelpilot_monitor_label_outcomes_total")  # fmt: skip
+    assert (PREDICTED_CLASS, LABEL_OUTCOMES) == (
+        "modelpilot_monitor_predicted_class_total",
+        "modelpilot_monitor_label_outcomes_total",
+    )

@@ -22,8 +22,9 @@ async def make_client(tmp_path):
     made: list[tuple[MonitorService, TestClient]] = []
 
     async def make(cfg=None) -> tuple[MonitorService, TestClient]:
-        service = MonitorService(cfg or config(model_entry(features=FEATURES)), tmp_path / f"h{len(made)}.db",
-                                 clock=lambda: NOW)  # fmt: skip
+        service = MonitorService(
+            cfg or config(model_entry(features=FEATURES)), tmp_path / f"h{len(made)}.db", clock=lambda: NOW
+        )
         await service.start(analysis=False)
         server = TestServer(create_app(service))
         await server.start_server(**runner_options(service.config))  # the real server's timeouts
@@ -102,8 +103,10 @@ async def test_bad_labels_get_400_naming_the_field(make_client):
 async def test_a_stalled_body_gets_408_and_the_connection_is_closed(make_client):
     _, client = await make_client(config(model_entry(), ingest={"readTimeout": "300ms"}))
     reader, writer = await asyncio.open_connection(client.host, client.port)
-    writer.write(b"POST /v1/predictions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                 b"Content-Length: 1000\r\n\r\n{\"records\": [")  # fmt: skip
+    writer.write(
+        b"POST /v1/predictions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b'Content-Length: 1000\r\n\r\n{"records": ['
+    )
     await writer.drain()
     status = await asyncio.wait_for(reader.readline(), 5)
     assert status.startswith(b"HTTP/1.1 408"), status
@@ -167,8 +170,11 @@ async def test_store_bytes_are_exported_and_evictions_counted(make_client):
         rows = _big(50, round_ * 50)
         assert (await client.post("/v1/predictions", json=as_payload(rows))).status == 200
     text = await (await client.get("/metrics")).text()
-    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
-               for f in text_string_to_metric_families(text) for s in f.samples}  # fmt: skip
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+    }
     assert samples[("modelpilot_monitor_store_max_bytes", ())] == 2 * 1024 * 1024
     assert samples[("modelpilot_monitor_store_bytes", ())] > 0
     assert samples[("modelpilot_monitor_retention_deleted_total", (("reason", "bytes"),))] > 0

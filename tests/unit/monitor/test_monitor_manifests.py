@@ -90,8 +90,12 @@ def test_service_pvc_and_url():
         monitor_manifests("team-a", [FRAUD], MonitorSettings(storage_class="fast", storage_size="2Gi"))
     )
     assert manifests["Service"]["spec"]["ports"][0] | {} == {
-        "name": "http", "port": 8090, "targetPort": "http", "protocol": "TCP", "appProtocol": "http",
-    }  # fmt: skip
+        "name": "http",
+        "port": 8090,
+        "targetPort": "http",
+        "protocol": "TCP",
+        "appProtocol": "http",
+    }
     assert (
         manifests["Service"]["spec"]["selector"] == manifests["Deployment"]["spec"]["selector"]["matchLabels"]
     )
@@ -167,13 +171,20 @@ def _model_deployment(
     name: str, monitoring: dict, stable: str | None = None, canary: str | None = None
 ) -> dict:
     status = {k: v for k, v in (("stableRevision", stable), ("canaryRevision", canary)) if v}
-    return {"metadata": {"name": name, "namespace": "team-a", "uid": f"uid-{name}"},
-            "spec": {"monitoring": monitoring}, "status": status}  # fmt: skip
+    return {
+        "metadata": {"name": name, "namespace": "team-a", "uid": f"uid-{name}"},
+        "spec": {"monitoring": monitoring},
+        "status": status,
+    }
 
 
 def test_the_operator_does_not_touch_the_deployment_on_promotion():
-    kube = FakeKube([_model_deployment("fraud", dict(FRAUD.monitoring), stable="a1", canary="b2"),
-                     _model_deployment("churn", dict(CHURN.monitoring), stable="c1")])  # fmt: skip
+    kube = FakeKube(
+        [
+            _model_deployment("fraud", dict(FRAUD.monitoring), stable="a1", canary="b2"),
+            _model_deployment("churn", dict(CHURN.monitoring), stable="c1"),
+        ]
+    )
     monitors = NamespaceMonitors(kube, MonitorSettings(), is_subset)  # type: ignore[arg-type]
     monitors.reconcile("team-a", {"fraud": "a1"})
     assert ("Deployment", "modelpilot-monitor") in kube.applied

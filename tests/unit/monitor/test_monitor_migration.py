@@ -99,17 +99,25 @@ def _v1(path) -> None:
     with contextlib.closing(sqlite3.connect(path)) as conn:
         conn.executescript(SCHEMA_1 + "PRAGMA user_version=1;")
         outputs = json.dumps({"label": 1, "score": 0.9})
-        for seq, rid, model, rev in ((1, "a", "fraud", "v1"), (2, "b", "fraud", "v1"), (3, "c", "churn", "v1"),
-                                     (4, "gone", "fraud", "v1")):  # fmt: skip
-            conn.execute("INSERT INTO predictions VALUES (?,?,?,?,?,?,?,?)",
-                         (seq, rid, model, rev, NOW - 60, NOW - 60, json.dumps({"x": seq}), outputs))  # fmt: skip
+        for seq, rid, model, rev in (
+            (1, "a", "fraud", "v1"),
+            (2, "b", "fraud", "v1"),
+            (3, "c", "churn", "v1"),
+            (4, "gone", "fraud", "v1"),
+        ):
+            conn.execute(
+                "INSERT INTO predictions VALUES (?,?,?,?,?,?,?,?)",
+                (seq, rid, model, rev, NOW - 60, NOW - 60, json.dumps({"x": seq}), outputs),
+            )
         conn.execute("DELETE FROM predictions WHERE request_id = 'gone'")  # the high-water mark stays 4
         conn.execute("INSERT INTO labels VALUES ('a', 'delayed_label', '1', ?, ?)", (NOW - 30, NOW - 30))
         conn.execute(
             "INSERT INTO labels VALUES ('pending', 'delayed_label', '0', ?, ?)", (NOW - 30, NOW - 30)
         )
-        conn.execute("INSERT INTO joins VALUES (7, 'a', 'fraud', 'v1', ?, '1', 'delayed_label', ?, 30, ?)",
-                     (NOW - 60, NOW - 30, NOW - 30))  # fmt: skip
+        conn.execute(
+            "INSERT INTO joins VALUES (7, 'a', 'fraud', 'v1', ?, '1', 'delayed_label', ?, 30, ?)",
+            (NOW - 60, NOW - 30, NOW - 30),
+        )
         conn.execute("INSERT INTO review VALUES ('b', 'fraud', 'v1', ?, 'pending', NULL, NULL)", (NOW - 60,))
         conn.execute(
             "INSERT INTO counters VALUES ('label_outcomes', 'fraud', 'v1', ?, 1)", (json.dumps(["correct"]),)

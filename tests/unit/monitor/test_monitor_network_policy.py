@@ -67,18 +67,24 @@ def test_tokenreview_auth_writes_the_access_document_and_the_flags():
 
     fraud = MonitoredModel(
         "fraud",
-        {"enabled": True, "reference": {"stableWindow": "1h"},
-         "access": {"labelFeeders": ["serviceAccount:chargebacks"], "reviewers": ["alice", "group:risk"]}},
-        uid="uid-fraud", service_account="fraud-triton",
-    )  # fmt: skip
+        {
+            "enabled": True,
+            "reference": {"stableWindow": "1h"},
+            "access": {"labelFeeders": ["serviceAccount:chargebacks"], "reviewers": ["alice", "group:risk"]},
+        },
+        uid="uid-fraud",
+        service_account="fraud-triton",
+    )
     settings = MonitorSettings(auth="tokenreview", operator_username="system:serviceaccount:mp:modelpilot")
     cm, _pvc, deployment, _svc = monitor_manifests("team-a", [fraud, CHURN], settings)
     access = yaml.safe_load(cm["data"]["access.yaml"])
     assert access["readers"] == ["system:serviceaccount:mp:modelpilot"]
     assert access["models"]["fraud"] == {
-        "writers": ["system:serviceaccount:team-a:fraud-triton"], "bindWriters": "pod",
-        "labelFeeders": ["system:serviceaccount:team-a:chargebacks"], "reviewers": ["alice", "group:risk"],
-    }  # fmt: skip
+        "writers": ["system:serviceaccount:team-a:fraud-triton"],
+        "bindWriters": "pod",
+        "labelFeeders": ["system:serviceaccount:team-a:chargebacks"],
+        "reviewers": ["alice", "group:risk"],
+    }
     assert access["models"]["churn"]["writers"] == ["system:serviceaccount:team-a:default"]
     policy = AccessPolicy.from_document(access)
     assert policy.allows(Identity("system:serviceaccount:team-a:chargebacks"), "write_labels", "fraud")

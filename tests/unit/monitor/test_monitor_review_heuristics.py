@@ -57,10 +57,16 @@ def test_threshold_rule_labels_confident_outputs():
 
 
 def test_label_from_an_input_field_and_first_rule_wins():
-    rules = parse_rules([
-        {"name": "chargeback", "when": {"input": "chargeback", "op": "==", "value": True}, "label": "fraud"},
-        {"name": "outcome", "labelFrom": {"input": "outcome"}},
-    ])  # fmt: skip
+    rules = parse_rules(
+        [
+            {
+                "name": "chargeback",
+                "when": {"input": "chargeback", "op": "==", "value": True},
+                "label": "fraud",
+            },
+            {"name": "outcome", "labelFrom": {"input": "outcome"}},
+        ]
+    )
     assert heuristic_label(rules, _prediction(inputs={"chargeback": True, "outcome": "ok"})).label == "fraud"
     label = heuristic_label(rules, _prediction(inputs={"chargeback": False, "outcome": "ok"}))
     assert (label.label, label.source, label.ts) == ("ok", "heuristic", NOW)
@@ -68,16 +74,18 @@ def test_label_from_an_input_field_and_first_rule_wins():
 
 
 def test_conditions_combine_and_index_list_outputs():
-    rule = parse_rule({
-        "name": "p1",
-        "when": [
-            {"output": "probs", "index": 1, "op": ">", "value": 0.9},
-            {"input": "country", "op": "in", "value": ["DE", "FR"]},
-            {"input": "channel", "op": "notIn", "value": ["test"]},
-            {"input": "amount", "op": "exists"},
-        ],
-        "label": 1,
-    })  # fmt: skip
+    rule = parse_rule(
+        {
+            "name": "p1",
+            "when": [
+                {"output": "probs", "index": 1, "op": ">", "value": 0.9},
+                {"input": "country", "op": "in", "value": ["DE", "FR"]},
+                {"input": "channel", "op": "notIn", "value": ["test"]},
+                {"input": "amount", "op": "exists"},
+            ],
+            "label": 1,
+        }
+    )
     good = _prediction(
         inputs={"country": "DE", "channel": "web", "amount": 3}, outputs={"probs": [0.05, 0.95]}
     )
@@ -139,10 +147,21 @@ async def test_ingest_applies_heuristics_and_review_sampling(tmp_path):
     service = MonitorService(cfg, tmp_path / "m.db", clock=lambda: NOW)
     try:
         rows = predictions(400)
-        batch = service.prediction_batch({"records": [
-            {"request_id": r.request_id, "model": r.model, "revision": r.revision, "timestamp": r.ts,
-             "inputs": r.inputs, "outputs": r.outputs} for r in rows
-        ]})  # fmt: skip
+        batch = service.prediction_batch(
+            {
+                "records": [
+                    {
+                        "request_id": r.request_id,
+                        "model": r.model,
+                        "revision": r.revision,
+                        "timestamp": r.ts,
+                        "inputs": r.inputs,
+                        "outputs": r.outputs,
+                    }
+                    for r in rows
+                ]
+            }
+        )
         confident = {r.request_id for r in rows if r.outputs["score"] >= 0.9}
         assert {label.request_id for label in batch.heuristic_labels} == confident
         assert batch.review == frozenset(

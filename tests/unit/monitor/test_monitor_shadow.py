@@ -42,8 +42,16 @@ def store(path):
         yield s
 
 
-def arm(request_id: str, revision: str, label: Any, *, x: float = 0.0, model: str = "fraud",
-        ts: float = NOW - 60, c: str = "a") -> Prediction:  # fmt: skip
+def arm(
+    request_id: str,
+    revision: str,
+    label: Any,
+    *,
+    x: float = 0.0,
+    model: str = "fraud",
+    ts: float = NOW - 60,
+    c: str = "a",
+) -> Prediction:
     return Prediction(request_id, model, revision, ts, {"x": x, "c": c}, {"label": label, "score": 0.5})
 
 

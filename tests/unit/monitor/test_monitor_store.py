@@ -96,10 +96,14 @@ def test_better_sources_replace_weaker_labels_but_not_the_reverse(store):
 
 def test_pending_labels_pick_the_best_source_when_the_prediction_arrives(store):
     rows = predictions(1)
-    store.write_one(LabelBatch([
-        Label(rows[0].request_id, "spam", "user_feedback", NOW + 5, "fraud"),
-        Label(rows[0].request_id, "ham", "manual_review", NOW + 6, "fraud"),
-    ]))  # fmt: skip
+    store.write_one(
+        LabelBatch(
+            [
+                Label(rows[0].request_id, "spam", "user_feedback", NOW + 5, "fraud"),
+                Label(rows[0].request_id, "ham", "manual_review", NOW + 6, "fraud"),
+            ]
+        )
+    )
     store.write_one(PredictionBatch(rows))
     record = store.get_prediction("fraud", rows[0].request_id)
     assert (record["label"], record["label_source"]) == ("ham", "manual_review")

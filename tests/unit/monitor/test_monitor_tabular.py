@@ -30,8 +30,13 @@ def test_input_columns_type_and_fill_missing_values():
 
 def test_list_outputs_become_class_scores_and_an_argmax_label():
     assert flatten_outputs({"probs": [0.2, 0.7, 0.1], "y": 3, "one": [4]}) == {
-        "probs[0]": 0.2, "probs[1]": 0.7, "probs[2]": 0.1, "probs_label": "1", "y": 3, "one": 4,
-    }  # fmt: skip
+        "probs[0]": 0.2,
+        "probs[1]": 0.7,
+        "probs[2]": 0.1,
+        "probs_label": "1",
+        "y": 3,
+        "one": 4,
+    }
     wide = flatten_outputs({"logits": list(range(100))})
     assert wide == {"logits_label": "99"}
     columns, kinds = output_columns([{"probs": [0.2, 0.8]}, {"probs": [0.9, 0.1]}])

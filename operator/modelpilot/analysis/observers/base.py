@@ -28,7 +28,9 @@ class Probe:
         """Values keyed by ``labels`` (joined by "/"), for providers that can group (Prometheus can)."""
         grouped = getattr(self.provider, "evaluate_grouped", None)
         if grouped is None:
-            return MetricValue.missing(MetricProblem.QUERY_ERROR, "this metric provider cannot group by class")
+            return MetricValue.missing(
+                MetricProblem.QUERY_ERROR, "this metric provider cannot group by class"
+            )
         return grouped(query, labels, at=self.at)
 
 
@@ -40,8 +42,9 @@ class Observer(Protocol):
     ValueError (an unknown metric for this provider, a bad template) is the caller's to report.
     """
 
-    def measure(self, metric: Mapping[str, Any], refs: Mapping[str, RevisionRef], window: float,
-                probe: Probe) -> MetricSample: ...  # fmt: skip
+    def measure(
+        self, metric: Mapping[str, Any], refs: Mapping[str, RevisionRef], window: float, probe: Probe
+    ) -> MetricSample: ...
 
 
 def count(value: MetricValue, sibling: MetricValue, missing_is_zero: bool = False) -> float | None:
@@ -76,5 +79,10 @@ def problem_of(*values: MetricValue) -> MetricProblem | None:
 def sample_of(name: str, values: Mapping[str, MetricValue]) -> MetricSample:
     """A sample from one value per arm; the candidate's reason explains a missing value."""
     cand, stab = values["candidate"], values["stable"]
-    return MetricSample(name=name, candidate=cand.value if cand.ok else None, stable=stab.value if stab.ok else None,
-                        reason="" if cand.ok else cand.reason, problem=problem_of(cand, stab))  # fmt: skip
+    return MetricSample(
+        name=name,
+        candidate=cand.value if cand.ok else None,
+        stable=stab.value if stab.ok else None,
+        reason="" if cand.ok else cand.reason,
+        problem=problem_of(cand, stab),
+    )

@@ -20,8 +20,9 @@ from modelpilot.rollout.observe import MetricSample
 class RequestCountObserver:
     provider: str  # "istio" or "triton": which count and built-in queries
 
-    def measure(self, metric: Mapping[str, Any], refs: Mapping[str, RevisionRef], window: float,
-                probe: Probe) -> MetricSample:  # fmt: skip
+    def measure(
+        self, metric: Mapping[str, Any], refs: Mapping[str, RevisionRef], window: float, probe: Probe
+    ) -> MetricSample:
         kind = metric.get("metric", "errorRate")
         values: dict[str, MetricValue] = {}
         counts: dict[str, tuple[MetricValue, MetricValue]] = {}
@@ -29,11 +30,17 @@ class RequestCountObserver:
             queries = count_queries(self.provider, refs[arm], window)
             errors, total = probe.value(queries.errors), probe.value(queries.total)
             counts[arm] = (errors, total)
-            values[arm] = ratio(errors, total) if kind == "errorRate" else \
-                probe.value(builtin_query(kind, self.provider, refs[arm], window))  # fmt: skip
+            values[arm] = (
+                ratio(errors, total)
+                if kind == "errorRate"
+                else probe.value(builtin_query(kind, self.provider, refs[arm], window))
+            )
         (ce, ct), (se, st) = counts["candidate"], counts["stable"]
-        return replace(sample_of(str(metric["name"]), values),
-                       candidate_count=count(ct, ce), stable_count=count(st, se),
-                       candidate_errors=count(ce, ct, missing_is_zero=True),
-                       stable_errors=count(se, st, missing_is_zero=True),
-                       problem=problem_of(ce, ct, se, st, *values.values()))  # fmt: skip
+        return replace(
+            sample_of(str(metric["name"]), values),
+            candidate_count=count(ct, ce),
+            stable_count=count(st, se),
+            candidate_errors=count(ce, ct, missing_is_zero=True),
+            stable_errors=count(se, st, missing_is_zero=True),
+            problem=problem_of(ce, ct, se, st, *values.values()),
+        )

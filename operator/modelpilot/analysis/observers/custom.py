@@ -11,9 +11,12 @@ from modelpilot.rollout.observe import MetricSample
 
 
 class TemplateObserver:
-    def measure(self, metric: Mapping[str, Any], refs: Mapping[str, RevisionRef], window: float,
-                probe: Probe) -> MetricSample:  # fmt: skip
-        values = {arm: probe.value(render_for_revision(str(metric["query"]), refs[arm], window)) for arm in ARMS}
+    def measure(
+        self, metric: Mapping[str, Any], refs: Mapping[str, RevisionRef], window: float, probe: Probe
+    ) -> MetricSample:
+        values = {
+            arm: probe.value(render_for_revision(str(metric["query"]), refs[arm], window)) for arm in ARMS
+        }
         return sample_of(str(metric["name"]), values)
 
 

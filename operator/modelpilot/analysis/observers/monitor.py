@@ -30,8 +30,9 @@ COUNTED = ("predictionDrift", "accuracy", "shadowAgreement")
 
 
 class MonitorObserver:
-    def measure(self, metric: Mapping[str, Any], refs: Mapping[str, RevisionRef], window: float,
-                probe: Probe) -> MetricSample:  # fmt: skip
+    def measure(
+        self, metric: Mapping[str, Any], refs: Mapping[str, RevisionRef], window: float, probe: Probe
+    ) -> MetricSample:
         kind = metric.get("metric")
         if kind == "shadowAgreement":
             return _shadow_agreement(metric, refs, window, probe)
@@ -44,11 +45,19 @@ def _stale(name: str, ref: RevisionRef, probe: Probe) -> MetricSample | None:
     """Why the monitor's gauges cannot be trusted now, if they cannot: older than two evaluations."""
     last = probe.value(monitor_evaluation_age(ref))
     if not last.ok or last.value is None:
-        return MetricSample(name, None, reason=f"monitor has not evaluated yet ({last.reason})",
-                            problem=problem_of(last) or MetricProblem.NO_DATA)  # fmt: skip
+        return MetricSample(
+            name,
+            None,
+            reason=f"monitor has not evaluated yet ({last.reason})",
+            problem=problem_of(last) or MetricProblem.NO_DATA,
+        )
     if last.value > 2 * probe.monitor_interval_s:
-        return MetricSample(name, None, reason=f"monitor values are stale: last evaluation {last.value:.0f}s ago "
-                                               f"(> 2 x {probe.monitor_interval_s:g}s)")  # fmt: skip
+        return MetricSample(
+            name,
+            None,
+            reason=f"monitor values are stale: last evaluation {last.value:.0f}s ago "
+            f"(> 2 x {probe.monitor_interval_s:g}s)",
+        )
     return None
 
 
@@ -59,12 +68,18 @@ def _gauge(metric: Mapping[str, Any], refs: Mapping[str, RevisionRef], probe: Pr
     for arm in ARMS:
         if (stale := _stale(name, refs[arm], probe)) is not None:
             return stale
-        values[arm] = probe.value(monitor_query(kind, refs[arm], method=str(metric.get("method", "psi")),
-                                                output=metric.get("output")))  # fmt: skip
+        values[arm] = probe.value(
+            monitor_query(
+                kind, refs[arm], method=str(metric.get("method", "psi")), output=metric.get("output")
+            )
+        )
         sizes[arm] = probe.value(monitor_sample_query(kind, refs[arm]))
     size, stable_size = sizes["candidate"], sizes["stable"]
-    return replace(sample_of(name, values), candidate_count=size.value if size.ok else 0.0,
-                   stable_count=stable_size.value if stable_size.ok else None)  # fmt: skip
+    return replace(
+        sample_of(name, values),
+        candidate_count=size.value if size.ok else 0.0,
+        stable_count=stable_size.value if stable_size.ok else None,
+    )
 
 
 def _grouped_or_empty(probe: Probe, query: str, labels: tuple[str, ...]) -> dict[str, float] | MetricValue:
@@ -75,24 +90,37 @@ def _grouped_or_empty(probe: Probe, query: str, labels: tuple[str, ...]) -> dict
     return got
 
 
-def _shadow_agreement(metric: Mapping[str, Any], refs: Mapping[str, RevisionRef], window: float,
-                      probe: Probe) -> MetricSample:  # fmt: skip
+def _shadow_agreement(
+    metric: Mapping[str, Any], refs: Mapping[str, RevisionRef], window: float, probe: Probe
+) -> MetricSample:
     name = str(metric["name"])
-    got = _grouped_or_empty(probe, monitor_shadow_pairs(refs["candidate"], refs["stable"], window), ("outcome",))
+    got = _grouped_or_empty(
+        probe, monitor_shadow_pairs(refs["candidate"], refs["stable"], window), ("outcome",)
+    )
     if isinstance(got, MetricValue):
         return MetricSample(name, None, reason=got.reason, problem=problem_of(got))
     disagree = got.get("disagree", 0.0)
     pairs = disagree + got.get("agree", 0.0)
-    return MetricSample(name, (1.0 - disagree / pairs) if pairs else None, candidate_count=pairs,
-                        candidate_errors=disagree, reason="" if pairs else "no paired shadow answers yet")  # fmt: skip
+    return MetricSample(
+        name,
+        (1.0 - disagree / pairs) if pairs else None,
+        candidate_count=pairs,
+        candidate_errors=disagree,
+        reason="" if pairs else "no paired shadow answers yet",
+    )
 
 
-def _counted(metric: Mapping[str, Any], refs: Mapping[str, RevisionRef], window: float, probe: Probe) -> MetricSample:
+def _counted(
+    metric: Mapping[str, Any], refs: Mapping[str, RevisionRef], window: float, probe: Probe
+) -> MetricSample:
     name, kind = str(metric["name"]), metric.get("metric")
     answers: dict[str, dict[str, float]] = {}
     for arm in ARMS:
         if kind == "predictionDrift":
-            query, labels = monitor_class_counts(refs[arm], window, output=metric.get("output")), ("output", "class")
+            query, labels = (
+                monitor_class_counts(refs[arm], window, output=metric.get("output")),
+                ("output", "class"),
+            )
         else:
             query, labels = monitor_label_outcomes(refs[arm], window), ("outcome",)
         got = _grouped_or_empty(probe, query, labels)
@@ -101,19 +129,35 @@ def _counted(metric: Mapping[str, Any], refs: Mapping[str, RevisionRef], window:
         answers[arm] = got
     cand, stab = answers["candidate"], answers["stable"]
     if kind == "predictionDrift":
-        score = probe.value(monitor_query(kind, refs["candidate"], method=str(metric.get("method", "psi")),
-                                          output=metric.get("output")))  # fmt: skip
-        return MetricSample(name, score.value if score.ok else None, candidate_classes=cand, stable_classes=stab,
-                            candidate_count=sum(cand.values()), stable_count=sum(stab.values()))  # fmt: skip
+        score = probe.value(
+            monitor_query(
+                kind, refs["candidate"], method=str(metric.get("method", "psi")), output=metric.get("output")
+            )
+        )
+        return MetricSample(
+            name,
+            score.value if score.ok else None,
+            candidate_classes=cand,
+            stable_classes=stab,
+            candidate_count=sum(cand.values()),
+            stable_count=sum(stab.values()),
+        )
 
     def labeled(counts: Mapping[str, float]) -> tuple[float, float]:
         wrong = counts.get("incorrect", 0.0)
         return wrong, wrong + counts.get("correct", 0.0)
 
     (ce, ct), (se, st) = labeled(cand), labeled(stab)
-    return MetricSample(name, (1.0 - ce / ct) if ct > 0 else None, (1.0 - se / st) if st > 0 else None,
-                        candidate_count=ct, stable_count=st, candidate_errors=ce, stable_errors=se,
-                        reason="" if ct > 0 else "no labeled predictions yet")  # fmt: skip
+    return MetricSample(
+        name,
+        (1.0 - ce / ct) if ct > 0 else None,
+        (1.0 - se / st) if st > 0 else None,
+        candidate_count=ct,
+        stable_count=st,
+        candidate_errors=ce,
+        stable_errors=se,
+        reason="" if ct > 0 else "no labeled predictions yet",
+    )
 
 
 OBSERVER = MonitorObserver()
