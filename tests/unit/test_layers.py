@@ -179,3 +179,12 @@ def test_the_test_trees_share_testkit_and_import_nothing_from_each_other():
                 )
                 leaks += [f"{path.relative_to(repo)} -> {n}" for n in names if _within(n, forbidden)]
     assert not leaks, leaks
+
+
+def test_a_module_over_400_lines_says_why_at_its_top():
+    long = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        text = path.read_text()
+        if text.count("\n") > 400 and "Why one module" not in (ast.get_docstring(ast.parse(text)) or ""):
+            long.append(f"{module_name(path)}: {text.count(chr(10))} lines")
+    assert not long, long

@@ -6,6 +6,9 @@ provider's job (see ``prometheus.py``).
 
 Units: error rates are fractions (0.01 = 1 %), latencies are milliseconds (Triton's
 microsecond counters are divided by 1000), counts are requests over the window.
+
+Why one module (~460 lines): every PromQL string the operator sends is built here, so label escaping
+and units are applied uniformly; the observers import the builders they need.
 """
 
 from __future__ import annotations

@@ -12,6 +12,10 @@ inference path costs one extra loopback hop and never waits on, or fails because
 The proxy answers some requests itself: Triton's repository and model-control, shared-memory, trace
 and logging APIs get 403 (the sidecar is the only way into Triton, which listens on loopback), and a
 request target that is not a path (absolute-form) gets 400.
+
+Why one module (~760 lines): one request's life (streaming both ways, the bounded capture buffers,
+the blocked endpoints, the hand-off to the spool) is one path that must be read together to see that
+the inference never waits on capture; conversion, spooling and shipping are their own modules.
 """
 
 from __future__ import annotations

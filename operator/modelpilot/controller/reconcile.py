@@ -3,6 +3,10 @@
 Observe reads the ModelDeployment, its children and (when a check is due) metrics;
 `decide` is pure; act server-side applies only the children that differ from what is
 live, patches status only when it changed, and posts the decision's events.
+
+Why one module (~440 lines): observe, decide and act for one object, in the order that makes a crash
+safe (status before children, routes before shrinking); the builders, measurement and apply client
+live elsewhere.
 """
 
 from __future__ import annotations

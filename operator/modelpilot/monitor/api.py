@@ -15,6 +15,10 @@ answers 401 to a request without a valid bearer token (``/healthz`` stays open),
 handler calls :attr:`MonitorService.authorize` with the action and the models it touches
 (403 when the caller's identity lacks the role for one of them). Without a verifier
 (``--auth=none``, and in-process tests) both are no-ops.
+
+Why one module (~650 lines): the HTTP routes, each a small handler, share body limits, parsing and
+the authorization call; storage (`store`), queueing (`ingest`) and auth (`auth`) are their own
+modules.
 """
 
 from __future__ import annotations

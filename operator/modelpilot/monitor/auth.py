@@ -29,6 +29,9 @@ A principal is a username (a ServiceAccount's is ``system:serviceaccount:<ns>:<n
 ``group:<group>``. Actions → roles: ``write_predictions`` → writers; ``write_labels`` →
 labelFeeders (labels with ``source: manual_review`` need reviewers: :data:`REVIEW_SOURCE`);
 ``review`` → reviewers; ``review_queue`` → reviewers or readers; ``read`` and ``status`` → readers.
+
+Why one module (~400 lines): authentication and authorization share the Identity model and the role
+table; splitting them would put the table's two readers apart.
 """
 
 from __future__ import annotations

@@ -9,6 +9,9 @@ serve and records why (:attr:`MonitorConfig.skipped`, shown in ``/v1/status``), 
 never take the namespace's shared monitor down. The stable and candidate revisions, which change
 on every promotion, live in a separate file (:func:`load_revisions`) that the monitor re-reads
 at run time, so a promotion restarts nothing.
+
+Why one module (~570 lines): `parse_config` and `config_from_spec` must agree field by field (the
+validator runs the same parser on the CR), so they are kept side by side.
 """
 
 from __future__ import annotations

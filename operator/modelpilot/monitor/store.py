@@ -25,6 +25,10 @@ database file). The byte bound is also enforced by the writer right after a comm
 it, so a flood between two evaluations cannot fill the volume.
 
 Each :class:`Store` owns one connection; use one per thread (writer, analyzer, readers).
+
+Why one module (~1,070 lines): every table shares one schema, its migrations and the single-writer
+transaction that an acknowledgement waits for; splitting tables across files would hide that
+boundary. Each method is one statement or one transaction.
 """
 
 from __future__ import annotations

@@ -13,6 +13,10 @@ Sequential metrics, and what they count:
 - ``predictionDrift`` from the monitor: each predicted class's share, both directions, with a
   Bonferroni split of ``alpha`` over the classes, so the chance of ever rolling back a
   candidate whose class shares are all within ``tolerance`` of stable's is at most ``alpha``.
+
+Why one module (~460 lines): every verdict a check can give (proportions, thresholds, class shares,
+shadow agreement) goes through the same look (`_look`) with the same horizon and clipping rules;
+splitting them would split that contract.
 """
 
 from __future__ import annotations

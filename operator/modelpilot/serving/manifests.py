@@ -3,6 +3,9 @@
 Every child carries the labels Istio and Prometheus need to tell revisions apart
 (`app`, `version`, `modelpilot.io/deployment`, `modelpilot.io/revision`) and an owner
 reference, so deleting the ModelDeployment garbage-collects it.
+
+Why one module (~450 lines): the Deployment, Service and ConfigMap of a revision share its labels,
+ports, volumes and the capture sidecar's wiring; each builder is a small function.
 """
 
 from __future__ import annotations

@@ -2,6 +2,9 @@
 
 Everything here is a pure function of the spec, so the operator can hash the rendered
 ``config.pbtxt`` and the argument list to decide whether a rollout is needed.
+
+Why one module (~450 lines): config.pbtxt and the server command line must agree on the model
+repository layout and the model-control mode; every function here is pure.
 """
 
 from __future__ import annotations
