@@ -49,7 +49,7 @@ chart-lint: helm
 	$$(bash e2e/tools/build-helm.sh | tail -1) lint --strict charts/modelpilot
 
 chart-test: helm cluster-up
-	$(VENV)/bin/pytest -q tests/unit/test_packaging_*.py tests/integration/test_chart_*.py
+	$(VENV)/bin/pytest -q tests/unit/packaging/test_packaging_*.py tests/integration/test_chart_*.py
 
 cluster-build:
 	@bash e2e/cluster/build.sh >/dev/null

@@ -2,7 +2,7 @@
 
 Not the statistic alone: every run starts the rollout of a new model version exactly as the
 operator would (the example's `model.version` bumped), marks pods Available one pass after they
-are asked for (as tests/unit/test_decide.py's World.settle does), measures each due check's
+are asked for (as tests/unit/rollout/test_decide.py's World.settle does), measures each due check's
 metrics from simulated traffic over the window `analysis_request` asks for (since the step
 started), and feeds the `MetricSample`s to `decide` until the candidate is promoted, rolled back,
 paused as Inconclusive, or the horizon ends.

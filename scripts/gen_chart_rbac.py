@@ -3,7 +3,7 @@
 
 rbac.py stays the single source of the operator's permissions; the chart reads the generated
 `files/rbac-rules.yaml` with `.Files.Get`, so chart and code cannot drift apart unnoticed
-(tests/unit/test_packaging_chart.py compares them). `--check` fails instead of writing.
+(tests/unit/packaging/test_packaging_chart.py compares them). `--check` fails instead of writing.
 """
 
 from __future__ import annotations

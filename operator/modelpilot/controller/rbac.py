@@ -1,7 +1,7 @@
 """The operator's RBAC rules: the single source for the Helm chart, the e2e install and the tests.
 
 Least privilege: every verb below is one the operator's own code or kopf makes (or one the API
-server checks on its behalf); tests/unit/test_rbac_matches_code.py reads the code's API calls and
+server checks on its behalf); tests/unit/controller/test_rbac_matches_code.py reads the code's API calls and
 fails on a missing or an extra permission. How each client call maps to a verb:
 
 - `kube.get` -> get, `kube.list` -> list, `kube.delete` -> delete, `kube.create` -> create,

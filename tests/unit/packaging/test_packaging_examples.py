@@ -14,7 +14,7 @@ from modelpilot.api.spec import parse_spec, revision_hash
 from modelpilot.rollout.decide import step_kind
 from modelpilot.validation import validate
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 EXAMPLES = {p.stem: p for p in sorted((REPO / "examples").glob("*.yaml"))}
 
 

@@ -20,7 +20,7 @@ GPU = {
     "model": {"name": "m", "repository": "pvc://models/triton", "version": "3", "format": "onnx"},
     "serving": {"replicas": 3, "resources": {"gpus": 2}, "placement": {"nodePool": "gpu"}},
 }
-CRD = Path(__file__).resolve().parents[2] / "crds" / "modelpilot.io_modeldeployments.yaml"
+CRD = Path(__file__).resolve().parents[3] / "crds" / "modelpilot.io_modeldeployments.yaml"
 
 
 def test_durations():

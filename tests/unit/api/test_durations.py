@@ -12,7 +12,7 @@ from modelpilot.api.spec import DURATION_PATTERN, parse_duration
 from modelpilot.serving.autoscale import parse_autoscaling
 
 CRD = (
-    Path(__file__).resolve().parents[2]
+    Path(__file__).resolve().parents[3]
     / "operator"
     / "modelpilot"
     / "crds"

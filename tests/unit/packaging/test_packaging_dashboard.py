@@ -15,7 +15,7 @@ import yaml
 
 from modelpilot.controller import metrics as opmetrics
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 DASHBOARD = json.loads((REPO / "dashboards" / "modelpilot.json").read_text())
 DRIFT_ROW = "Drift and model quality (monitor)"
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 DOCKERFILE = (REPO / "Dockerfile").read_text()
 CHART_VALUES = yaml.safe_load((REPO / "charts" / "modelpilot" / "values.yaml").read_text())
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())

@@ -19,7 +19,7 @@ from e2e.tools import helm
 
 from modelpilot.controller import rbac
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 CHART = REPO / "charts" / "modelpilot"
 NS = "modelpilot-system"
 

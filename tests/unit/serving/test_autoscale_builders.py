@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 from kubernetes import client
-from tests.unit.intelligence.openapi_check import validate
+from tests.unit.serving.openapi_check import validate
 
 from modelpilot.analysis.queries import RevisionRef, TritonLabels
 from modelpilot.rollout.capacity import candidate_replicas, stable_replicas

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 SCRIPT = REPO / "scripts" / "gen_reference.py"
 CRD = yaml.safe_load((REPO / "crds" / "modelpilot.io_modeldeployments.yaml").read_text())
 REFERENCE = (REPO / "docs" / "reference.md").read_text()

@@ -18,7 +18,7 @@ from modelpilot.rollout.decide import REQUEST_ANNOTATION
 
 lua51 = pytest.importorskip("lupa.lua51", reason="needs lupa (pip install lupa), a Lua 5.1 interpreter")
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 ARGO = REPO / "deploy" / "argocd"
 HEALTH = (ARGO / "health.lua").read_text()
 ACTIONS = ("promote", "abort", "retry", "pause", "resume")

@@ -3,7 +3,7 @@ sequential metric on "no regression detected yet"."""
 
 from __future__ import annotations
 
-from tests.unit.test_decide import World, deploy_v1, spec_with
+from tests.unit.rollout.test_decide import World, deploy_v1, spec_with
 
 from modelpilot.analysis.queries import LABEL_OUTCOMES, PREDICTED_CLASS
 from modelpilot.analysis.sequential import horizon_reached
@@ -264,7 +264,7 @@ def test_crd_schema_defaults_come_from_the_defaults_module():
 
     from modelpilot.api import defaults
 
-    crd = yaml.safe_load((Path(__file__).parents[2] / "crds/modelpilot.io_modeldeployments.yaml").read_text())
+    crd = yaml.safe_load((Path(__file__).parents[3] / "crds/modelpilot.io_modeldeployments.yaml").read_text())
     rollout = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"][
         "rollout"
     ]
@@ -274,7 +274,7 @@ def test_crd_schema_defaults_come_from_the_defaults_module():
     spec = parse_spec({"model": {"name": "m", "repository": "s3://b/m"}})
     assert spec.rollout.progress_deadline_seconds == defaults.PROGRESS_DEADLINE_SECONDS
     assert spec.rollout.scale_down_delay_seconds == defaults.SCALE_DOWN_DELAY_SECONDS
-    docs = (Path(__file__).parents[2] / "docs/analysis.md").read_text()
+    docs = (Path(__file__).parents[3] / "docs/analysis.md").read_text()
     for value in (
         f"minSamples: {defaults.MIN_SAMPLES}",
         f"power {defaults.POWER:g}",
