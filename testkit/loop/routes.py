@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from modelpilot.api.reasons import LABEL_REVISION
+from modelpilot.api.labels import LABEL_REVISION
 
 
 @dataclass(frozen=True)

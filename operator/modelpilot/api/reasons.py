@@ -1,4 +1,7 @@
-"""The one list of condition types, reasons and event reasons, so that users can search for them."""
+"""The one list of condition types, reasons and event reasons, so that users can search for them.
+
+Labels and annotations are in `labels.py`.
+"""
 
 from __future__ import annotations
 
@@ -11,17 +14,6 @@ API_VERSION = f"{GROUP}/{VERSION}"
 KIND = "ModelDeployment"
 PLURAL = "modeldeployments"
 FIELD_MANAGER = "modelpilot"
-
-LABEL_DEPLOYMENT = "modelpilot.io/deployment"
-LABEL_REVISION = "modelpilot.io/revision"
-LABEL_COMPONENT = "modelpilot.io/component"
-LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
-ANNOTATION_SPEC_HASH = "modelpilot.io/spec-hash"
-# Manual control: `<action>@<time>` (promote, promote-full, abort, retry, resume), acted on once.
-REQUEST_ANNOTATION = "modelpilot.io/request"
-GPU_RESOURCE = "nvidia.com/gpu"
-GPU_TAINT_KEY = "nvidia.com/gpu"
-POOL_LABEL = "modelpilot.io/pool"
 
 
 # What a metric, a check or a threshold says about the candidate; "inconclusive" is its own answer.

@@ -20,7 +20,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from modelpilot.api.reasons import GPU_TAINT_KEY, LABEL_COMPONENT, POOL_LABEL
+from modelpilot.api.labels import (
+    ANNOTATION_COMPRESS_METHOD,
+    ANNOTATION_SOURCE_VERSION,
+    ANNOTATION_TARGET_VERSION,
+    GPU_TAINT_KEY,
+    LABEL_COMPONENT,
+    POOL_LABEL,
+)
 from modelpilot.serving.manifests import (
     DEFAULT_INIT_IMAGE,
     OPERATOR_UID,
@@ -209,7 +216,7 @@ def compression_job(
     labels = {
         **common_labels(owner),
         LABEL_COMPONENT: "compress",
-        "modelpilot.io/compress-method": request.method,
+        ANNOTATION_COMPRESS_METHOD: request.method,
         **(extra_labels or {}),
     }
     return {
@@ -220,8 +227,8 @@ def compression_job(
             "namespace": owner.namespace,
             "labels": labels,
             "annotations": {
-                "modelpilot.io/source-version": str(request.source_version),
-                "modelpilot.io/target-version": str(request.target_version),
+                ANNOTATION_SOURCE_VERSION: str(request.source_version),
+                ANNOTATION_TARGET_VERSION: str(request.target_version),
             },
             "ownerReferences": [owner.reference()],
         },

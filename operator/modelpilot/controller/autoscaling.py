@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from modelpilot.api.reasons import LABEL_DEPLOYMENT
+from modelpilot.api.labels import LABEL_DEPLOYMENT
 from modelpilot.api.spec import ModelDeploymentSpec
 from modelpilot.controller.kube import KubeClient
 from modelpilot.serving.autoscale import autoscaler, parse_autoscaling

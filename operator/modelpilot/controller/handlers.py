@@ -16,8 +16,9 @@ from typing import Any
 
 import kopf
 
+from modelpilot.api.labels import KOPF_FINALIZER, LABEL_DEPLOYMENT
 from modelpilot.api.policy import load_policy
-from modelpilot.api.reasons import GROUP, LABEL_DEPLOYMENT, PLURAL, VERSION
+from modelpilot.api.reasons import GROUP, PLURAL, VERSION
 from modelpilot.controller import metrics as opmetrics
 from modelpilot.controller.kube import KubeClient
 from modelpilot.controller.reconcile import Reconciler
@@ -101,7 +102,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
-    settings.persistence.finalizer = "modelpilot.io/kopf-finalizer"  # never added: no handler needs one
+    settings.persistence.finalizer = KOPF_FINALIZER  # never added: no handler needs one
     kube = KubeClient.from_environment(
         os.environ.get("MODELPILOT_KUBECONFIG") or None,
         on_write=lambda op, ns: opmetrics.WRITES.labels(op, ns).inc(),

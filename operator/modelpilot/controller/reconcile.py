@@ -21,17 +21,10 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
+from modelpilot.api.labels import LABEL_COMPONENT, LABEL_DEPLOYMENT, LABEL_REVISION
 from modelpilot.api.policy import Policy
 from modelpilot.api.policy import check as policy_check
-from modelpilot.api.reasons import (
-    API_VERSION,
-    KIND,
-    LABEL_DEPLOYMENT,
-    LABEL_REVISION,
-    ConditionType,
-    Phase,
-    Reason,
-)
+from modelpilot.api.reasons import API_VERSION, KIND, ConditionType, Phase, Reason
 from modelpilot.api.spec import parse_spec
 from modelpilot.controller import metrics as opmetrics
 from modelpilot.controller.autoscaling import Autoscalers
@@ -324,7 +317,7 @@ class Reconciler:
         if decision.preview:
             preview = manifests.revision_service(owner, decision.preview, capture)
             preview["metadata"]["name"] = preview_name
-            preview["metadata"]["labels"]["modelpilot.io/component"] = "preview"
+            preview["metadata"]["labels"][LABEL_COMPONENT] = "preview"
             self._apply_if_changed(preview, live_svcs.get(preview_name))
         elif preview_name in live_svcs:
             self.kube.delete("Service", preview_name, ns)

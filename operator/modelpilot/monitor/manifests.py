@@ -27,7 +27,14 @@ from typing import Any
 
 import yaml
 
-from modelpilot.api.reasons import API_VERSION, KIND, LABEL_COMPONENT, LABEL_DEPLOYMENT, LABEL_MANAGED_BY
+from modelpilot.api.labels import (
+    ANNOTATION_MONITOR_CONFIG_HASH,
+    LABEL_COMPONENT,
+    LABEL_DEPLOYMENT,
+    LABEL_MANAGED_BY,
+    LABEL_MONITOR_CLIENT,
+)
+from modelpilot.api.reasons import API_VERSION, KIND
 from modelpilot.api.spec import parse_duration
 
 from .config import (
@@ -52,11 +59,11 @@ ACCESS_KEY = "access.yaml"
 REFERENCE_DIR = "/etc/modelpilot/monitor/references"
 DATA_DIR = "/var/lib/modelpilot-monitor"
 DB_FILE = "monitor.db"
-CONFIG_HASH_ANNOTATION = "modelpilot.io/monitor-config-hash"
+CONFIG_HASH_ANNOTATION = ANNOTATION_MONITOR_CONFIG_HASH
 DEFAULT_IMAGE = "ghcr.io/modelpilot/modelpilot:0.1.0"
 RUN_AS = 65532
 NETWORK_POLICY_NAME = MONITOR_NAME
-MONITOR_CLIENT_LABEL = "modelpilot.io/monitor-client"
+MONITOR_CLIENT_LABEL = LABEL_MONITOR_CLIENT
 """Pods with this label set to ``"true"`` (label feeders, review tools) may reach the monitor
 through its NetworkPolicy; what they may do there is still decided by their token (:mod:`.auth`)."""
 OPERATOR_POD_LABELS = {"app.kubernetes.io/component": "operator"}

@@ -21,7 +21,8 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
-from modelpilot.api.reasons import REQUEST_ANNOTATION, ConditionType, Phase, Reason
+from modelpilot.api.labels import REQUEST_ANNOTATION
+from modelpilot.api.reasons import ConditionType, Phase, Reason
 from modelpilot.api.spec import ModelDeploymentSpec, parse_duration
 from modelpilot.rollout.analysis_step import AnalysisSteps
 from modelpilot.rollout.context import ready_text

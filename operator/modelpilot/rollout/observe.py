@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from modelpilot.api.reasons import LABEL_REVISION, Reason
+from modelpilot.api.labels import LABEL_REVISION
+from modelpilot.api.reasons import Reason
 from modelpilot.rollout.fallback import LoadObservation
 
 # The scheduler's own wording, e.g. "2 Insufficient nvidia.com/gpu" or "Insufficient nvidia.com/mig-1g.10gb";

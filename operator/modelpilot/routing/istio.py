@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from modelpilot.api.reasons import LABEL_COMPONENT, LABEL_REVISION
+from modelpilot.api.labels import LABEL_COMPONENT, LABEL_REVISION
 from modelpilot.api.spec import ModelDeploymentSpec
 from modelpilot.serving.manifests import Owner, _metadata, common_labels
 

@@ -26,6 +26,7 @@ from modelpilot.analysis.queries import (
     promql_duration,
     triton_selector,
 )
+from modelpilot.api.labels import LABEL_COMPONENT
 from modelpilot.api.spec import DURATION_PATTERN, parse_duration
 from modelpilot.rollout.capacity import candidate_replicas
 from modelpilot.serving.manifests import Owner, revision_labels, revision_name
@@ -240,7 +241,7 @@ def _metadata(owner: Owner, revision: str, component: str) -> dict[str, Any]:
     return {
         "name": revision_name(owner, revision),
         "namespace": owner.namespace,
-        "labels": {**revision_labels(owner, revision), "modelpilot.io/component": component},
+        "labels": {**revision_labels(owner, revision), LABEL_COMPONENT: component},
         "ownerReferences": [owner.reference()],
     }
 

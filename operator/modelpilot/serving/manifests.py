@@ -15,16 +15,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from modelpilot.api.reasons import (
-    API_VERSION,
+from modelpilot.api.labels import (
     GPU_TAINT_KEY,
-    KIND,
     LABEL_COMPONENT,
     LABEL_DEPLOYMENT,
     LABEL_MANAGED_BY,
     LABEL_REVISION,
     POOL_LABEL,
 )
+from modelpilot.api.reasons import API_VERSION, KIND
 from modelpilot.api.spec import ModelDeploymentSpec
 from modelpilot.capture.manifests import (
     CAPTURE_PORT,
