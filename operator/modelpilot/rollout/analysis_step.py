@@ -17,6 +17,7 @@ from modelpilot.rollout.fallback import (
 )
 from modelpilot.rollout.observe import MetricSample
 from modelpilot.rollout.planners import DEFAULT_INTERVAL
+from modelpilot.rollout.state import RolloutState
 from modelpilot.rollout.status import parse_rfc3339, rfc3339
 from modelpilot.rollout.steps import analysis_config
 
@@ -42,7 +43,7 @@ class AnalysisSteps(RolloutContext):
         elif kind == "abTest":
             self.match = {k: body[k] for k in ("header", "cookie") if k in body}
         elif kind == "blueGreen":
-            self.preview = ro["candidate"]
+            self.preview = ro.candidate
         config = analysis_config(self.spec, step)
         duration = (
             parse_duration(body.get("duration") if kind != "analysis" else config.get("duration"), 0.0) or 0.0
@@ -62,22 +63,22 @@ class AnalysisSteps(RolloutContext):
                 metrics,
                 self._unconfounded(metrics),
                 float(config.get("alpha", DEFAULT_ALPHA)),
-                ro.get("sequential") or {},
+                ro.sequential or {},
             )
             self._record(outcome)
             if (
                 not outcome.unreachable
-                and ro.pop("metricsUnavailableSince", None)
-                and ro.pop("metricsOutage", None)
+                and ro.take(RolloutState.metrics_unavailable_since)
+                and ro.take(RolloutState.metrics_outage)
             ):
                 self.event(
                     "Normal",
                     Reason.METRICS_UNAVAILABLE,
-                    f"metrics are back: step {index + 1} resumes at weight {ro['weight']}%",
+                    f"metrics are back: step {index + 1} resumes at weight {ro.weight}%",
                 )
             if outcome.regression or (
                 outcome.outcome == "fail"
-                and ro["failures"] > int(config.get("failureLimit", DEFAULT_FAILURE_LIMIT))
+                and ro.failures > int(config.get("failureLimit", DEFAULT_FAILURE_LIMIT))
             ):
                 reason = Reason.DRIFT_DETECTED if _is_drift(metrics, outcome) else Reason.ANALYSIS_FAILED
                 self._rollback(reason, "analysis failed: " + _describe(outcome))
@@ -88,8 +89,8 @@ class AnalysisSteps(RolloutContext):
                 else:
                     self.message = "analysis inconclusive, extending: " + _describe(outcome)
                     self.analysis_condition = (False, Reason.INCONCLUSIVE, self.message)
-                    if ro["inconclusive"] > int(config.get("inconclusiveLimit", DEFAULT_INCONCLUSIVE_LIMIT)):
-                        ro["pausedReason"] = Reason.INCONCLUSIVE.value
+                    if ro.inconclusive > int(config.get("inconclusiveLimit", DEFAULT_INCONCLUSIVE_LIMIT)):
+                        ro.paused_reason = Reason.INCONCLUSIVE.value
                         self.phase = Phase.PAUSED
                         self.event("Warning", Reason.INCONCLUSIVE, "rollout paused: " + self.message)
             else:
@@ -98,14 +99,14 @@ class AnalysisSteps(RolloutContext):
                     Reason.ANALYSIS_PASSED if outcome.outcome == "pass" else Reason.ANALYSIS_FAILED,
                     _describe(outcome),
                 )
-        if ro.get("metricsUnavailableSince") and not ro.get("metricsOutage") and self.obs.metrics is None:
+        if ro.metrics_unavailable_since and not ro.metrics_outage and self.obs.metrics is None:
             self.phase = Phase.PAUSED  # between checks, an outage still holds the step
             self.message = "metrics unavailable, rollout waits for the next check" + _last_cause(ro)
             self.analysis_condition = (False, Reason.METRICS_UNAVAILABLE, self.message)
-        if ro.get("metricsOutage"):
+        if ro.metrics_outage:
             self.phase = Phase.PAUSED
             self.mirror, self.match, self.preview = 0.0, None, None
-            ro["weight"] = 0
+            ro.weight = 0
             self.message = (
                 "metrics unavailable for longer than the outage timeout: the candidate has no traffic until they "
                 f"return ({self.message})"
@@ -113,7 +114,7 @@ class AnalysisSteps(RolloutContext):
             self.analysis_condition = (False, Reason.METRICS_UNAVAILABLE, self.message)
             self.wake(interval)
             return False
-        last = (ro.get("checks") or [{}])[-1] if ro.get("checks") else None
+        last = (ro.checks or [{}])[-1] if ro.checks else None
         if elapsed >= duration and last and last.get("outcome") == "pass" and last.get("step") == index:
             rules = ", ".join(
                 f"{m.get('name')} by {m.get('passedBy', 'threshold')}" for m in last.get("metrics") or ()
@@ -128,14 +129,14 @@ class AnalysisSteps(RolloutContext):
     def _metrics_outage(self, config: Mapping[str, Any], described: str) -> None:
         """Wait while metrics are unreachable; past `outageTimeout`, the candidate's share goes to 0."""
         ro = self.ro
-        since = parse_rfc3339(ro.get("metricsUnavailableSince")) or self.now
-        ro["metricsUnavailableSince"] = rfc3339(since)
+        since = parse_rfc3339(ro.metrics_unavailable_since) or self.now
+        ro.metrics_unavailable_since = rfc3339(since)
         self.phase = Phase.PAUSED
         self.message = "metrics unavailable, rollout waits: " + described
         self.analysis_condition = (False, Reason.METRICS_UNAVAILABLE, self.message)
         timeout = parse_duration(config.get("outageTimeout"), defaults.OUTAGE_TIMEOUT_SECONDS)
-        if timeout is not None and self.now - since >= timeout and not ro.get("metricsOutage"):
-            ro["metricsOutage"] = True
+        if timeout is not None and self.now - since >= timeout and not ro.metrics_outage:
+            ro.metrics_outage = True
             self.event(
                 "Warning",
                 Reason.METRICS_UNAVAILABLE,
@@ -163,28 +164,28 @@ class AnalysisSteps(RolloutContext):
 
     def _record(self, outcome: CheckOutcome) -> None:
         ro = self.ro
-        ro["lastCheckAt"] = rfc3339(self.now)
-        sequential = dict(ro.get("sequential") or {})
+        ro.last_check_at = rfc3339(self.now)
+        sequential = dict(ro.sequential or {})
         sequential.update({k: float(v) for k, v in outcome.p_values.items()})
-        ro["sequential"] = sequential
+        ro.sequential = sequential
         if outcome.outcome == "fail":
-            ro["failures"] = int(ro.get("failures", 0)) + 1
+            ro.failures = ro.failures + 1
         elif (
             outcome.outcome == "inconclusive" and not outcome.unreachable
         ):  # an outage is not a lack of evidence
-            ro["inconclusive"] = int(ro.get("inconclusive", 0)) + 1
+            ro.inconclusive = ro.inconclusive + 1
         entry = {
             "time": rfc3339(self.now),
-            "step": int(ro.get("step", 0)),
+            "step": ro.step,
             "outcome": outcome.outcome,
             "metrics": [_verdict_entry(verdict) for verdict in outcome.verdicts],
         }
-        ro["checks"] = [*list(ro.get("checks") or []), entry][-CHECK_HISTORY:]
+        ro.checks = [*list(ro.checks or []), entry][-CHECK_HISTORY:]
 
 
-def _last_cause(ro: Mapping[str, Any]) -> str:
+def _last_cause(ro: RolloutState) -> str:
     """Why the last recorded check had no data (e.g. "Prometheus ... unreachable"), for messages between checks."""
-    last = (ro.get("checks") or [{}])[-1]
+    last = (ro.checks or [{}])[-1]
     causes = [
         f"{m.get('name')}: {m.get('message')}"
         for m in last.get("metrics") or ()

@@ -10,6 +10,7 @@ from modelpilot.api.spec import ModelDeploymentSpec
 from modelpilot.rollout.capacity import candidate_replicas
 from modelpilot.rollout.decision import Event
 from modelpilot.rollout.observe import Observations, RevisionState
+from modelpilot.rollout.state import RolloutState, Stage
 from modelpilot.rollout.status import rfc3339
 from modelpilot.rollout.steps import step_kind, weight_at
 
@@ -25,7 +26,7 @@ class RolloutContext:
         self,
         spec: ModelDeploymentSpec,
         generation: int,
-        ro: dict[str, Any],
+        ro: RolloutState,
         obs: Observations,
         now: float,
         status_in: Mapping[str, Any],
@@ -58,7 +59,7 @@ class RolloutContext:
     def candidate_share(self) -> float:
         """The share of traffic the candidate must be able to carry at the current step, in percent."""
         steps = self.spec.rollout.steps
-        index = int(self.ro.get("step", 0))
+        index = self.ro.step
         if not steps or index >= len(steps):
             return 100.0
         kind = step_kind(steps[index])
@@ -80,53 +81,36 @@ class RolloutContext:
         self.events.append(Event(type_, reason, message))
 
     def _retire(self, revision: str | None) -> None:
-        if revision and revision not in (self.ro.get("stable"), self.desired):
-            retiring = self.ro.setdefault("retiring", {})
+        if revision and revision not in (self.ro.stable, self.desired):
+            retiring = self.ro.retiring
             retiring.setdefault(revision, rfc3339(self.now + self.spec.rollout.scale_down_delay_seconds))
+            self.ro.retiring = retiring
 
     def _start_candidate(self, revision: str) -> None:
-        previous = self.ro.get("candidate")
+        previous = self.ro.candidate
         if previous and previous != revision:
             self._retire(previous)
-        self.ro.update(
-            {
-                "candidate": revision,
-                "step": 0,
-                "state": "running",
-                "startedAt": rfc3339(self.now),
-                "stepStartedAt": rfc3339(self.now),
-                "weight": 0,
-                "failures": 0,
-                "inconclusive": 0,
-                "checks": [],
-                "sequential": {},
-            }
-        )
-        for key in (
-            "lastCheckAt",
-            "pausedReason",
-            "podsReady",
-            "waitingSince",
-            "gate",
-            "metricsUnavailableSince",
-            "metricsOutage",
-        ):
-            self.ro.pop(key, None)
+        ro = self.ro
+        ro.candidate, ro.step, ro.stage, ro.weight = revision, 0, Stage.RUNNING, 0
+        ro.started_at = ro.step_started_at = rfc3339(self.now)
+        ro.failures, ro.inconclusive, ro.checks, ro.sequential = 0, 0, [], {}
+        ro.last_check_at = ro.paused_reason = ro.waiting_since = ro.gate = ro.metrics_unavailable_since = None
+        ro.pods_ready = ro.metrics_outage = False
         self.event(
             "Normal",
             Reason.REVISION_CREATED,
-            f"rolling out revision {revision} (stable {self.ro.get('stable')})",
+            f"rolling out revision {revision} (stable {self.ro.stable})",
         )
 
     def _promote(self) -> None:
         ro = self.ro
         self.mirror, self.match, self.preview = 0.0, None, None
-        old, new = ro.get("stable"), ro.get("candidate") or self.desired
-        ro["stable"] = new
-        ro.pop("candidate", None)
-        ro["weight"] = 0
-        ro["state"] = "idle"
-        ro.pop("pausedReason", None)
+        old, new = ro.stable, ro.candidate or self.desired
+        ro.stable = new
+        ro.candidate = None
+        ro.weight = 0
+        ro.stage = Stage.IDLE
+        ro.paused_reason = None
         self._retire(old)
         self.event("Normal", Reason.PROMOTED, f"revision {new} promoted to stable (was {old})")
         self._steady()
@@ -134,26 +118,26 @@ class RolloutContext:
     def _rollback(self, reason: str, message: str) -> None:
         ro = self.ro
         self.mirror, self.match, self.preview = 0.0, None, None  # 100% to stable, mirror removed
-        ro["blocked"] = ro.get("candidate")
-        ro["weight"] = 0
-        ro["state"] = "rolledBack"
-        ro["rollbackReason"] = str(reason)
-        ro["rollbackMessage"] = message
-        ro["rolledBackAt"] = rfc3339(self.now)
-        self.event("Warning", Reason.ROLLED_BACK, f"rolled back revision {ro.get('candidate')}: {message}")
+        ro.blocked = ro.candidate
+        ro.weight = 0
+        ro.stage = Stage.ROLLED_BACK
+        ro.rollback_reason = str(reason)
+        ro.rollback_message = message
+        ro.rolled_back_at = rfc3339(self.now)
+        self.event("Warning", Reason.ROLLED_BACK, f"rolled back revision {ro.candidate}: {message}")
         self._rolled_back_hold()
 
     def _rolled_back_hold(self) -> None:
         ro = self.ro
         self.phase = Phase.ROLLED_BACK
-        reason = ro.get("rollbackReason", Reason.ROLLED_BACK)
-        self.message = f"revision {ro.get('blocked')} rolled back ({reason}): {ro.get('rollbackMessage', '')}"
+        reason = ro.rollback_reason or Reason.ROLLED_BACK
+        self.message = f"revision {ro.blocked} rolled back ({reason}): {ro.rollback_message or ''}"
         self.progress = (False, Reason.ROLLED_BACK, self.message)
         self.degraded = (True, reason, self.message)
         self._steady(keep_phase=True)
 
     def _steady(self, keep_phase: bool = False) -> None:
-        stable = self.ro["stable"]
+        stable = self.ro.stable
         state = self.rev(stable)
         if not keep_phase:
             if self.available(stable):

@@ -17,7 +17,6 @@ The machine is assembled from one module per concern: `context` (state and trans
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from typing import Any
 
@@ -32,6 +31,7 @@ from modelpilot.rollout.invalid import MAX_MESSAGE, decide_invalid, problems_mes
 from modelpilot.rollout.observe import Observations
 from modelpilot.rollout.planners import DEFAULT_INTERVAL, analysis_request, gate_request, load_check_due
 from modelpilot.rollout.report import Report
+from modelpilot.rollout.state import RolloutState, Stage
 from modelpilot.rollout.status import parse_rfc3339, rfc3339, set_condition
 from modelpilot.rollout.steps import ANALYSED_STEPS, step_kind, weight_at
 
@@ -70,9 +70,7 @@ def decide(
     conditions = set_condition(
         conditions, ConditionType.INVALID_SPEC, False, Reason.SPEC_VALID, "spec is valid", generation, now
     )
-    machine = _Machine(
-        spec, generation, copy.deepcopy(dict(status.get("rollout") or {})), obs, now, status, namespace
-    )
+    machine = _Machine(spec, generation, RolloutState.from_status(status), obs, now, status, namespace)
     machine.run()
     return machine.finish(status, conditions)
 
@@ -83,35 +81,35 @@ class _Machine(AnalysisSteps, GateSteps, Report):
     def run(self) -> None:
         ro = self.ro
         request = self.obs.request
-        new_request = bool(request) and request != ro.get("handledRequest")
+        new_request = bool(request) and request != ro.handled_request
         action = request.split("@", 1)[0] if new_request and request else None
         if new_request:
-            ro["handledRequest"] = request
-        if action == "retry" and ro.get("optimizeFailed") == self.desired:
-            ro.pop("optimizeFailed", None)
+            ro.handled_request = request
+        if action == "retry" and ro.optimize_failed == self.desired:
+            ro.optimize_failed = None
         if self.obs.optimization is not None and self.obs.optimization[0] != "succeeded":
             self._optimizing(*self.obs.optimization)
             return
-        if not ro.get("stable"):
+        if not ro.stable:
             # First revision: it is the stable one as soon as it exists.
-            ro["stable"] = self.desired
+            ro.stable = self.desired
             self.event("Normal", Reason.REVISION_CREATED, f"created revision {self.desired}")
-        if action == "retry" and ro.get("blocked") == self.desired:
-            ro.pop("blocked", None)
-            ro.pop("candidate", None)
+        if action == "retry" and ro.blocked == self.desired:
+            ro.blocked = None
+            ro.candidate = None
             self.event("Normal", Reason.ROLLOUT_STEP, f"retrying revision {self.desired} as requested")
-        if self.desired == ro["stable"]:
-            if ro.get("candidate"):
-                self._retire(ro.pop("candidate"))
-                ro["weight"] = 0
-            ro.pop("blocked", None)
-            ro["state"] = "idle"
+        if self.desired == ro.stable:
+            if ro.candidate:
+                self._retire(ro.take(RolloutState.candidate))
+                ro.weight = 0
+            ro.blocked = None
+            ro.stage = Stage.IDLE
             self._steady()
             return
-        if ro.get("blocked") == self.desired:
+        if ro.blocked == self.desired:
             self._rolled_back_hold()
             return
-        if ro.get("candidate") != self.desired:
+        if ro.candidate != self.desired:
             self._start_candidate(self.desired)
         if action == "abort":
             self._rollback(Reason.MANUAL_ABORT, "rollout aborted by request")
@@ -123,29 +121,29 @@ class _Machine(AnalysisSteps, GateSteps, Report):
                 Reason.MANUAL_PROMOTE,
                 f"revision {self.desired}: remaining steps skipped by request",
             )
-            ro["step"] = len(self.spec.rollout.steps)
+            ro.step = len(self.spec.rollout.steps)
         if action == "promote":
             # Kept in status until the candidate is up, so a request made while pods start is not lost.
-            ro["skipStep"] = True
+            ro.skip_step = True
         if self.spec.rollout.kill_switch:
-            ro["weight"] = 0
+            ro.weight = 0
             self.phase = Phase.PAUSED
             self.message = "kill switch on: 100% of traffic to stable"
             self.progress = (False, Reason.KILL_SWITCH, self.message)
-            if ro.get("pausedReason") != Reason.KILL_SWITCH:
-                ro["pausedReason"] = Reason.KILL_SWITCH.value
+            if ro.paused_reason != Reason.KILL_SWITCH:
+                ro.paused_reason = Reason.KILL_SWITCH.value
                 self.event("Warning", Reason.KILL_SWITCH, self.message)
             return
-        if ro.get("pausedReason") == Reason.KILL_SWITCH:
-            ro.pop("pausedReason")
+        if ro.paused_reason == Reason.KILL_SWITCH:
+            ro.paused_reason = None
         self._progress(action)
 
     def _optimizing(self, state: str, job: str) -> None:
         """The desired revision waits for its optimisation Job; a failed one is not deployed at all."""
         ro = self.ro
         if state == "failed":
-            if ro.get("optimizeFailed") != self.desired:
-                ro["optimizeFailed"] = self.desired
+            if ro.optimize_failed != self.desired:
+                ro.optimize_failed = self.desired
                 self.event(
                     "Warning",
                     Reason.OPTIMIZATION_FAILED,
@@ -164,13 +162,13 @@ class _Machine(AnalysisSteps, GateSteps, Report):
 
     def _progress(self, action: str | None) -> None:
         ro = self.ro
-        candidate = ro["candidate"]
+        candidate = ro.candidate
         state = self.rev(candidate)
         wanted = self.candidate_wanted()
         if not self.available(candidate, wanted):
             # The deadline counts from when this wait began: at the start, or when a later step scaled up.
-            waiting_since = parse_rfc3339(ro.get("waitingSince")) or self.now
-            ro["waitingSince"] = rfc3339(waiting_since)
+            waiting_since = parse_rfc3339(ro.waiting_since) or self.now
+            ro.waiting_since = rfc3339(waiting_since)
             deadline = self.spec.rollout.progress_deadline_seconds
             if state and state.unschedulable_reason:
                 self.degraded = (True, state.unschedulable_reason, state.unschedulable_message)
@@ -185,15 +183,15 @@ class _Machine(AnalysisSteps, GateSteps, Report):
                 return
             self.message = f"waiting for candidate {candidate} pods ({ready_text(state, wanted)} ready)"
             self.progress = (True, Reason.WAITING_FOR_PODS, self.message)
-            if not ro.get("podsReady"):
-                ro["stepStartedAt"] = rfc3339(self.now)  # steps start once the candidate is up
+            if not ro.pods_ready:
+                ro.step_started_at = rfc3339(self.now)  # steps start once the candidate is up
             self.wake(min(5.0, deadline))
             return
-        ro.pop("waitingSince", None)
-        ro["podsReady"] = True
-        if self.spec.rollout.paused or ro.get("pausedReason") == Reason.INCONCLUSIVE:
+        ro.waiting_since = None
+        ro.pods_ready = True
+        if self.spec.rollout.paused or ro.paused_reason == Reason.INCONCLUSIVE:
             if action == "resume":
-                ro.pop("pausedReason", None)
+                ro.paused_reason = None
             else:
                 self.phase = Phase.PAUSED
                 why = (
@@ -201,13 +199,13 @@ class _Machine(AnalysisSteps, GateSteps, Report):
                     if self.spec.rollout.paused
                     else "analysis inconclusive too often"
                 )
-                self.message = f"rollout paused at step {ro.get('step', 0)}: {why}"
+                self.message = f"rollout paused at step {ro.step}: {why}"
                 self.progress = (True, Reason.ROLLOUT_PAUSED, self.message)
                 return
         steps = self.spec.rollout.steps
         # Walk as many steps as can complete now (setWeight completes at once).
         for _ in range(len(steps) + 1):
-            index = int(ro.get("step", 0))
+            index = ro.step
             if index >= len(steps):
                 if not self.available(candidate, self.replicas_wanted):
                     # Never send all traffic to a candidate sized for a canary share.
@@ -221,7 +219,7 @@ class _Machine(AnalysisSteps, GateSteps, Report):
             done = self._run_step(steps[index], index)
             if self.phase == Phase.ROLLED_BACK:
                 return
-            if not done and ro.pop("skipStep", False):
+            if not done and ro.take(RolloutState.skip_step):
                 # A promote request moves past the first step that would otherwise wait.
                 self.event(
                     "Normal",
@@ -232,21 +230,21 @@ class _Machine(AnalysisSteps, GateSteps, Report):
                 done = True
             if not done:
                 return
-            ro["step"] = index + 1
-            ro["stepStartedAt"] = rfc3339(self.now)
-            ro["failures"] = 0
-            ro["inconclusive"] = 0
-            ro["sequential"] = {}  # a new step measures a new window: its test starts afresh
-            for key in ("lastCheckAt", "metricsUnavailableSince", "metricsOutage"):
-                ro.pop(key, None)
+            ro.step = index + 1
+            ro.step_started_at = rfc3339(self.now)
+            ro.failures = 0
+            ro.inconclusive = 0
+            ro.sequential = {}  # a new step measures a new window: its test starts afresh
+            ro.last_check_at = ro.metrics_unavailable_since = None
+            ro.metrics_outage = False
 
     def _run_step(self, step: Mapping[str, Any], index: int) -> bool:
         ro = self.ro
         kind = step_kind(step)
         # Routing comes from the current step alone: what an earlier step mirrored or matched ends with it.
         self.mirror, self.match, self.preview = 0.0, None, None
-        ro["weight"] = weight_at(self.spec.rollout.steps, index)
-        started = parse_rfc3339(ro.get("stepStartedAt")) or self.now
+        ro.weight = weight_at(self.spec.rollout.steps, index)
+        started = parse_rfc3339(ro.step_started_at) or self.now
         elapsed = self.now - started
         self.progress = (
             True,
@@ -258,7 +256,7 @@ class _Machine(AnalysisSteps, GateSteps, Report):
             self.event(
                 "Normal",
                 Reason.ROLLOUT_STEP,
-                f"step {index + 1}: weight {ro['weight']}% to {ro['candidate']}",
+                f"step {index + 1}: weight {ro.weight}% to {ro.candidate}",
             )
             return True
         if kind == "pause":

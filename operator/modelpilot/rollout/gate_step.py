@@ -25,7 +25,7 @@ class GateSteps(RolloutContext):
             self.message = "gate: replaying labeled production traffic against both revisions"
             self.wake(GATE_RETRY)
             return False
-        self.ro["gate"] = {**result.as_status(), "at": rfc3339(self.now)}
+        self.ro.gate = {**result.as_status(), "at": rfc3339(self.now)}
         summary = (
             f"gate {result.decision.value}: n={result.n}, {result.metric} candidate "
             f"{_fmt(result.candidate_metric)} vs stable {_fmt(result.stable_metric)}, p={_fmt(result.p_value)}, "

@@ -8,6 +8,7 @@ from typing import Any
 
 from modelpilot.api.reasons import ConditionType, Phase, Reason
 from modelpilot.rollout.decision import Decision, Event
+from modelpilot.rollout.state import RolloutState, Stage
 from modelpilot.rollout.status import set_condition
 
 MAX_MESSAGE = 1024
@@ -51,17 +52,17 @@ def decide_invalid(generation: int, status: Mapping[str, Any], problems: list[st
         "message": message,
         "observedGeneration": generation,
     }
-    ro = dict(new_status.get("rollout") or {})
+    ro = RolloutState(dict(new_status.get("rollout") or {}))
     withdraw = None
-    if ro.get("state") == "running" and ro.get("candidate") and ro.get("stable"):
-        withdraw = str(ro["candidate"])
-        ro["weight"] = 0
-        new_status["rollout"] = ro
+    if ro.stage is Stage.RUNNING and ro.candidate and ro.stable:
+        withdraw = str(ro.candidate)
+        ro.weight = 0
+        new_status["rollout"] = ro.to_status()
         new_status["canaryWeight"] = 0
     return Decision(
         apply_children=False,
         status=new_status,
         withdraw_candidate=withdraw,
-        stable=ro.get("stable"),
+        stable=ro.stable,
         events=[Event("Warning", Reason.INVALID_SPEC, message)],
     )

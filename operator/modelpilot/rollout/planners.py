@@ -15,6 +15,7 @@ from modelpilot.rollout.fallback import (
     FallbackConfig,
     parse_fallback,
 )
+from modelpilot.rollout.state import RolloutState, Stage
 from modelpilot.rollout.status import parse_rfc3339
 from modelpilot.rollout.steps import ANALYSED_STEPS, analysis_config, step_kind
 
@@ -40,32 +41,32 @@ GATE_RETRY = 30.0
 
 def gate_request(spec: ModelDeploymentSpec, status: Mapping[str, Any], now: float) -> GateRequest | None:
     """Whether the shell should run the gate replay now: at a gate step, first time or a retry later."""
-    ro = status.get("rollout") or {}
+    ro = RolloutState(dict(status.get("rollout") or {}))
     steps = spec.rollout.steps
-    index = int(ro.get("step", 0))
+    index = ro.step
     if (
-        ro.get("state") != "running"
-        or not ro.get("podsReady")
+        ro.stage is not Stage.RUNNING
+        or not ro.pods_ready
         or index >= len(steps)
         or "gate" not in steps[index]
     ):
         return None
-    last = parse_rfc3339((ro.get("gate") or {}).get("at"))
-    started = parse_rfc3339(ro.get("stepStartedAt")) or 0.0
+    last = parse_rfc3339((ro.gate or {}).get("at"))
+    started = parse_rfc3339(ro.step_started_at) or 0.0
     if last is not None and last >= started and now - last < GATE_RETRY:
         return None
-    return GateRequest(steps[index]["gate"], ro["candidate"], ro["stable"])
+    return GateRequest(steps[index]["gate"], ro.candidate, ro.stable)
 
 
 def analysis_request(
     spec: ModelDeploymentSpec, status: Mapping[str, Any], now: float
 ) -> AnalysisRequest | None:
     """Which metrics the shell must measure before calling `decide`, if a check is due now."""
-    ro = status.get("rollout") or {}
-    candidate, stable = ro.get("candidate"), ro.get("stable")
+    ro = RolloutState(dict(status.get("rollout") or {}))
+    candidate, stable = ro.candidate, ro.stable
     steps = spec.rollout.steps
-    index = int(ro.get("step", 0))
-    if not candidate or not stable or ro.get("state") != "running" or index >= len(steps):
+    index = ro.step
+    if not candidate or not stable or ro.stage is not Stage.RUNNING or index >= len(steps):
         return None
     step = steps[index]
     if step_kind(step) not in ANALYSED_STEPS:
@@ -77,10 +78,10 @@ def analysis_request(
     if not metrics:
         return None
     interval = parse_duration(config.get("interval"), DEFAULT_INTERVAL) or DEFAULT_INTERVAL
-    last = parse_rfc3339(ro.get("lastCheckAt")) or parse_rfc3339(ro.get("stepStartedAt")) or now
+    last = parse_rfc3339(ro.last_check_at) or parse_rfc3339(ro.step_started_at) or now
     if now - last < interval:
         return None
-    started = parse_rfc3339(ro.get("stepStartedAt")) or now
+    started = parse_rfc3339(ro.step_started_at) or now
     model = spec.model.get("name")
     return AnalysisRequest(
         metrics, candidate, stable, window=max(interval, now - started), model=str(model) if model else None

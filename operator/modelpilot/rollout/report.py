@@ -17,6 +17,7 @@ from modelpilot.rollout.fallback import (
     step_fallback,
 )
 from modelpilot.rollout.planners import DEFAULT_INTERVAL, fallback_config
+from modelpilot.rollout.state import Stage
 from modelpilot.rollout.status import parse_rfc3339, rfc3339, set_condition
 
 STEADY_RESYNC = 300.0
@@ -34,7 +35,7 @@ class Report(RolloutContext):
             return None, None
         previous = dict(self.status_in.get("fallback") or {})
         state = FallbackState.from_status(previous)
-        rollout_active = bool(candidate) and self.ro.get("state") == "running"
+        rollout_active = bool(candidate) and self.ro.stage is Stage.RUNNING
         weights = Weights(stable=100 - weight, candidate=weight)
         out = {k: v for k, v in previous.items() if k in ("lastCheckAt", "queueP95Ms", "requestRate")}
         if self.obs.load is not None:
@@ -70,7 +71,7 @@ class Report(RolloutContext):
 
     def finish(self, status: Mapping[str, Any], conditions: list[dict[str, Any]]) -> Decision:
         ro, now, gen = self.ro, self.now, self.generation
-        if not ro.get("stable"):  # nothing deployed yet (the first revision is still being optimised)
+        if not ro.stable:  # nothing deployed yet (the first revision is still being optimised)
             conditions = set_condition(conditions, ConditionType.PROGRESSING, *self.progress, gen, now)
             conditions = set_condition(
                 conditions,
@@ -85,22 +86,22 @@ class Report(RolloutContext):
                 "observedGeneration": gen,
                 "phase": self.phase.value,
                 "message": self.message,
-                "rollout": ro,
+                "rollout": ro.to_status(),
                 "conditions": conditions,
             }
             return Decision(
                 apply_children=False, status=new_status, events=self.events, requeue_after=self.requeue
             )
-        stable, candidate = ro["stable"], ro.get("candidate")
+        stable, candidate = ro.stable, ro.candidate
         replicas: dict[str, int] = {stable: self.replicas_wanted}
         killed = bool(self.spec.rollout.kill_switch)
         if candidate:
             # The kill switch holds the candidate at zero pods, so no route can reach it.
-            replicas[candidate] = 0 if ro.get("state") == "rolledBack" or killed else self.candidate_wanted()
-        blocked = ro.get("blocked")
+            replicas[candidate] = 0 if ro.stage is Stage.ROLLED_BACK or killed else self.candidate_wanted()
+        blocked = ro.blocked
         if blocked and blocked not in replicas:
             replicas[blocked] = 0
-        retiring = dict(ro.get("retiring") or {})
+        retiring = dict(ro.retiring or {})
         for rev, at in list(retiring.items()):
             if rev in (stable, candidate):
                 retiring.pop(rev)
@@ -112,10 +113,10 @@ class Report(RolloutContext):
             else:
                 retiring.pop(rev)  # deleted by the shell: it is no longer among the replicas
         if retiring:
-            ro["retiring"] = retiring
+            ro.retiring = retiring
         else:
-            ro.pop("retiring", None)
-        weight = int(ro.get("weight", 0)) if candidate and ro.get("state") == "running" else 0
+            ro.retiring = None
+        weight = ro.weight if candidate and ro.stage is Stage.RUNNING else 0
         stable_state = self.rev(stable)
         ready = self.available(stable)
         conditions = set_condition(
@@ -198,7 +199,7 @@ class Report(RolloutContext):
             "canaryWeight": weight,
             "ready": ready_text(stable_state, self.replicas_wanted),
             "revisions": revisions,
-            "rollout": ro,
+            "rollout": ro.to_status(),
             "conditions": conditions,
         }
         if candidate:
@@ -218,7 +219,7 @@ class Report(RolloutContext):
             fallback=fallback_route,
             stable=stable,
             # Weights, mirrors, matches and previews only ever come from a running rollout's step.
-            candidate=candidate if candidate and ro.get("state") == "running" and not killed else None,
+            candidate=candidate if candidate and ro.stage is Stage.RUNNING and not killed else None,
             suspend_flags=killed,
             weight=weight,
             mirror_percent=self.mirror,
