@@ -188,3 +188,15 @@ def test_a_module_over_400_lines_says_why_at_its_top():
         if text.count("\n") > 400 and "Why one module" not in (ast.get_docstring(ast.parse(text)) or ""):
             long.append(f"{module_name(path)}: {text.count(chr(10))} lines")
     assert not long, long
+
+
+def test_every_message_template_is_used_and_the_core_writes_no_other():
+    """api/messages.py is the one list of what users read (Argo's utils/conditions): no template is dead,
+    and the rollout core passes every event a template, never an inline f-string."""
+    from modelpilot.api import messages
+
+    templates = {n for n in vars(messages) if n.isupper()}
+    core = "\n".join(p.read_text() for p in modules_under("modelpilot.rollout"))
+    assert not {n for n in templates if f"messages.{n}" not in core}
+    inline = [line.strip() for line in core.splitlines() if "self.event(" in line and 'f"' in line]
+    assert not inline, inline

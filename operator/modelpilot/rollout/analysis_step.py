@@ -6,7 +6,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from modelpilot.api import defaults
+from modelpilot.api import defaults, messages
 from modelpilot.api.reasons import Phase, Reason
 from modelpilot.api.spec import parse_duration
 from modelpilot.rollout.checks import CheckOutcome, MetricVerdict, evaluate_check
@@ -74,25 +74,29 @@ class AnalysisSteps(RolloutContext):
                 self.event(
                     "Normal",
                     Reason.METRICS_UNAVAILABLE,
-                    f"metrics are back: step {index + 1} resumes at weight {ro.weight}%",
+                    messages.METRICS_BACK.format(step=index + 1, weight=ro.weight),
                 )
             if outcome.regression or (
                 outcome.outcome == "fail"
                 and ro.failures > int(config.get("failureLimit", DEFAULT_FAILURE_LIMIT))
             ):
                 reason = Reason.DRIFT_DETECTED if _is_drift(metrics, outcome) else Reason.ANALYSIS_FAILED
-                self._rollback(reason, "analysis failed: " + _describe(outcome))
+                self._rollback(reason, messages.ANALYSIS_FAILED.format(checks=_describe(outcome)))
                 return False
             if outcome.outcome == "inconclusive":
                 if outcome.unreachable:
                     self._metrics_outage(config, _describe(outcome))
                 else:
-                    self.message = "analysis inconclusive, extending: " + _describe(outcome)
+                    self.message = messages.INCONCLUSIVE.format(checks=_describe(outcome))
                     self.analysis_condition = (False, Reason.INCONCLUSIVE, self.message)
                     if ro.inconclusive > int(config.get("inconclusiveLimit", DEFAULT_INCONCLUSIVE_LIMIT)):
                         ro.paused_reason = Reason.INCONCLUSIVE.value
                         self.phase = Phase.PAUSED
-                        self.event("Warning", Reason.INCONCLUSIVE, "rollout paused: " + self.message)
+                        self.event(
+                            "Warning",
+                            Reason.INCONCLUSIVE,
+                            messages.INCONCLUSIVE_PAUSED.format(message=self.message),
+                        )
             else:
                 self.analysis_condition = (
                     outcome.outcome == "pass",
@@ -101,16 +105,13 @@ class AnalysisSteps(RolloutContext):
                 )
         if ro.metrics_unavailable_since and not ro.metrics_outage and self.obs.metrics is None:
             self.phase = Phase.PAUSED  # between checks, an outage still holds the step
-            self.message = "metrics unavailable, rollout waits for the next check" + _last_cause(ro)
+            self.message = messages.METRICS_WAIT_BETWEEN_CHECKS.format(cause=_last_cause(ro))
             self.analysis_condition = (False, Reason.METRICS_UNAVAILABLE, self.message)
         if ro.metrics_outage:
             self.phase = Phase.PAUSED
             self.mirror, self.match, self.preview = 0.0, None, None
             ro.weight = 0
-            self.message = (
-                "metrics unavailable for longer than the outage timeout: the candidate has no traffic until they "
-                f"return ({self.message})"
-            )
+            self.message = messages.METRICS_OUTAGE_HOLD.format(message=self.message)
             self.analysis_condition = (False, Reason.METRICS_UNAVAILABLE, self.message)
             self.wake(interval)
             return False
@@ -119,9 +120,8 @@ class AnalysisSteps(RolloutContext):
             rules = ", ".join(
                 f"{m.get('name')} by {m.get('passedBy', 'threshold')}" for m in last.get("metrics") or ()
             )
-            self.event(
-                "Normal", Reason.ANALYSIS_PASSED, f"step {index + 1} ({kind}) passed its analysis: {rules}"
-            )
+            passed = messages.ANALYSIS_PASSED.format(step=index + 1, kind=kind, rules=rules)
+            self.event("Normal", Reason.ANALYSIS_PASSED, passed)
             return True
         self.wake(interval)
         return False
@@ -132,7 +132,7 @@ class AnalysisSteps(RolloutContext):
         since = parse_rfc3339(ro.metrics_unavailable_since) or self.now
         ro.metrics_unavailable_since = rfc3339(since)
         self.phase = Phase.PAUSED
-        self.message = "metrics unavailable, rollout waits: " + described
+        self.message = messages.METRICS_WAIT.format(checks=described)
         self.analysis_condition = (False, Reason.METRICS_UNAVAILABLE, self.message)
         timeout = parse_duration(config.get("outageTimeout"), defaults.OUTAGE_TIMEOUT_SECONDS)
         if timeout is not None and self.now - since >= timeout and not ro.metrics_outage:
@@ -140,8 +140,7 @@ class AnalysisSteps(RolloutContext):
             self.event(
                 "Warning",
                 Reason.METRICS_UNAVAILABLE,
-                f"metrics unavailable for {self.now - since:.0f}s "
-                f"(outageTimeout {timeout:g}s): the candidate's traffic share is 0 until they return",
+                messages.METRICS_OUTAGE.format(seconds=self.now - since, timeout=timeout),
             )
 
     def _unconfounded(self, metrics: list[Mapping[str, Any]]) -> Mapping[str, MetricSample]:

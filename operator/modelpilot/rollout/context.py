@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from modelpilot.api import messages
 from modelpilot.api.reasons import Phase, Reason
 from modelpilot.api.spec import ModelDeploymentSpec
 from modelpilot.rollout.capacity import candidate_replicas
@@ -99,7 +100,7 @@ class RolloutContext:
         self.event(
             "Normal",
             Reason.REVISION_CREATED,
-            f"rolling out revision {revision} (stable {self.ro.stable})",
+            messages.ROLLING_OUT.format(revision=revision, stable=self.ro.stable),
         )
 
     def _promote(self) -> None:
@@ -112,7 +113,7 @@ class RolloutContext:
         ro.stage = Stage.IDLE
         ro.paused_reason = None
         self._retire(old)
-        self.event("Normal", Reason.PROMOTED, f"revision {new} promoted to stable (was {old})")
+        self.event("Normal", Reason.PROMOTED, messages.PROMOTED.format(new=new, old=old))
         self._steady()
 
     def _rollback(self, reason: str, message: str) -> None:
@@ -124,14 +125,18 @@ class RolloutContext:
         ro.rollback_reason = str(reason)
         ro.rollback_message = message
         ro.rolled_back_at = rfc3339(self.now)
-        self.event("Warning", Reason.ROLLED_BACK, f"rolled back revision {ro.candidate}: {message}")
+        self.event(
+            "Warning", Reason.ROLLED_BACK, messages.ROLLED_BACK.format(revision=ro.candidate, message=message)
+        )
         self._rolled_back_hold()
 
     def _rolled_back_hold(self) -> None:
         ro = self.ro
         self.phase = Phase.ROLLED_BACK
         reason = ro.rollback_reason or Reason.ROLLED_BACK
-        self.message = f"revision {ro.blocked} rolled back ({reason}): {ro.rollback_message or ''}"
+        self.message = messages.ROLLED_BACK_HOLD.format(
+            revision=ro.blocked, reason=reason, message=ro.rollback_message or ""
+        )
         self.progress = (False, Reason.ROLLED_BACK, self.message)
         self.degraded = (True, reason, self.message)
         self._steady(keep_phase=True)
@@ -142,13 +147,14 @@ class RolloutContext:
         if not keep_phase:
             if self.available(stable):
                 self.phase = Phase.READY
-                self.message = f"revision {stable} serving ({ready_text(state, self.replicas_wanted)} ready)"
+                self.message = messages.SERVING.format(
+                    revision=stable, ready=ready_text(state, self.replicas_wanted)
+                )
                 self.progress = (False, Reason.AVAILABLE, self.message)
             else:
                 self.phase = Phase.PROGRESSING
-                self.message = (
-                    f"waiting for revision {stable} pods ({ready_text(state, self.replicas_wanted)} ready)"
-                )
+                ready = ready_text(state, self.replicas_wanted)
+                self.message = messages.WAITING_FOR_STABLE.format(revision=stable, ready=ready)
                 self.progress = (True, Reason.WAITING_FOR_PODS, self.message)
                 if state and state.unschedulable_reason:
                     self.degraded = (True, state.unschedulable_reason, state.unschedulable_message)

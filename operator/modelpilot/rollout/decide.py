@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from modelpilot.api import messages
 from modelpilot.api.labels import REQUEST_ANNOTATION
 from modelpilot.api.reasons import ConditionType, Phase, Reason
 from modelpilot.api.spec import ModelDeploymentSpec, parse_duration
@@ -93,11 +94,13 @@ class _Machine(AnalysisSteps, GateSteps, Report):
         if not ro.stable:
             # First revision: it is the stable one as soon as it exists.
             ro.stable = self.desired
-            self.event("Normal", Reason.REVISION_CREATED, f"created revision {self.desired}")
+            self.event(
+                "Normal", Reason.REVISION_CREATED, messages.REVISION_CREATED.format(revision=self.desired)
+            )
         if action == "retry" and ro.blocked == self.desired:
             ro.blocked = None
             ro.candidate = None
-            self.event("Normal", Reason.ROLLOUT_STEP, f"retrying revision {self.desired} as requested")
+            self.event("Normal", Reason.ROLLOUT_STEP, messages.RETRYING.format(revision=self.desired))
         if self.desired == ro.stable:
             if ro.candidate:
                 self._retire(ro.take(RolloutState.candidate))
@@ -119,7 +122,7 @@ class _Machine(AnalysisSteps, GateSteps, Report):
             self.event(
                 "Normal",
                 Reason.MANUAL_PROMOTE,
-                f"revision {self.desired}: remaining steps skipped by request",
+                messages.STEPS_SKIPPED.format(revision=self.desired),
             )
             ro.step = len(self.spec.rollout.steps)
         if action == "promote":
@@ -128,7 +131,7 @@ class _Machine(AnalysisSteps, GateSteps, Report):
         if self.spec.rollout.kill_switch:
             ro.weight = 0
             self.phase = Phase.PAUSED
-            self.message = "kill switch on: 100% of traffic to stable"
+            self.message = messages.KILL_SWITCH
             self.progress = (False, Reason.KILL_SWITCH, self.message)
             if ro.paused_reason != Reason.KILL_SWITCH:
                 ro.paused_reason = Reason.KILL_SWITCH.value
@@ -147,15 +150,14 @@ class _Machine(AnalysisSteps, GateSteps, Report):
                 self.event(
                     "Warning",
                     Reason.OPTIMIZATION_FAILED,
-                    f"optimisation Job {job} failed (accuracy gate or conversion); revision {self.desired} "
-                    "is not deployed",
+                    messages.OPTIMIZATION_FAILED_EVENT.format(job=job, revision=self.desired),
                 )
-            self.message = f"optimisation Job {job} failed: revision {self.desired} is not deployed"
+            self.message = messages.OPTIMIZATION_FAILED.format(job=job, revision=self.desired)
             self.progress = (False, Reason.OPTIMIZATION_FAILED, self.message)
             self.degraded = (True, Reason.OPTIMIZATION_FAILED, self.message)
             self.phase = Phase.DEGRADED
             return
-        self.message = f"optimising the model for revision {self.desired}: Job {job}"
+        self.message = messages.OPTIMIZING.format(revision=self.desired, job=job)
         self.progress = (True, Reason.OPTIMIZING, self.message)
         self.phase = Phase.PROGRESSING
         self.wake(5.0)
@@ -179,9 +181,16 @@ class _Machine(AnalysisSteps, GateSteps, Report):
                     else Reason.PROGRESS_DEADLINE_EXCEEDED
                 )
                 detail = f": {state.unschedulable_message}" if state and state.unschedulable_message else ""
-                self._rollback(reason, f"candidate {candidate} not available within {deadline}s{detail}")
+                self._rollback(
+                    reason,
+                    messages.NOT_AVAILABLE_IN_TIME.format(
+                        candidate=candidate, deadline=deadline, detail=detail
+                    ),
+                )
                 return
-            self.message = f"waiting for candidate {candidate} pods ({ready_text(state, wanted)} ready)"
+            self.message = messages.WAITING_FOR_CANDIDATE.format(
+                candidate=candidate, ready=ready_text(state, wanted)
+            )
             self.progress = (True, Reason.WAITING_FOR_PODS, self.message)
             if not ro.pods_ready:
                 ro.step_started_at = rfc3339(self.now)  # steps start once the candidate is up
@@ -199,7 +208,7 @@ class _Machine(AnalysisSteps, GateSteps, Report):
                     if self.spec.rollout.paused
                     else "analysis inconclusive too often"
                 )
-                self.message = f"rollout paused at step {ro.step}: {why}"
+                self.message = messages.PAUSED.format(step=ro.step, why=why)
                 self.progress = (True, Reason.ROLLOUT_PAUSED, self.message)
                 return
         steps = self.spec.rollout.steps
@@ -209,7 +218,7 @@ class _Machine(AnalysisSteps, GateSteps, Report):
             if index >= len(steps):
                 if not self.available(candidate, self.replicas_wanted):
                     # Never send all traffic to a candidate sized for a canary share.
-                    self.message = f"scaling candidate {candidate} to full size before promotion"
+                    self.message = messages.SCALING_BEFORE_PROMOTION.format(candidate=candidate)
                     self.progress = (True, Reason.WAITING_FOR_PODS, self.message)
                     self.phase = Phase.PROGRESSING
                     self.wake(2.0)
@@ -224,7 +233,7 @@ class _Machine(AnalysisSteps, GateSteps, Report):
                 self.event(
                     "Normal",
                     Reason.MANUAL_PROMOTE,
-                    f"step {index + 1} ({step_kind(steps[index])}) skipped by request",
+                    messages.STEP_SKIPPED.format(step=index + 1, kind=step_kind(steps[index])),
                 )
                 self.phase = Phase.PROGRESSING
                 done = True
@@ -249,21 +258,21 @@ class _Machine(AnalysisSteps, GateSteps, Report):
         self.progress = (
             True,
             Reason.ROLLOUT_STEP,
-            f"step {index + 1}/{len(self.spec.rollout.steps)}: {kind}",
+            messages.STEP_RUNNING.format(step=index + 1, steps=len(self.spec.rollout.steps), kind=kind),
         )
         self.message = self.progress[2]
         if kind == "setWeight":
             self.event(
                 "Normal",
                 Reason.ROLLOUT_STEP,
-                f"step {index + 1}: weight {ro.weight}% to {ro.candidate}",
+                messages.STEP_WEIGHT.format(step=index + 1, weight=ro.weight, candidate=ro.candidate),
             )
             return True
         if kind == "pause":
             duration = parse_duration((step["pause"] or {}).get("duration"))
             if duration is None:  # until promoted: `modelpilot promote` sets skipStep
                 self.phase = Phase.PAUSED
-                self.message = f"paused at step {index + 1} until promoted"
+                self.message = messages.PAUSED_UNTIL_PROMOTED.format(step=index + 1)
                 return False
             if elapsed >= duration:
                 return True

@@ -6,6 +6,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from modelpilot.api import messages
 from modelpilot.api.reasons import Reason
 from modelpilot.gate.result import StepOutcome, step_outcome
 from modelpilot.gate.spec import parse_gate
@@ -22,14 +23,20 @@ class GateSteps(RolloutContext):
         gspec = parse_gate(raw)
         result = self.obs.gate
         if result is None:  # the shell replays when due; until then, wait
-            self.message = "gate: replaying labeled production traffic against both revisions"
+            self.message = messages.GATE_REPLAYING
             self.wake(GATE_RETRY)
             return False
         self.ro.gate = {**result.as_status(), "at": rfc3339(self.now)}
-        summary = (
-            f"gate {result.decision.value}: n={result.n}, {result.metric} candidate "
-            f"{_fmt(result.candidate_metric)} vs stable {_fmt(result.stable_metric)}, p={_fmt(result.p_value)}, "
-            f"margin {result.margin:g}, alpha {result.alpha:g}: {result.reason}"
+        summary = messages.GATE_SUMMARY.format(
+            decision=result.decision.value,
+            n=result.n,
+            metric=result.metric,
+            candidate=_fmt(result.candidate_metric),
+            stable=_fmt(result.stable_metric),
+            p=_fmt(result.p_value),
+            margin=result.margin,
+            alpha=result.alpha,
+            reason=result.reason,
         )
         outcome, why = step_outcome(result, gspec, started, self.now)
         if outcome is StepOutcome.PROCEED:
@@ -40,7 +47,7 @@ class GateSteps(RolloutContext):
             self._rollback(Reason.GATE_FAILED, f"{summary} ({why})")
             return False
         self.event("Normal", Reason.GATE_INCONCLUSIVE, summary)
-        self.message = f"gate inconclusive, waiting: {why}"
+        self.message = messages.GATE_WAITING.format(why=why)
         self.analysis_condition = (False, Reason.INCONCLUSIVE, self.message)
         self.wake(GATE_RETRY)
         return False
