@@ -17,7 +17,7 @@ The machine is assembled from one module per concern: `context` (state and trans
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from modelpilot.api import messages
@@ -261,23 +261,43 @@ class _Machine(AnalysisSteps, GateSteps, Report):
             messages.STEP_RUNNING.format(step=index + 1, steps=len(self.spec.rollout.steps), kind=kind),
         )
         self.message = self.progress[2]
-        if kind == "setWeight":
-            self.event(
-                "Normal",
-                Reason.ROLLOUT_STEP,
-                messages.STEP_WEIGHT.format(step=index + 1, weight=ro.weight, candidate=ro.candidate),
-            )
-            return True
-        if kind == "pause":
-            duration = parse_duration((step["pause"] or {}).get("duration"))
-            if duration is None:  # until promoted: `modelpilot promote` sets skipStep
-                self.phase = Phase.PAUSED
-                self.message = messages.PAUSED_UNTIL_PROMOTED.format(step=index + 1)
-                return False
-            if elapsed >= duration:
-                return True
-            self.wake(duration - elapsed)
+        return STEP_HANDLERS[kind](self, step, kind, index, started, elapsed)
+
+    def _set_weight_step(
+        self, step: Mapping[str, Any], kind: str, index: int, started: float, elapsed: float
+    ) -> bool:
+        """setWeight: the weight is already applied (weight_at); the step is done at once."""
+        message = messages.STEP_WEIGHT.format(
+            step=index + 1, weight=self.ro.weight, candidate=self.ro.candidate
+        )
+        self.event("Normal", Reason.ROLLOUT_STEP, message)
+        return True
+
+    def _pause_step(
+        self, step: Mapping[str, Any], kind: str, index: int, started: float, elapsed: float
+    ) -> bool:
+        """pause: for its duration, or until promoted when it has none."""
+        duration = parse_duration((step["pause"] or {}).get("duration"))
+        if duration is None:  # until promoted: `modelpilot promote` sets skipStep
+            self.phase = Phase.PAUSED
+            self.message = messages.PAUSED_UNTIL_PROMOTED.format(step=index + 1)
             return False
-        if kind == "gate":
-            return self._gate_step(step["gate"], started)
-        return self._analysed_step(step, kind, index, started, elapsed)
+        if elapsed >= duration:
+            return True
+        self.wake(duration - elapsed)
+        return False
+
+    def _gate_step_handler(
+        self, step: Mapping[str, Any], kind: str, index: int, started: float, elapsed: float
+    ) -> bool:
+        return self._gate_step(step["gate"], started)
+
+
+# One handler per step kind (steps.STEP_KINDS); each returns whether its step is done.
+StepHandler = Callable[[_Machine, Mapping[str, Any], str, int, float, float], bool]
+STEP_HANDLERS: dict[str, StepHandler] = {
+    "setWeight": _Machine._set_weight_step,
+    "pause": _Machine._pause_step,
+    "gate": _Machine._gate_step_handler,
+    **{kind: _Machine._analysed_step for kind in ANALYSED_STEPS},
+}

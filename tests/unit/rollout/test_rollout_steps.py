@@ -47,3 +47,10 @@ def test_before_any_weight_the_candidate_has_none():
 def test_an_unknown_step_is_refused():
     with pytest.raises(ValueError, match="unknown step"):
         step_kind({"wait": 1})
+
+
+def test_every_step_kind_has_its_handler():
+    from modelpilot.rollout.decide import STEP_HANDLERS
+    from modelpilot.rollout.steps import STEP_KINDS
+
+    assert set(STEP_HANDLERS) == set(STEP_KINDS)
