@@ -321,21 +321,7 @@ class Reconciler:
             self._apply_if_changed(preview, live_svcs.get(preview_name))
         elif preview_name in live_svcs:
             self.kube.delete("Service", preview_name, ns)
-        revisions = tuple(
-            sorted(r for r, n in decision.replicas.items() if n > 0) or [decision.stable or current]
-        )
-        plan = TrafficPlan(
-            stable=decision.stable or current,
-            revisions=revisions,
-            candidate=decision.candidate,
-            weight=decision.weight,
-            mirror_percent=decision.mirror_percent,
-            match=decision.match,
-            fallback_host=decision.fallback.host if decision.fallback else None,
-            fallback_port=decision.fallback.port if decision.fallback else 8000,
-            fallback_weight=decision.fallback.weight if decision.fallback else 0,
-            suspend_flags=decision.suspend_flags,
-        )
+        plan = TrafficPlan.of(decision, current)
         dr = destination_rule(owner, spec, plan)
         vs = virtual_service(owner, spec, plan)
         self._apply_if_changed(dr, self.kube.get("DestinationRule", owner.name, ns))

@@ -12,6 +12,7 @@ from typing import Any
 
 from modelpilot.api.labels import LABEL_COMPONENT, LABEL_REVISION
 from modelpilot.api.spec import ModelDeploymentSpec
+from modelpilot.rollout.decision import Decision
 from modelpilot.serving.manifests import Owner, _metadata, common_labels
 
 ISTIO_API_VERSION = "networking.istio.io/v1"
@@ -31,6 +32,25 @@ class TrafficPlan:
     fallback_port: int = 8000
     fallback_weight: int = 0
     suspend_flags: bool = False  # kill switch: flag routes are withdrawn until it is lifted
+
+    @classmethod
+    def of(cls, decision: Decision, current: str) -> TrafficPlan:
+        """The plan a Decision asks for; ``current`` is the stable revision when it names none."""
+        stable = decision.stable or current
+        revisions = tuple(sorted(r for r, n in decision.replicas.items() if n > 0) or [stable])
+        fallback = decision.fallback
+        return cls(
+            stable=stable,
+            revisions=revisions,
+            candidate=decision.candidate,
+            weight=decision.weight,
+            mirror_percent=decision.mirror_percent,
+            match=decision.match,
+            fallback_host=fallback.host if fallback else None,
+            fallback_port=fallback.port if fallback else 8000,
+            fallback_weight=fallback.weight if fallback else 0,
+            suspend_flags=decision.suspend_flags,
+        )
 
 
 def host(owner: Owner) -> str:

@@ -208,21 +208,7 @@ def decision_children(
         preview = manifests.revision_service(owner, decision.preview, capture)
         preview["metadata"]["name"] = f"{owner.name}-preview"
         out.append(preview)
-    revisions = tuple(
-        sorted(r for r, n in decision.replicas.items() if n > 0) or [decision.stable or current]
-    )
-    plan = TrafficPlan(
-        stable=decision.stable or current,
-        revisions=revisions,
-        candidate=decision.candidate,
-        weight=decision.weight,
-        mirror_percent=decision.mirror_percent,
-        match=decision.match,
-        fallback_host=decision.fallback.host if decision.fallback else None,
-        fallback_port=decision.fallback.port if decision.fallback else 8000,
-        fallback_weight=decision.fallback.weight if decision.fallback else 0,
-        suspend_flags=decision.suspend_flags,
-    )
+    plan = TrafficPlan.of(decision, current)
     out += [destination_rule(owner, spec, plan), virtual_service(owner, spec, plan)]
     return out
 
