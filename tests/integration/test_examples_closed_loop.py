@@ -531,9 +531,22 @@ def test_kill_switch_withdraws_flag_routes_and_lifting_it_resumes(operator, prom
             rollout_timeout(v2),
             "the canary's first analysis step",
         )
-        vs = virtual_service(kube, name, namespace)
-        assert {"flag-qa", "primary"} <= set(candidate_routes(vs, r2)), vs["spec"]["http"]
-        assert f"revision-{r2}" in [r.get("name") for r in vs["spec"]["http"]]
+
+        def routed() -> bool:
+            # The status is recorded before the children are applied (a crash between them resumes from
+            # the record), so the routes follow the status within the same pass: wait for them.
+            vs = virtual_service(kube, name, namespace)
+            return {"flag-qa", "primary"} <= set(candidate_routes(vs, r2)) and f"revision-{r2}" in [
+                r.get("name") for r in vs["spec"]["http"]
+            ]
+
+        wait_for(
+            routed,
+            20,
+            0.2,
+            what="the candidate's flag, primary and revision-header routes",
+            diagnose=lambda: str(virtual_service(kube, name, namespace).get("spec")),
+        )
         seen = {a.request_id for a in loop.driver.answers}
         wait_for(
             lambda: {(a.client, a.revision) for a in new_answers(loop, seen)} >= {("qa", r2), ("pinned", r2)},
