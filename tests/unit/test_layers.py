@@ -200,3 +200,16 @@ def test_every_message_template_is_used_and_the_core_writes_no_other():
     assert not {n for n in templates if f"messages.{n}" not in core}
     inline = [line.strip() for line in core.splitlines() if "self.event(" in line and 'f"' in line]
     assert not inline, inline
+
+
+def test_no_module_imports_another_modules_private_names():
+    leaks = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("modelpilot"):
+                leaks += [
+                    f"{module_name(path)} -> {node.module}.{a.name}"
+                    for a in node.names
+                    if a.name.startswith("_") and not a.name.startswith("__")
+                ]
+    assert not leaks, leaks

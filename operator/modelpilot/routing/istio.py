@@ -13,7 +13,7 @@ from typing import Any
 from modelpilot.api.labels import LABEL_COMPONENT, LABEL_REVISION
 from modelpilot.api.spec import ModelDeploymentSpec
 from modelpilot.rollout.decision import Decision
-from modelpilot.serving.manifests import Owner, _metadata, common_labels
+from modelpilot.serving.manifests import Owner, child_metadata, common_labels
 
 ISTIO_API_VERSION = "networking.istio.io/v1"
 
@@ -62,7 +62,7 @@ def destination_rule(owner: Owner, spec: ModelDeploymentSpec, plan: TrafficPlan)
     return {
         "apiVersion": ISTIO_API_VERSION,
         "kind": "DestinationRule",
-        "metadata": _metadata(owner, owner.name, {**common_labels(owner), LABEL_COMPONENT: "routing"}),
+        "metadata": child_metadata(owner, owner.name, {**common_labels(owner), LABEL_COMPONENT: "routing"}),
         "spec": {
             "host": host(owner),
             "trafficPolicy": {"loadBalancer": {"simple": spec.traffic.load_balancer}},
@@ -161,7 +161,7 @@ def virtual_service(owner: Owner, spec: ModelDeploymentSpec, plan: TrafficPlan) 
     return {
         "apiVersion": ISTIO_API_VERSION,
         "kind": "VirtualService",
-        "metadata": _metadata(owner, owner.name, {**common_labels(owner), LABEL_COMPONENT: "routing"}),
+        "metadata": child_metadata(owner, owner.name, {**common_labels(owner), LABEL_COMPONENT: "routing"}),
         "spec": {
             "hosts": hosts,
             "gateways": list(spec.traffic.gateways),

@@ -84,7 +84,7 @@ def revision_labels(owner: Owner, revision: str) -> dict[str, str]:
     return {**common_labels(owner), "version": revision, LABEL_REVISION: revision}
 
 
-def _metadata(
+def child_metadata(
     owner: Owner, name: str, labels: Mapping[str, str], annotations: Mapping[str, str] | None = None
 ):
     meta: dict[str, Any] = {
@@ -124,7 +124,7 @@ def config_map(owner: Owner, spec: ModelDeploymentSpec, revision: str) -> dict[s
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": _metadata(
+        "metadata": child_metadata(
             owner,
             f"{revision_name(owner, revision)}-config",
             {**revision_labels(owner, revision), LABEL_COMPONENT: "model-config"},
@@ -369,7 +369,7 @@ def deployment(
     manifest = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": _metadata(
+        "metadata": child_metadata(
             owner,
             revision_name(owner, revision),
             {**revision_labels(owner, revision), LABEL_COMPONENT: "triton"},
@@ -428,7 +428,7 @@ def revision_service(owner: Owner, revision: str, capture: bool = False) -> dict
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _metadata(
+        "metadata": child_metadata(
             owner,
             revision_name(owner, revision),
             {**revision_labels(owner, revision), LABEL_COMPONENT: "revision"},
@@ -445,6 +445,6 @@ def stable_service(owner: Owner, capture: bool = False) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _metadata(owner, owner.name, {**common_labels(owner), LABEL_COMPONENT: "stable"}),
+        "metadata": child_metadata(owner, owner.name, {**common_labels(owner), LABEL_COMPONENT: "stable"}),
         "spec": {"selector": {LABEL_DEPLOYMENT: owner.name}, "ports": _service_ports(capture)},
     }

@@ -8,20 +8,37 @@ from modelpilot.rollout.state import RolloutState, Stage
 def test_absence_reads_as_the_fields_neutral_value():
     st = RolloutState({})
     assert (st.stable, st.step, st.weight, st.pods_ready, st.stage, st.checks, st.sequential) == (
-        None, 0, 0, False, None, [], {},
-    )  # fmt: skip
+        None,
+        0,
+        0,
+        False,
+        None,
+        [],
+        {},
+    )
     assert st.to_status() == {}, "reading writes nothing"
 
 
 def test_writes_use_the_status_keys_and_none_or_false_removes_them():
     st = RolloutState({"kept": {"by": "someone else"}})
     st.candidate, st.stage, st.step, st.pods_ready, st.metrics_outage = "abc", Stage.RUNNING, 2, True, True
-    assert st.to_status() == {"kept": {"by": "someone else"}, "candidate": "abc", "state": "running", "step": 2,
-                              "podsReady": True, "metricsOutage": True}  # fmt: skip
+    assert st.to_status() == {
+        "kept": {"by": "someone else"},
+        "candidate": "abc",
+        "state": "running",
+        "step": 2,
+        "podsReady": True,
+        "metricsOutage": True,
+    }
     st.candidate, st.pods_ready = None, False
     st.weight = 0  # a number is kept at zero: the status says the candidate has no share
-    assert st.to_status() == {"kept": {"by": "someone else"}, "state": "running", "step": 2, "metricsOutage": True,
-                              "weight": 0}  # fmt: skip
+    assert st.to_status() == {
+        "kept": {"by": "someone else"},
+        "state": "running",
+        "step": 2,
+        "metricsOutage": True,
+        "weight": 0,
+    }
     assert st.take(RolloutState.metrics_outage) is True and "metricsOutage" not in st.to_status()
     assert st.take(RolloutState.metrics_outage) is False
 
