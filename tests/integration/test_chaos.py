@@ -1062,8 +1062,14 @@ def test_prometheus_outage_mid_analysis_pauses_cuts_and_recovers(
             what="both promoted after recovery",
             diagnose=lambda: f"{[status_of(kube, ns, n) for n in revs]}",
         )
-        for n in done:
-            assert primary(kube.get("VirtualService", n, ns)) == {revs[n][1]: 100}
+        # The promotion is recorded before the routes are applied: they follow within a pass.
+        wait_for(
+            lambda: all(primary(kube.get("VirtualService", n, ns)) == {revs[n][1]: 100} for n in done),
+            20,
+            0.3,
+            what="the promoted revisions' routes",
+            diagnose=lambda: f"{[kube.get('VirtualService', n, ns)['spec'] for n in done]}",
+        )
         back = [
             e
             for e in kube.list("Event", ns)

@@ -140,6 +140,17 @@ def weights(kube, ns: str, name: str) -> dict[str, int]:
     return {r["destination"]["subset"]: r.get("weight", 0) for r in vs["spec"]["http"][-1]["route"]}
 
 
+def routed(kube, ns: str, name: str, expected: dict[str, int]) -> None:
+    """Wait for the routes to follow a recorded decision: status is written first, the children within a pass."""
+    wait_for(
+        lambda: weights(kube, ns, name) == expected,
+        20,
+        0.2,
+        what=f"routes {expected}",
+        diagnose=lambda: str(weights(kube, ns, name)),
+    )
+
+
 def test_healthy_canary_walks_its_steps_and_promotes(operator, prometheus, kube, api_client, namespace):
     steps = [
         {"setWeight": 20},
@@ -168,7 +179,7 @@ def test_healthy_canary_walks_its_steps_and_promotes(operator, prometheus, kube,
             diagnose=lambda: f"{status(kube, namespace, 'canary')}\n{operator.log_tail()}",
         )
     assert {20, 60} <= seen, seen
-    assert weights(kube, namespace, "canary") == {cand: 100}
+    routed(kube, namespace, "canary", {cand: 100})
     assert status(kube, namespace, "canary")["phase"] == "Ready"
     # The operator's own /metrics report the phase, the weight and the analysis verdicts.
     metrics = operator.metrics_text()
@@ -206,9 +217,14 @@ def test_error_regression_rolls_back(operator, prometheus, kube, api_client, nam
     assert st["stableRevision"] == stable
     assert st["rollout"]["rollbackReason"] == "AnalysisFailed"
     assert "errors=" in st["rollout"]["rollbackMessage"]
-    assert weights(kube, namespace, "errs") == {stable: 100}
+    routed(kube, namespace, "errs", {stable: 100})
     assert "mirror" not in kube.get("VirtualService", "errs", namespace)["spec"]["http"][-1]
-    assert kube.get("Deployment", f"errs-{cand}", namespace)["spec"]["replicas"] == 0
+    wait_for(
+        lambda: kube.get("Deployment", f"errs-{cand}", namespace)["spec"]["replicas"] == 0,
+        20,
+        0.2,
+        what="the rolled-back candidate scaled to 0 (after its routes)",
+    )
     events = [e for e in kube.list("Event", namespace) if e["reason"] == "RolledBack"]
     assert events and events[0]["type"] == "Warning" and "errors=" in events[0]["message"]
 
@@ -341,7 +357,7 @@ def test_manual_abort_and_retry(operator, kube, api_client, namespace):
     assert cli(["abort", "manual", "-n", namespace, "--kubeconfig", str(kube_config_path())]) == 0
     st = _rolled_back(kube, namespace, "manual", operator, 30)
     assert st["rollout"]["rollbackReason"] == "ManualAbort"
-    assert weights(kube, namespace, "manual") == {stable: 100}
+    routed(kube, namespace, "manual", {stable: 100})
     time.sleep(2)
     assert status(kube, namespace, "manual")["phase"] == "RolledBack", (
         "an aborted revision is not retried by itself"
