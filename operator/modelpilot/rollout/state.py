@@ -112,10 +112,6 @@ class RolloutState:
         """What goes back into ``status.rollout``."""
         return self.raw
 
-    @property
-    def running(self) -> bool:
-        return self.stage is Stage.RUNNING
-
     def take(self, field: _Field[T]) -> T:
         """Read a field and remove it: a one-shot value (a promote request, an outage mark)."""
         value = field.__get__(self, type(self))
