@@ -93,7 +93,7 @@ class Case:
 # one scheduling hiccup, and a healthy canary rolls back).
 # fmt: off
 CASES = (
-    # 5 % canary for 10 min, checked every minute, inconclusiveLimit 10: 20x -> 30 s at 7.5 req/s, 225 requests.
+    # 10 % canary for 10 min, checked every minute, inconclusiveLimit 25: 20x -> 30 s at 15 req/s, 450 requests.
     Case("canary", 20, {"rollout": 150}),
     # A/B on x-user-group: beta (30 % of the users), hours long: 480x, so that the 2 h A/B step takes 15 s; the
     # A/B step is analysed with spec.rollout.analysis (5 min checks: 0.6 s here, 48 of them).

@@ -368,15 +368,30 @@ PREDICTED_CLASS = MONITOR_PREFIX + "predicted_class_total"
 LABEL_OUTCOMES = MONITOR_PREFIX + "label_outcomes_total"
 
 
+def monitor_counted_since(series: str, by: str, window: Window) -> str:
+    """How much a monitor counter grew over ``window``, exactly: now minus its value ``window`` ago.
+
+    Not ``increase()``: that extrapolates to the window's edges, and the monitor's counters move in
+    batches (once per evaluation), so ``increase()`` over a step read the batch's slope past the last
+    scrape and overcounted by about 10 %, letting a ``minSamples`` floor pass on fewer samples. The
+    monitor persists its counters and they never go down (``monitor.analyzer.Counters``), so the
+    plain difference is exact; a series born inside the window counts from 0, and a lost monitor
+    volume (the one way a counter drops) gives no negative counts (``clamp_min``): it undercounts.
+    """
+    now = f"sum by ({by}) ({series})"
+    then = f"sum by ({by}) ({series} offset {promql_duration(window)})"
+    return f"clamp_min({now} - ({then} or 0 * {now}), 0)"
+
+
 def monitor_class_counts(ref: RevisionRef, window: Window, *, output: str | None = None) -> str:
     """Predictions per (output, class) over ``window``: the counts behind the prediction-drift test."""
     selector = _monitor_selector(ref, {"output": output} if output else None)
-    return f"sum by (output, class) (increase({PREDICTED_CLASS}{selector}[{promql_duration(window)}]))"
+    return monitor_counted_since(f"{PREDICTED_CLASS}{selector}", "output, class", window)
 
 
 def monitor_label_outcomes(ref: RevisionRef, window: Window) -> str:
     """Joined labels per outcome (correct, incorrect) over ``window``: the counts behind accuracy."""
-    return f"sum by (outcome) (increase({LABEL_OUTCOMES}{_monitor_selector(ref)}[{promql_duration(window)}]))"
+    return monitor_counted_since(f"{LABEL_OUTCOMES}{_monitor_selector(ref)}", "outcome", window)
 
 
 SHADOW_PAIRS = MONITOR_PREFIX + "shadow_pairs_total"
@@ -385,7 +400,7 @@ SHADOW_PAIRS = MONITOR_PREFIX + "shadow_pairs_total"
 def monitor_shadow_pairs(ref: RevisionRef, baseline: RevisionRef, window: Window) -> str:
     """Paired shadow answers per outcome (agree, disagree) of candidate ``ref`` against ``baseline``."""
     selector = _monitor_selector(ref, {"baseline": baseline.revision})
-    return f"sum by (outcome) (increase({SHADOW_PAIRS}{selector}[{promql_duration(window)}]))"
+    return monitor_counted_since(f"{SHADOW_PAIRS}{selector}", "outcome", window)
 
 
 def monitor_evaluation_age(ref: RevisionRef) -> str:

@@ -2,7 +2,7 @@
 
 Two kinds of metric:
 - counters for the sequential tests (`predictionDrift`: predicted classes per arm; `accuracy`:
-  label outcomes per arm; `shadowAgreement`: paired shadow answers), read with `increase()`;
+  label outcomes per arm; `shadowAgreement`: paired shadow answers), read as their exact growth since the step started;
 - gauges (drift scores, windowed quality), trusted only while the monitor keeps evaluating: a
   value older than two evaluation intervals is stale, hence inconclusive.
 """
