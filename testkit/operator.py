@@ -148,7 +148,14 @@ class OperatorProcess:
         return args
 
     def _env(self) -> dict[str, str]:
-        env = {**os.environ, "MODELPILOT_WORKERS": "4", **self.extra_env}
+        # What the chart's pod gives it through the downward API: who and where the operator is.
+        env = {
+            **os.environ,
+            "MODELPILOT_WORKERS": "4",
+            "POD_NAMESPACE": OPERATOR_NAMESPACE,
+            "MODELPILOT_SERVICE_ACCOUNT": SERVICE_ACCOUNT,
+            **self.extra_env,
+        }
         if self.prometheus_url:
             env["MODELPILOT_PROMETHEUS_URL"] = self.prometheus_url
         return env

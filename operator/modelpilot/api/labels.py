@@ -13,6 +13,9 @@ GPU_RESOURCE = "nvidia.com/gpu"
 GPU_TAINT_KEY = "nvidia.com/gpu"
 POOL_LABEL = "modelpilot.io/pool"
 LABEL_MONITOR_CLIENT = "modelpilot.io/monitor-client"  # pods allowed to reach the monitor (NetworkPolicy)
+LABEL_MONITOR_NAMESPACE = (
+    "modelpilot.io/monitor-namespace"  # on the monitor's cluster-scoped TokenReview binding
+)
 ANNOTATION_MONITOR_CONFIG_HASH = (
     "modelpilot.io/monitor-config-hash"  # restarts the monitor on a config change
 )

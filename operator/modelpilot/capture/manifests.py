@@ -27,6 +27,7 @@ __all__ = [
     "restricted_key",
     "sidecar_container",
     "spool_volume",
+    "token_volume",
 ]
 
 CAPTURE_CONTAINER = "modelpilot-capture"
@@ -44,6 +45,15 @@ SPOOL_MAX_BYTES = 256 << 20
 SPOOL_SIZE_LIMIT = "512Mi"
 
 
+# The sidecar's credential for the monitor: a projected ServiceAccount token minted for the monitor's
+# audience only (the API server refuses it, so a leaked one opens nothing else), rotated by kubelet
+# and re-read by the shipper on every POST. The pod's default API token stays unmounted.
+TOKEN_VOLUME = "modelpilot-monitor-token"
+TOKEN_MOUNT = "/var/run/secrets/modelpilot/monitor"
+TOKEN_AUDIENCE = "modelpilot-monitor"  # modelpilot.monitor.auth.AUDIENCE (capture imports nothing of it)
+TOKEN_EXPIRATION_S = 3600
+
+
 def _format_rate(rate: float) -> str:
     # repr() gives the shortest round-tripping text: 0.1 stays "0.1", 1 becomes "1.0".
     return repr(float(rate))
@@ -52,6 +62,24 @@ def _format_rate(rate: float) -> str:
 def spool_volume() -> dict[str, Any]:
     """The pod volume the sidecar's spool lives on (pod_template adds it next to the container)."""
     return {"name": SPOOL_VOLUME, "emptyDir": {"sizeLimit": SPOOL_SIZE_LIMIT}}
+
+
+def token_volume() -> dict[str, Any]:
+    """The projected token the sidecar authenticates to the monitor with (pod_template adds it)."""
+    return {
+        "name": TOKEN_VOLUME,
+        "projected": {
+            "sources": [
+                {
+                    "serviceAccountToken": {
+                        "audience": TOKEN_AUDIENCE,
+                        "expirationSeconds": TOKEN_EXPIRATION_S,
+                        "path": "token",
+                    }
+                }
+            ]
+        },
+    }
 
 
 def restricted_key(owner_uid: str, revision: str) -> str:
@@ -80,7 +108,8 @@ def sidecar_container(
     still lets the scheduler account for it, and ``resources`` replaces the defaults for busy
     models (docs/capture.md has CPU per request). Memory is limited: bodies are streamed, capture
     buffers share a 64 MiB budget, and records wait on disk (the ``capture-spool`` volume, which
-    the pod must define: ``spool_volume()``), not in memory.
+    the pod must define: ``spool_volume()``), not in memory. It authenticates to the monitor with
+    the projected token of ``token_volume()``, which the pod must define too.
     """
     if not model or not revision:
         raise ValueError("model and revision must not be empty")
@@ -110,9 +139,13 @@ def sidecar_container(
             {"name": "MODELPILOT_LISTEN", "value": f"0.0.0.0:{port}"},
             {"name": "MODELPILOT_SPOOL_DIR", "value": SPOOL_MOUNT},
             {"name": "MODELPILOT_SPOOL_MAX_BYTES", "value": str(SPOOL_MAX_BYTES)},
+            {"name": "MODELPILOT_MONITOR_TOKEN_FILE", "value": f"{TOKEN_MOUNT}/token"},
         ],
         "ports": [{"name": CAPTURE_PORT_NAME, "containerPort": port, "protocol": "TCP"}],
-        "volumeMounts": [{"name": SPOOL_VOLUME, "mountPath": SPOOL_MOUNT}],
+        "volumeMounts": [
+            {"name": SPOOL_VOLUME, "mountPath": SPOOL_MOUNT},
+            {"name": TOKEN_VOLUME, "mountPath": TOKEN_MOUNT, "readOnly": True},
+        ],
         "resources": copy.deepcopy(dict(resources))
         if resources is not None
         else {

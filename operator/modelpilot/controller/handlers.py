@@ -51,6 +51,7 @@ def build_reconciler(kube: KubeClient) -> Reconciler:
     """The reconciler with its metric provider, configured from the environment."""
     from modelpilot.controller.gate import GateRunner
     from modelpilot.controller.measure import PrometheusLoad, PrometheusMeasure
+    from modelpilot.controller.monitoring import monitor_settings_from_env
 
     prometheus_url = os.environ.get("MODELPILOT_PROMETHEUS_URL", "")
     measure = (
@@ -62,6 +63,14 @@ def build_reconciler(kube: KubeClient) -> Reconciler:
     load = PrometheusLoad(measure.provider) if measure else None
     policy = load_policy(os.environ)
     log.info("ModelDeployment policy: %s", policy.to_dict())
+    monitors = monitor_settings_from_env(os.environ, init_image)
+    log.info(
+        "namespace monitors: auth=%s networkPolicy=%s tokenReviewRole=%s reader=%s",
+        monitors.auth,
+        monitors.network_policy,
+        monitors.token_review_role,
+        monitors.operator_username,
+    )
     return Reconciler(
         kube=kube,
         measure=measure,
@@ -70,6 +79,7 @@ def build_reconciler(kube: KubeClient) -> Reconciler:
         init_image=init_image,
         prometheus_url=prometheus_url or None,
         policy=policy,
+        monitor_settings=monitors,
     )
 
 

@@ -7,12 +7,75 @@ labels and predictions outlive the models that produced them.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from modelpilot.api.labels import LABEL_MONITOR_NAMESPACE
 from modelpilot.controller.kube import KubeClient
 from modelpilot.monitor.config import ConfigError
-from modelpilot.monitor.manifests import MonitoredModel, MonitorSettings, monitor_manifests, selector
+from modelpilot.monitor.identity import TOKEN_REVIEW_ROLE
+from modelpilot.monitor.manifests import (
+    PROMETHEUS_PEERS,
+    MonitoredModel,
+    MonitorSettings,
+    monitor_manifests,
+    selector,
+)
+
+MONITOR_AUTH_ENV = "MODELPILOT_MONITOR_AUTH"
+MONITOR_NETWORK_POLICY_ENV = "MODELPILOT_MONITOR_NETWORK_POLICY"
+MONITOR_TOKEN_REVIEW_ROLE_ENV = "MODELPILOT_MONITOR_TOKENREVIEW_ROLE"
+MONITOR_METRICS_ENV = "MODELPILOT_MONITOR_METRICS"
+MONITOR_METRICS_READERS_ENV = "MODELPILOT_MONITOR_METRICS_READERS"
+MONITOR_METRICS_FROM_ENV = "MODELPILOT_MONITOR_METRICS_FROM"
+OPERATOR_SERVICE_ACCOUNT_ENV = "MODELPILOT_SERVICE_ACCOUNT"
+OPERATOR_NAMESPACE_ENV = "POD_NAMESPACE"
+
+
+def monitor_settings_from_env(env: Mapping[str, str], image: str) -> MonitorSettings:
+    """How the operator deploys namespace monitors; secure unless told otherwise.
+
+    - ``MODELPILOT_MONITOR_AUTH``: ``tokenreview`` (the default: every call needs a projected token
+      for the monitor's audience, scoped per model) or ``none`` (open, with a warning in its log);
+    - ``MODELPILOT_MONITOR_NETWORK_POLICY``: ``true`` (default) or ``false``;
+    - ``MODELPILOT_MONITOR_TOKENREVIEW_ROLE``: the ClusterRole the operator binds each monitor to
+      (default ``modelpilot-monitor-tokenreview``); empty: the installer binds them (namespace scope);
+    - ``MODELPILOT_MONITOR_METRICS``: ``open`` (default: ``/metrics`` needs no token, aggregates
+      only) or ``token`` (scrapers need one, of a principal in ``MODELPILOT_MONITOR_METRICS_READERS``,
+      comma-separated); ``MODELPILOT_MONITOR_METRICS_FROM``: the scrapers as NetworkPolicy peers
+      (JSON; default: Prometheus Operator's pods in any namespace);
+    - ``POD_NAMESPACE`` and ``MODELPILOT_SERVICE_ACCOUNT``: the operator's own identity, the reader of
+      every model (the gate's replays), and where its pods are for the NetworkPolicy.
+    """
+    auth = (env.get(MONITOR_AUTH_ENV) or "tokenreview").strip().lower()
+    if auth not in ("tokenreview", "none"):
+        raise ValueError(f"{MONITOR_AUTH_ENV} must be tokenreview or none, got {auth!r}")
+    policy = (env.get(MONITOR_NETWORK_POLICY_ENV) or "true").strip().lower()
+    if policy not in ("true", "false"):
+        raise ValueError(f"{MONITOR_NETWORK_POLICY_ENV} must be true or false, got {policy!r}")
+    role = env.get(MONITOR_TOKEN_REVIEW_ROLE_ENV, TOKEN_REVIEW_ROLE).strip()
+    metrics = (env.get(MONITOR_METRICS_ENV) or "open").strip().lower()
+    if metrics not in ("open", "token"):
+        raise ValueError(f"{MONITOR_METRICS_ENV} must be open or token, got {metrics!r}")
+    readers = tuple(r.strip() for r in (env.get(MONITOR_METRICS_READERS_ENV) or "").split(",") if r.strip())
+    peers = (
+        json.loads(env[MONITOR_METRICS_FROM_ENV]) if env.get(MONITOR_METRICS_FROM_ENV) else PROMETHEUS_PEERS
+    )
+    if not isinstance(peers, list | tuple) or not all(isinstance(p, dict) for p in peers):
+        raise ValueError(f"{MONITOR_METRICS_FROM_ENV} must be a JSON list of NetworkPolicy peers")
+    namespace, account = env.get(OPERATOR_NAMESPACE_ENV), env.get(OPERATOR_SERVICE_ACCOUNT_ENV)
+    return MonitorSettings(
+        image=image,
+        auth=auth,
+        network_policy=policy == "true",
+        token_review_role=(role or None) if auth == "tokenreview" else None,
+        operator_username=f"system:serviceaccount:{namespace}:{account}" if namespace and account else None,
+        operator_namespace=namespace or None,
+        open_metrics=metrics == "open",
+        metrics_readers=readers,
+        metrics_peers=tuple(peers),
+    )
 
 
 class NamespaceMonitors:
@@ -48,13 +111,29 @@ class NamespaceMonitors:
             )
         return out
 
+    def kinds(self) -> tuple[str, ...]:
+        """The namespaced kinds this operator's settings make for a monitor (and so may delete)."""
+        kinds = ("ConfigMap", "Deployment", "Service")
+        if self.settings.auth == "tokenreview" and not self.settings.service_account_name:
+            kinds += ("ServiceAccount",)
+        if self.settings.network_policy:
+            kinds += ("NetworkPolicy",)
+        return kinds
+
     def reconcile(self, namespace: str, stable_revisions: Mapping[str, str | None]) -> None:
         models = self.models(namespace, stable_revisions)
         live = {
             (o["kind"], o["metadata"]["name"]): o
-            for kind in ("ConfigMap", "Deployment", "Service")
+            for kind in self.kinds()
             for o in self.kube.list(kind, namespace, selector())
         }
+        if self.settings.token_review_role:
+            # Cluster-scoped: found by the namespace it serves, not by where it lives.
+            scope = {**selector(), LABEL_MONITOR_NAMESPACE: namespace}
+            live.update(
+                (("ClusterRoleBinding", o["metadata"]["name"]), o)
+                for o in self.kube.list("ClusterRoleBinding", None, scope)
+            )
         if not models and not live:
             return
         try:

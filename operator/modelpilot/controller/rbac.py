@@ -12,13 +12,16 @@ fails on a missing or an extra permission. How each client call maps to a verb:
   subresource apply only ever updates (a subresource is never created), so it needs patch only;
 - a kind kopf watches (`kopf.on.event`) -> list and watch.
 
-No Secrets, no Nodes, no RBAC objects, no writes to the ModelDeployment's spec or metadata: kopf
-event handlers write nothing to the objects they watch.
+No Secrets, no Nodes, no writes to the ModelDeployment's spec or metadata (kopf event handlers write
+nothing to the objects they watch), and one kind of RBAC object only: the namespace monitors'
+TokenReview bindings, to one role (CLUSTER_WIDE_RULES).
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from modelpilot.monitor.identity import TOKEN_REVIEW_ROLE, token_review_role
 
 # Namespaced rules: a Role in each watched namespace (namespace scope), or part of the ClusterRole.
 NAMESPACED_RULES: list[dict[str, Any]] = [
@@ -50,6 +53,18 @@ NAMESPACED_RULES: list[dict[str, Any]] = [
     {
         "apiGroups": [""],
         "resources": ["configmaps", "services"],
+        "verbs": ["list", "create", "patch", "delete"],
+    },
+    {
+        # The namespace monitor's own ServiceAccount (it reviews callers' tokens with it).
+        "apiGroups": [""],
+        "resources": ["serviceaccounts"],
+        "verbs": ["list", "create", "patch", "delete"],
+    },
+    {
+        # Only capture sidecars, the operator and labelled clients reach the namespace monitor.
+        "apiGroups": ["networking.k8s.io"],
+        "resources": ["networkpolicies"],
         "verbs": ["list", "create", "patch", "delete"],
     },
     {
@@ -112,9 +127,23 @@ CLUSTER_RULES: list[dict[str, Any]] = [
     {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
 ]
 
-# Only a cluster-wide operator peers through a ClusterKopfPeering.
+# Only a cluster-wide operator peers through a ClusterKopfPeering, and binds each namespace monitor's
+# ServiceAccount to the one ClusterRole that lets it review tokens (TokenReview is cluster-scoped, so
+# a RoleBinding cannot grant it). `bind` is limited to that role: the operator can create bindings of
+# no other role it does not itself hold. In namespace scope the chart makes those bindings instead.
 CLUSTER_WIDE_RULES: list[dict[str, Any]] = [
     {"apiGroups": ["kopf.dev"], "resources": ["clusterkopfpeerings"], "verbs": ["list", "watch", "patch"]},
+    {
+        "apiGroups": ["rbac.authorization.k8s.io"],
+        "resources": ["clusterrolebindings"],
+        "verbs": ["list", "create", "patch", "delete"],
+    },
+    {
+        "apiGroups": ["rbac.authorization.k8s.io"],
+        "resources": ["clusterroles"],
+        "verbs": ["bind"],
+        "resourceNames": [TOKEN_REVIEW_ROLE],
+    },
 ]
 
 LABELS = {"app.kubernetes.io/name": "modelpilot"}
@@ -165,6 +194,7 @@ def service_account_bindings(
             "metadata": {"name": service_account, "namespace": namespace},
         }
     ]
+    objs.append(token_review_role())  # what the monitors' bindings refer to
     if cluster_wide:
         role = cluster_role()
         return [*objs, role, _binding("ClusterRoleBinding", role["metadata"]["name"], "ClusterRole", subject)]

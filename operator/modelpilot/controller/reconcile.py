@@ -70,13 +70,15 @@ class Reconciler:
     clock: Callable[[], float] = time.time
     prometheus_url: str | None = None  # for KEDA's Prometheus trigger
     policy: Policy = field(default_factory=Policy)  # images, ServiceAccounts and Secrets a spec may use
+    monitor_settings: MonitorSettings | None = None  # None: an open monitor (unit tests); see handlers
     monitors: NamespaceMonitors = field(init=False)
     autoscalers: Autoscalers = field(init=False)
     optimizer: Optimizer = field(init=False)
     _failures: dict[tuple[str, str], int] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.monitors = NamespaceMonitors(self.kube, MonitorSettings(image=self.init_image), is_subset)
+        settings = self.monitor_settings or MonitorSettings(image=self.init_image)
+        self.monitors = NamespaceMonitors(self.kube, settings, is_subset)
         self.autoscalers = Autoscalers(self.kube, is_subset, self.prometheus_url)
         self.optimizer = Optimizer(self.kube, self.init_image)
 
@@ -148,6 +150,9 @@ class Reconciler:
         body = self.kube.get("ModelDeployment", name, namespace)
         if body is None or body["metadata"].get("deletionTimestamp"):
             opmetrics.forget(namespace, name)
+            # The namespace monitor without this model: its config entry goes, and with the last model
+            # the monitor's cluster-scoped TokenReview binding too (no owner reference can remove it).
+            self.monitors.reconcile(namespace, {})
             return None
         now = self.clock()
         meta = body["metadata"]

@@ -87,12 +87,14 @@ class MonitorService:
         revisions_path: str | Path | None = None,
         authorize: Authorize = allow_all,
         verifier: Verifier | None = None,
+        open_metrics: bool = False,
     ) -> None:
         self.config = config
         self.clock = clock
         self.evaluate_every = evaluate_every
         self.authorize = authorize
         self.verifier = verifier
+        self.open_metrics = open_metrics  # /metrics without a token (see auth.auth_middleware)
         self.metrics = MonitorMetrics()
         self.revisions_path = None if revisions_path is None else Path(revisions_path)
         self.revisions: dict[str, RuntimeRevisions] = {}
@@ -559,7 +561,8 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     service = request.app[SERVICE_KEY]
-    service.authorize(request, "status", frozenset(service.config.models))  # AUTH: the scraper
+    if not service.open_metrics:
+        service.authorize(request, "metrics", frozenset(service.config.models))  # AUTH: the scraper
     body = generate_latest(service.metrics.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -579,7 +582,11 @@ def runner_options(config: MonitorConfig) -> dict[str, Any]:
 
 def create_app(service: MonitorService) -> web.Application:
     """The aiohttp application; the caller owns the service's start/stop."""
-    middlewares = [] if service.verifier is None else [auth_middleware(service.verifier)]
+    middlewares = (
+        []
+        if service.verifier is None
+        else [auth_middleware(service.verifier, open_metrics=service.open_metrics)]
+    )
     app = web.Application(client_max_size=service.config.ingest.max_body_bytes, middlewares=middlewares)
     app[SERVICE_KEY] = service
     app.add_routes(

@@ -28,7 +28,9 @@ Roles come from the access document (:class:`AccessPolicy`, ``--access``)::
 A principal is a username (a ServiceAccount's is ``system:serviceaccount:<ns>:<name>``) or
 ``group:<group>``. Actions → roles: ``write_predictions`` → writers; ``write_labels`` →
 labelFeeders (labels with ``source: manual_review`` need reviewers: :data:`REVIEW_SOURCE`);
-``review`` → reviewers; ``review_queue`` → reviewers or readers; ``read`` and ``status`` → readers.
+``review`` → reviewers; ``review_queue`` → reviewers or readers; ``read`` and ``status`` → readers;
+``metrics`` (``/metrics``) → readers or the top-level ``metricsReaders`` (a scraper), unless the
+server runs with open metrics.
 
 Why one module (~400 lines): authentication and authorization share the Identity model and the role
 table; splitting them would put the table's two readers apart.
@@ -68,8 +70,10 @@ ROLES_FOR_ACTION: Mapping[str, tuple[str, ...]] = {
     "review_queue": ("reviewers", "readers"),
     "read": ("readers",),
     "status": ("readers",),
+    "metrics": ("readers", "metricsReaders"),
 }
 ROLES = ("writers", "labelFeeders", "reviewers", "readers")
+METRICS_PATH = "/metrics"
 
 
 class AuthConfigError(ValueError):
@@ -117,12 +121,17 @@ def bearer_token(request: web.Request) -> str | None:
     return token if scheme.lower() == "bearer" and token else None
 
 
-def auth_middleware(verifier: Verifier) -> Any:
-    """401 unless the request carries a token the verifier accepts; stores the :class:`Identity`."""
+def auth_middleware(verifier: Verifier, *, open_metrics: bool = False) -> Any:
+    """401 unless the request carries a token the verifier accepts; stores the :class:`Identity`.
+
+    ``open_metrics``: ``/metrics`` needs no token (aggregate counters and scores only: no inputs,
+    outputs, labels or request ids), so a cluster's Prometheus scrapes it as it scrapes Triton's and
+    Envoy's; the NetworkPolicy still decides who reaches the port."""
+    open_paths = OPEN_PATHS | ({METRICS_PATH} if open_metrics else set())
 
     @web.middleware
     async def authenticate(request: web.Request, handler: Any) -> web.StreamResponse:
-        if request.path in OPEN_PATHS:
+        if request.path in open_paths:
             return await handler(request)
         token = bearer_token(request)
         if token is None:
@@ -295,6 +304,8 @@ class AccessPolicy:
     """Readers of every model (the operator's ServiceAccount)."""
     models: Mapping[str, Mapping[str, frozenset[str]]] = field(default_factory=dict)
     bind_writers: frozenset[str] = frozenset()
+    metrics_readers: frozenset[str] = frozenset()
+    """May scrape ``/metrics`` only (Prometheus, with a token for the monitor's audience)."""
     """Models whose writers must present a pod-bound token of one of the model's revision pods
     (``bindWriters: pod``): the pod name in the token must be ``<model>-<revision>-<rs>-<id>``,
     the revision's Triton Deployment's pods, and the records' revision must be that one."""
@@ -323,7 +334,12 @@ class AccessPolicy:
             models[str(name)] = {
                 role: _principals(roles.get(role), f"{where}: models.{name}.{role}") for role in ROLES
             }
-        return cls(_principals(document.get("readers"), f"{where}: readers"), models, frozenset(bound))
+        return cls(
+            _principals(document.get("readers"), f"{where}: readers"),
+            models,
+            frozenset(bound),
+            _principals(document.get("metricsReaders"), f"{where}: metricsReaders"),
+        )
 
     @classmethod
     def from_file(cls, path: str | Path) -> AccessPolicy:
@@ -337,6 +353,8 @@ class AccessPolicy:
         principals = identity.principals
         roles = ROLES_FOR_ACTION.get(action, ())
         if "readers" in roles and principals & self.readers:
+            return True
+        if "metricsReaders" in roles and principals & self.metrics_readers:
             return True
         entry = self.models.get(model) or {}
         return any(principals & entry.get(role, frozenset()) for role in roles)

@@ -1,4 +1,5 @@
-"""Pure builders for the per-namespace monitor: ConfigMap, PVC, Deployment and Service.
+"""Pure builders for the per-namespace monitor: ConfigMap, PVC, Deployment and Service (and, with
+token auth, its ServiceAccount and TokenReview binding: :mod:`.identity`; and its NetworkPolicy).
 
 One monitor serves every monitored ModelDeployment of a namespace (see docs/monitor.md): one
 SQLite volume, one scrape target, models told apart by (model, revision). The Deployment runs
@@ -12,7 +13,7 @@ candidate revision) is not: it changes on every promotion, kubelet rewrites the 
 place, and the monitor re-reads it every evaluation, so a promotion never restarts the monitor
 (which would open an ingest gap in the middle of every rollout).
 
-Why one module (~460 lines): the ConfigMap, PVC, Deployment and Service of the namespace monitor
+Why one module (~490 lines): the ConfigMap, PVC, Deployment and Service of the namespace monitor
 share its labels, volume, ports and auth settings.
 """
 
@@ -48,6 +49,7 @@ from .config import (
     monitor_config_document,
     revisions_document,
 )
+from .identity import MONITOR_SERVICE_ACCOUNT, service_account, token_review_binding
 
 MONITOR_NAME = "modelpilot-monitor"
 CONFIG_MAP_NAME = f"{MONITOR_NAME}-config"
@@ -67,6 +69,10 @@ MONITOR_CLIENT_LABEL = LABEL_MONITOR_CLIENT
 """Pods with this label set to ``"true"`` (label feeders, review tools) may reach the monitor
 through its NetworkPolicy; what they may do there is still decided by their token (:mod:`.auth`)."""
 OPERATOR_POD_LABELS = {"app.kubernetes.io/component": "operator"}
+PROMETHEUS_PEERS: tuple[Mapping[str, Any], ...] = (
+    {"namespaceSelector": {}, "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}},
+)
+"""Who scrapes the monitor by default: the pods the Prometheus Operator runs, in any namespace."""
 
 
 @dataclass(frozen=True)
@@ -94,6 +100,8 @@ class MonitorSettings:
     memory_limit: str = "1Gi"
     evaluate_every: str = "15s"
     service_account_name: str | None = None
+    """The monitor pod's ServiceAccount; None: :data:`.identity.MONITOR_SERVICE_ACCOUNT` with
+    ``tokenreview`` (made by the operator, :func:`.identity.service_account`), else ``default``."""
     auth: str = "none"
     """``tokenreview``: the monitor checks bearer tokens (:mod:`.auth`) against ``access.yaml``,
     which :func:`access_document` writes; ``none`` keeps it open (until every client sends tokens)."""
@@ -104,9 +112,26 @@ class MonitorSettings:
     operator_namespace: str | None = None
     """Where the operator runs (its pods may reach the monitor); None: the monitor's namespace."""
     operator_pod_labels: Mapping[str, str] = field(default_factory=lambda: dict(OPERATOR_POD_LABELS))
+    open_metrics: bool = True
+    """With token auth, ``/metrics`` still needs no token (``--open-metrics``): it holds aggregates
+    only, and the cluster's Prometheus sends none; False: scrapers need a ``metrics_readers`` token."""
+    metrics_readers: tuple[str, ...] = ()
+    """Principals that may scrape ``/metrics`` only (a Prometheus with a monitor-audience token)."""
+    metrics_peers: tuple[Mapping[str, Any], ...] = field(default_factory=lambda: PROMETHEUS_PEERS)
+    """NetworkPolicy peers admitted for scraping (default: Prometheus Operator's pods, any namespace)."""
+    token_review_role: str | None = None
+    """With ``tokenreview``: the ClusterRole (``create`` on ``tokenreviews``) that the operator binds
+    the monitor's ServiceAccount to, one ClusterRoleBinding per namespace; None: the installer binds
+    it (the chart does, for each namespace, in namespace scope)."""
     extra_config: Mapping[str, Any] = field(default_factory=dict)
     """Namespace-wide config sections (``retention``, ``ingest``, ``storage``), camelCase.
     ``retention.maxBytes`` defaults to 80 % of ``storage_size``."""
+
+
+def monitor_service_account(settings: MonitorSettings) -> str | None:
+    if settings.service_account_name:
+        return settings.service_account_name
+    return MONITOR_SERVICE_ACCOUNT if settings.auth == "tokenreview" else None
 
 
 def labels() -> dict[str, str]:
@@ -237,7 +262,13 @@ def access_document(
             if names:
                 entry[role] = names
         entries[m.name] = entry
-    return {"readers": [settings.operator_username] if settings.operator_username else [], "models": entries}
+    document: dict[str, Any] = {
+        "readers": [settings.operator_username] if settings.operator_username else [],
+        "models": entries,
+    }
+    if settings.metrics_readers:
+        document["metricsReaders"] = sorted(settings.metrics_readers)
+    return document
 
 
 def config_map(namespace: str, models: Sequence[MonitoredModel], settings: MonitorSettings) -> dict[str, Any]:
@@ -363,8 +394,9 @@ def deployment(
             "seccompProfile": {"type": "RuntimeDefault"},
         },
     }
-    if settings.service_account_name:
-        pod_spec["serviceAccountName"] = settings.service_account_name
+    account = monitor_service_account(settings)
+    if account:
+        pod_spec["serviceAccountName"] = account
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -393,7 +425,8 @@ def deployment(
 def _auth_args(settings: MonitorSettings) -> list[str]:
     if settings.auth == "none":
         return ["--auth=none"]
-    return [f"--auth={settings.auth}", f"--access={CONFIG_DIR}/{ACCESS_KEY}"]
+    args = [f"--auth={settings.auth}", f"--access={CONFIG_DIR}/{ACCESS_KEY}"]
+    return [*args, "--open-metrics"] if settings.open_metrics else args
 
 
 def service(namespace: str, models: Sequence[MonitoredModel] = ()) -> dict[str, Any]:
@@ -419,9 +452,10 @@ def service(namespace: str, models: Sequence[MonitoredModel] = ()) -> dict[str, 
 def network_policy(
     namespace: str, models: Sequence[MonitoredModel], settings: MonitorSettings = MonitorSettings()
 ) -> dict[str, Any]:
-    """Only the monitored models' Triton pods (their capture sidecars), the operator's pods and
-    pods labelled :data:`MONITOR_CLIENT_LABEL` (label feeders, reviewers' tools) reach the monitor's
-    port. Defense in depth: every request still needs a token with the right scope."""
+    """Only the monitored models' Triton pods (their capture sidecars), the operator's pods,
+    pods labelled :data:`MONITOR_CLIENT_LABEL` (label feeders, reviewers' tools) and the scrapers
+    (``metrics_peers``) reach the monitor's port. Defense in depth: every request still needs a
+    token with the right scope (``/metrics`` too, unless ``open_metrics``)."""
     peers: list[dict[str, Any]] = [
         {"podSelector": {"matchLabels": {LABEL_DEPLOYMENT: m.name, LABEL_MANAGED_BY: "modelpilot"}}}
         for m in enabled(models)
@@ -433,6 +467,7 @@ def network_policy(
         }
     peers.append(operator)
     peers.append({"podSelector": {"matchLabels": {MONITOR_CLIENT_LABEL: "true"}}})
+    peers += [dict(peer) for peer in settings.metrics_peers]  # the scrapers
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -461,12 +496,14 @@ def monitor_manifests(
     if not enabled(models):
         return []
     cm = config_map(namespace, models, settings)
-    manifests = [
-        cm,
-        pvc(namespace, settings),
-        deployment(namespace, models, settings, config_hash(cm)),
-        service(namespace, models),
-    ]
+    manifests = [cm, pvc(namespace, settings)]
+    if settings.auth == "tokenreview" and not settings.service_account_name:
+        manifests.append(
+            service_account(namespace, _metadata(MONITOR_SERVICE_ACCOUNT, namespace, enabled(models)))
+        )
+        if settings.token_review_role:
+            manifests.append(token_review_binding(namespace, settings.token_review_role, labels()))
+    manifests += [deployment(namespace, models, settings, config_hash(cm)), service(namespace, models)]
     if settings.network_policy:
         manifests.append(network_policy(namespace, models, settings))
     return manifests

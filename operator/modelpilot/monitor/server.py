@@ -74,6 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tokens-file", help="static tokens (YAML: tokens: [{token, username, groups}])")
     parser.add_argument("--access", help="access document: who may write, feed labels, review and read")
     parser.add_argument("--audience", default=AUDIENCE, help=f"token audience (default {AUDIENCE})")
+    parser.add_argument(
+        "--open-metrics",
+        action="store_true",
+        help="serve /metrics without a token (aggregates only; for a Prometheus that sends none)",
+    )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return parser
 
@@ -90,6 +95,7 @@ async def serve(
     stop: asyncio.Event | None = None,
     verifier: Verifier | None = None,
     policy: AccessPolicy | None = None,
+    open_metrics: bool = False,
 ) -> None:
     """Serve until ``stop`` is set (by SIGTERM/SIGINT when not given)."""
     stop = stop or asyncio.Event()
@@ -98,7 +104,11 @@ async def serve(
         loop.add_signal_handler(signum, stop.set)
     auth: dict[str, Any] = {}
     if verifier is not None:
-        auth = {"verifier": verifier, "authorize": PolicyAuthorizer(policy or AccessPolicy())}
+        auth = {
+            "verifier": verifier,
+            "authorize": PolicyAuthorizer(policy or AccessPolicy()),
+            "open_metrics": open_metrics,
+        }
     service = MonitorService(
         config,
         db,
@@ -164,6 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 revisions=args.revisions,
                 verifier=verifier,
                 policy=policy,
+                open_metrics=args.open_metrics,
             )
         )
     except (OSError, sqlite3.Error) as error:

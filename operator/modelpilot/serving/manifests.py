@@ -31,6 +31,7 @@ from modelpilot.capture.manifests import (
     restricted_key,
     sidecar_container,
     spool_volume,
+    token_volume,
 )
 from modelpilot.monitor.manifests import monitor_url
 from modelpilot.serving.triton import (
@@ -330,7 +331,7 @@ def pod_template(owner: Owner, spec: ModelDeploymentSpec, revision: str, init_im
                 upstream_port=HTTP_PORT,
             )
         )
-        pod_spec["volumes"].append(spool_volume())
+        pod_spec["volumes"] += [spool_volume(), token_volume()]
     node_selector = dict(serving.placement.node_selector)
     if serving.placement.node_pool:
         node_selector[POOL_LABEL] = serving.placement.node_pool

@@ -27,6 +27,7 @@ import pytest
 
 from modelpilot.controller import rbac
 from modelpilot.controller.kube import KINDS
+from modelpilot.monitor.identity import TOKEN_REVIEW_ROLE
 
 PACKAGE = Path(importlib.import_module("modelpilot").__file__).resolve().parent
 ENTRY = "modelpilot.controller.handlers"
@@ -45,14 +46,28 @@ HINTS: dict[tuple[str, str, str, str], set[str]] = {
     ("modelpilot.controller.monitoring", "NamespaceMonitors.reconcile", "apply", "manifest"): {
         "ConfigMap",
         "PersistentVolumeClaim",
+        "ServiceAccount",
+        "ClusterRoleBinding",
         "Deployment",
         "Service",
+        "NetworkPolicy",
+    },
+    # NamespaceMonitors.kinds(): the namespaced kinds the settings make.
+    ("modelpilot.controller.monitoring", "NamespaceMonitors.reconcile", "list", "kind"): {
+        "ConfigMap",
+        "Deployment",
+        "Service",
+        "ServiceAccount",
+        "NetworkPolicy",
     },
     # The keys of `live`: what the same function lists.
     ("modelpilot.controller.monitoring", "NamespaceMonitors.reconcile", "delete", "kind"): {
         "ConfigMap",
         "Deployment",
         "Service",
+        "ServiceAccount",
+        "NetworkPolicy",
+        "ClusterRoleBinding",
     },
     ("modelpilot.controller.autoscaling", "Autoscalers.apply", "apply", "manifest"): {
         "HorizontalPodAutoscaler",
@@ -500,13 +515,15 @@ def test_hints_match_the_builders():
     """The hinted kinds are what the builders behind those calls produce."""
     from modelpilot.api.spec import parse_spec
     from modelpilot.compress.jobs import CompressionRequest, compression_job
-    from modelpilot.monitor.manifests import MonitoredModel, monitor_manifests
+    from modelpilot.monitor.manifests import MonitoredModel, MonitorSettings, monitor_manifests
     from modelpilot.routing.istio import TrafficPlan, destination_rule, virtual_service
     from modelpilot.serving import autoscale, manifests
 
     owner = manifests.Owner("m", "ns", "uid")
     monitored = monitor_manifests(
-        "ns", [MonitoredModel("m", {"enabled": True, "task": "classification"}, "uid")]
+        "ns",
+        [MonitoredModel("m", {"enabled": True, "task": "classification"}, "uid")],
+        MonitorSettings(auth="tokenreview", network_policy=True, token_review_role=TOKEN_REVIEW_ROLE),
     )
     assert {m["kind"] for m in monitored} == HINTS[
         ("modelpilot.controller.monitoring", "NamespaceMonitors.reconcile", "apply", "manifest")
@@ -571,19 +588,28 @@ def test_namespaced_rules_are_exactly_what_the_code_and_kopf_need(calls):
     assert want == set(have), _diff(want, have)
 
 
+# Cluster-scoped writes only a cluster-wide operator makes (in namespace scope the chart makes them).
+CLUSTER_WIDE_KINDS = {"ClusterRoleBinding"}
+# Creating a binding needs `bind` on the role it refers to (or holding all of the role's permissions).
+BIND_TOKEN_REVIEW: set[Perm] = {("rbac.authorization.k8s.io", "clusterroles", "bind")}
+
+
 def test_cluster_rules_are_exactly_what_the_code_and_kopf_need(calls):
     _, cluster = code_permissions(calls)
-    want = cluster | KOPF_CLUSTER
+    wide_resources = {KINDS[k].plural for k in CLUSTER_WIDE_KINDS}
+    wide = {p for p in cluster if p[1] in wide_resources}
+    want = (cluster - wide) | KOPF_CLUSTER
     have = granted(rbac.CLUSTER_RULES)
     assert len(have) == len(set(have))
     assert want == set(have), _diff(want, have)
+    want_wide = KOPF_CLUSTER_WIDE | wide | BIND_TOKEN_REVIEW
     have_wide = granted(rbac.CLUSTER_WIDE_RULES)
-    assert set(have_wide) == KOPF_CLUSTER_WIDE, _diff(KOPF_CLUSTER_WIDE, have_wide)
+    assert set(have_wide) == want_wide, _diff(want_wide, have_wide)
 
 
 def test_server_side_apply_is_granted_create_too(calls):
     """An apply that creates is authorized as create: every applied kind has both verbs."""
-    have = set(granted(rbac.NAMESPACED_RULES + rbac.CLUSTER_RULES))
+    have = set(granted(rbac.NAMESPACED_RULES + rbac.CLUSTER_RULES + rbac.CLUSTER_WIDE_RULES))
     for call in calls:
         if call.method == "apply" and not call.subresource:
             for kind in kinds_of(call):
@@ -594,7 +620,21 @@ def test_nothing_unused_is_granted():
     everything = {r for rule in rbac.cluster_role()["rules"] for r in rule["resources"]}
     assert "nodes" not in everything and "secrets" not in everything
     verbs = {v for rule in rbac.cluster_role()["rules"] for v in rule["verbs"]}
-    assert not verbs & {"*", "deletecollection", "escalate", "bind", "impersonate"}
+    assert not verbs & {"*", "deletecollection", "escalate", "impersonate"}
+    # `bind` on one role only: the monitors' TokenReview role, which allows nothing but that.
+    (bind,) = [r for r in rbac.cluster_role()["rules"] if "bind" in r["verbs"]]
+    assert bind == {
+        "apiGroups": ["rbac.authorization.k8s.io"],
+        "resources": ["clusterroles"],
+        "verbs": ["bind"],
+        "resourceNames": [TOKEN_REVIEW_ROLE],
+    }
+    (review,) = [
+        o for o in rbac.service_account_bindings("mp", "op") if o["metadata"]["name"] == TOKEN_REVIEW_ROLE
+    ]
+    assert review["rules"] == [
+        {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]}
+    ]
     assert [r["resources"] for r in rbac.cluster_role()["rules"] if "update" in r["verbs"]] == [
         ["modeldeployments/finalizers"]
     ]
@@ -615,7 +655,13 @@ def test_namespace_mode_bindings_cover_each_watched_namespace():
         b["subjects"] == [{"kind": "ServiceAccount", "name": "op", "namespace": "mp-system"}]
         for b in bindings
     )
-    (reader,) = [o for o in objs if o["kind"] == "ClusterRole"]
+
+    def operator_roles(objects):
+        return [
+            o for o in objects if o["kind"] == "ClusterRole" and o["metadata"]["name"] != TOKEN_REVIEW_ROLE
+        ]
+
+    (reader,) = operator_roles(objs)
     assert reader["rules"] == rbac.CLUSTER_RULES
-    (cluster,) = [o for o in rbac.service_account_bindings("mp-system", "op") if o["kind"] == "ClusterRole"]
+    (cluster,) = operator_roles(rbac.service_account_bindings("mp-system", "op"))
     assert cluster["rules"] == rbac.NAMESPACED_RULES + rbac.CLUSTER_RULES + rbac.CLUSTER_WIDE_RULES

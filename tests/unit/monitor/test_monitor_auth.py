@@ -334,3 +334,53 @@ async def test_the_gates_labeled_reads_send_the_operators_token(client, tmp_path
     token.write_text("tok-feeder")  # rotated to an identity without read scope: refused
     with pytest.raises(Exception, match="403"):
         await asyncio.to_thread(fetch_labeled, url, "fraud", 0.0, 10)
+
+
+async def test_metrics_readers_scrape_and_nothing_else(tmp_path):
+    """A scraper's token (a top-level metricsReaders principal) reads /metrics, and no data."""
+    access = {**ACCESS, "metricsReaders": ["system:serviceaccount:monitoring:prometheus"]}
+    tokens = {**TOKENS, "tok-prometheus": Identity("system:serviceaccount:monitoring:prometheus")}
+    service = MonitorService(
+        config(model_entry("fraud"), model_entry("churn")),
+        tmp_path / "m.db",
+        clock=lambda: NOW,
+        verifier=StaticVerifier(tokens),
+        authorize=PolicyAuthorizer(AccessPolicy.from_document(access)),
+    )
+    await service.start(analysis=False)
+    client = TestClient(TestServer(create_app(service)))
+    await client.start_server()
+    try:
+        assert (await client.get("/metrics", headers=bearer("tok-prometheus"))).status == 200
+        assert (await client.get("/metrics")).status == 401
+        assert (await client.get("/metrics", headers=bearer("tok-fraud-capture"))).status == 403
+        fraud = {"params": {"model": "fraud"}}
+        for path in ("/v1/labeled", "/v1/status", "/v1/predictions/v1-0"):
+            assert (await client.get(path, headers=bearer("tok-prometheus"), **fraud)).status == 403, path
+    finally:
+        await client.close()
+        await service.stop()
+
+
+async def test_open_metrics_needs_no_token_but_the_data_still_does(tmp_path):
+    """--open-metrics: the cluster's Prometheus scrapes without a token; every data route keeps its 401."""
+    service = MonitorService(
+        config(model_entry("fraud")),
+        tmp_path / "m.db",
+        clock=lambda: NOW,
+        verifier=StaticVerifier(TOKENS),
+        authorize=PolicyAuthorizer(AccessPolicy.from_document(ACCESS)),
+        open_metrics=True,
+    )
+    await service.start(analysis=False)
+    client = TestClient(TestServer(create_app(service)))
+    await client.start_server()
+    try:
+        scraped = await client.get("/metrics")
+        assert scraped.status == 200 and "modelpilot_monitor" in await scraped.text()
+        for method, path, kwargs in ENDPOINTS:
+            if path != "/metrics":
+                assert (await getattr(client, method)(path, **kwargs)).status == 401, path
+    finally:
+        await client.close()
+        await service.stop()

@@ -48,6 +48,18 @@ def env_of(c: dict[str, Any]) -> dict[str, Any]:
     return {e["name"]: e.get("value", e.get("valueFrom")) for e in c.get("env", [])}
 
 
+TOKEN_REVIEW_ROLE = "modelpilot-monitor-tokenreview"
+
+
+def operator_roles(objs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The operator's ClusterRoles: every one but the namespace monitors' TokenReview role."""
+    return [o for o in helm.find(objs, "ClusterRole") if o["metadata"]["name"] != TOKEN_REVIEW_ROLE]
+
+
+def operator_bindings(objs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [o for o in helm.find(objs, "ClusterRoleBinding") if o["roleRef"]["name"] != TOKEN_REVIEW_ROLE]
+
+
 # ---- generated files ------------------------------------------------------------------------------
 
 
@@ -104,9 +116,9 @@ def test_helm_lint_passes(scope):
 
 def test_cluster_scope_is_one_cluster_role_with_exactly_rbac_py_rules():
     objs = helm.render({"rbac": {"scope": "cluster"}}, namespace=NS)
-    (role,) = helm.find(objs, "ClusterRole")
+    (role,) = operator_roles(objs)
     assert role["rules"] == rbac.cluster_role()["rules"]
-    (binding,) = helm.find(objs, "ClusterRoleBinding")
+    (binding,) = helm.find(objs, "ClusterRoleBinding")  # the operator binds the monitors itself
     assert binding["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io",
         "kind": "ClusterRole",
@@ -136,7 +148,7 @@ def test_namespace_scope_writes_only_in_watched_namespaces():
     for b in bindings:
         assert b["subjects"][0]["namespace"] == NS and b["roleRef"]["kind"] == "Role"
     # The only cluster-wide grant is the small reader role: nothing namespaced leaks into it.
-    (cluster_role,) = helm.find(objs, "ClusterRole")
+    (cluster_role,) = operator_roles(objs)
     assert cluster_role["rules"] == rbac.cluster_reader_role()["rules"]
     write_verbs = {"create", "update", "delete", "deletecollection"}
     assert not [r for r in cluster_role["rules"] if write_verbs & set(r["verbs"])]
@@ -156,7 +168,7 @@ def test_default_is_namespace_scope_with_no_cluster_wide_write():
     assert [(r["metadata"]["namespace"], r["rules"]) for r in helm.find(objs, "Role")] == [
         (NS, rbac.NAMESPACED_RULES)
     ]
-    (cluster_role,) = helm.find(objs, "ClusterRole")
+    (cluster_role,) = operator_roles(objs)
     assert cluster_role["rules"] == rbac.CLUSTER_RULES
     assert {v for r in cluster_role["rules"] for v in r["verbs"]} <= {"get", "list", "watch"}
     assert [a for a in container(operator_deployment(objs))["args"] if a.startswith("--namespace")] == [
@@ -166,19 +178,84 @@ def test_default_is_namespace_scope_with_no_cluster_wide_write():
 
 @pytest.mark.parametrize("scope", ["cluster", "namespace"])
 def test_no_rule_grants_nodes_secrets_rbac_or_wildcards(scope):
+    """The one RBAC power: a cluster-wide operator binds namespace monitors to the TokenReview role."""
     objs = helm.render({"rbac": {"scope": scope}, "watchNamespaces": ["team-a"]})
     rules = [rule for o in objs if o["kind"] in ("Role", "ClusterRole") for rule in o["rules"]]
     resources = {res for r in rules for res in r["resources"]}
-    assert not resources & {
-        "nodes",
-        "secrets",
-        "roles",
-        "rolebindings",
-        "clusterroles",
-        "clusterrolebindings",
-        "serviceaccounts",
-    }
+    assert not resources & {"nodes", "secrets", "roles", "rolebindings"}
+    rbac_rules = [r for r in rules if r["apiGroups"] == ["rbac.authorization.k8s.io"]]
+    if scope == "namespace":
+        assert not rbac_rules, "in namespace scope the chart binds the monitors"
+    else:
+        assert rbac_rules == [
+            {
+                "apiGroups": ["rbac.authorization.k8s.io"],
+                "resources": ["clusterrolebindings"],
+                "verbs": ["list", "create", "patch", "delete"],
+            },
+            {
+                "apiGroups": ["rbac.authorization.k8s.io"],
+                "resources": ["clusterroles"],
+                "verbs": ["bind"],
+                "resourceNames": [TOKEN_REVIEW_ROLE],
+            },
+        ]
+    (review,) = [o for o in helm.find(objs, "ClusterRole") if o["metadata"]["name"] == TOKEN_REVIEW_ROLE]
+    assert review["rules"] == [
+        {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]}
+    ]
     assert "*" not in resources and not any("*" in r["verbs"] or "*" in r["apiGroups"] for r in rules)
+
+
+@pytest.mark.parametrize("scope", ["cluster", "namespace"])
+def test_namespace_monitors_are_authenticated_by_default(scope):
+    """The chart's values reach the operator as the monitor settings it deploys with, and the
+    operator gets a token for the monitors' audience (the gate's replays)."""
+    from modelpilot.controller.monitoring import monitor_settings_from_env
+    from modelpilot.monitor.auth import AUDIENCE, MONITOR_TOKEN_FILE_ENV
+
+    objs = helm.render({"rbac": {"scope": scope}, "watchNamespaces": ["team-a", "team-b"]}, namespace=NS)
+    dep = operator_deployment(objs)
+    env = env_of(container(dep))
+    plain = {k: v for k, v in env.items() if isinstance(v, str)}
+    settings = monitor_settings_from_env(
+        {**plain, "POD_NAMESPACE": NS, "MODELPILOT_SERVICE_ACCOUNT": "modelpilot"}, "img"
+    )
+    assert (settings.auth, settings.network_policy, settings.open_metrics) == ("tokenreview", True, True)
+    assert settings.operator_username == f"system:serviceaccount:{NS}:modelpilot"
+    assert settings.metrics_peers == (
+        {"namespaceSelector": {}, "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}},
+    )
+    strict = helm.render(
+        {"namespaceMonitors": {"metrics": "token", "metricsReaders": ["system:serviceaccount:mon:prom"]}}
+    )
+    strict_env = {
+        k: v for k, v in env_of(container(operator_deployment(strict))).items() if isinstance(v, str)
+    }
+    tight = monitor_settings_from_env(strict_env, "img")
+    assert (tight.open_metrics, tight.metrics_readers) == (False, ("system:serviceaccount:mon:prom",))
+    assert env["MODELPILOT_SERVICE_ACCOUNT"] == {"fieldRef": {"fieldPath": "spec.serviceAccountName"}}
+    monitor_bindings = [
+        b for b in helm.find(objs, "ClusterRoleBinding") if b["roleRef"]["name"] == TOKEN_REVIEW_ROLE
+    ]
+    if scope == "cluster":
+        assert settings.token_review_role == TOKEN_REVIEW_ROLE and not monitor_bindings
+    else:
+        assert settings.token_review_role is None
+        assert sorted((b["metadata"]["name"], b["subjects"][0]["namespace"]) for b in monitor_bindings) == [
+            ("modelpilot-monitor:team-a", "team-a"),
+            ("modelpilot-monitor:team-b", "team-b"),
+        ]
+        assert all(b["subjects"][0]["name"] == "modelpilot-monitor" for b in monitor_bindings)
+    volumes = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
+    (source,) = volumes["monitor-token"]["projected"]["sources"]
+    assert source["serviceAccountToken"]["audience"] == AUDIENCE
+    mounts = {m["name"]: m["mountPath"] for m in container(dep)["volumeMounts"]}
+    assert env[MONITOR_TOKEN_FILE_ENV] == f"{mounts['monitor-token']}/{source['serviceAccountToken']['path']}"
+    off = env_of(container(operator_deployment(helm.render({"namespaceMonitors": {"auth": "none"}}))))
+    assert (
+        monitor_settings_from_env({k: v for k, v in off.items() if isinstance(v, str)}, "img").auth == "none"
+    )
 
 
 def test_policy_values_reach_the_operator_as_the_policy_it_loads():

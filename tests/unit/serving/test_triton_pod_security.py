@@ -37,8 +37,19 @@ def pod(request) -> dict:
 
 
 def test_no_service_account_token_is_mounted(pod):
+    """No API token anywhere; the capture sidecar alone gets one, minted for the monitor's audience."""
+    from modelpilot.capture.manifests import CAPTURE_CONTAINER, TOKEN_AUDIENCE
+
     assert pod["automountServiceAccountToken"] is False
-    assert not any("projected" in v for v in pod["volumes"])
+    projected = [v for v in pod["volumes"] if "projected" in v]
+    for volume in projected:
+        sources = volume["projected"]["sources"]
+        assert [s["serviceAccountToken"]["audience"] for s in sources] == [TOKEN_AUDIENCE], volume
+    names = {v["name"] for v in projected}
+    for c in pod["containers"] + pod.get("initContainers", []):
+        mounted = {m["name"] for m in c.get("volumeMounts", [])} & names
+        assert not mounted or c["name"] == CAPTURE_CONTAINER, (c["name"], mounted)
+    assert bool(projected) == any(c["name"] == CAPTURE_CONTAINER for c in pod["containers"])
 
 
 def test_every_container_has_a_read_only_root_and_the_restricted_basics(pod):
