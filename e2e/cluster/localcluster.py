@@ -5,6 +5,9 @@ from the Go module proxy (see build.sh); kwok plays the kubelets of fake GPU and
 pools so that pods scheduled by the real scheduler turn Running and Ready.  Everything
 listens on 127.0.0.1 with generated certificates, and RBAC is on.
 
+With ``MODELPILOT_ISTIOD=1`` it also runs istiod (built from istio.io/istio, see build-istio.sh)
+against the API server, on loopback with its standard ports and webhooks off.
+
 Usage: python e2e/cluster/localcluster.py up|down|status [--dir .cluster]
 """
 
@@ -102,6 +105,51 @@ def ensure_binaries() -> Path:
         ["bash", str(HERE / "build.sh")], check=True, stdout=subprocess.PIPE, text=True
     ).stdout.strip()
     return Path(out.splitlines()[-1])
+
+
+ISTIOD_ENV = "MODELPILOT_ISTIOD"
+"""``1``: the cluster also runs istiod (opt-in while its first build, ~4 min on 2 cores, is not yet
+budgeted in CI; see docs/demo.md)."""
+ISTIO_NAMESPACE = "istio-system"
+# istiod's standard ports, on loopback: plaintext xDS, xDS over TLS, webhooks, monitoring, debug.
+ISTIOD_PORTS = {"grpc": 15010, "secure_grpc": 15012, "https": 15017, "monitoring": 15014, "http": 8080}
+
+
+def ensure_istio_binaries() -> Path:
+    """pilot-discovery and istioctl (and the CRDs of the same version), built once per version."""
+    out = subprocess.run(
+        ["bash", str(HERE / "build-istio.sh")], check=True, stdout=subprocess.PIPE, text=True
+    ).stdout.strip()
+    return Path(out.splitlines()[-1])
+
+
+def istiod_wanted() -> bool:
+    return os.environ.get(ISTIOD_ENV, "") in ("1", "true", "yes")
+
+
+def istiod_command(istio_bin: Path, kubeconfig: Path) -> tuple[list[str], dict[str, str]]:
+    """istiod against the local API server, webhooks and injection off (no pods to inject into)."""
+    p = ISTIOD_PORTS
+    argv = [
+        str(istio_bin / "pilot-discovery"),
+        "discovery",
+        f"--kubeconfig={kubeconfig}",
+        f"--httpAddr=127.0.0.1:{p['http']}",
+        f"--grpcAddr=127.0.0.1:{p['grpc']}",
+        f"--secureGRPCAddr=127.0.0.1:{p['secure_grpc']}",
+        f"--httpsAddr=127.0.0.1:{p['https']}",
+        f"--monitoringAddr=127.0.0.1:{p['monitoring']}",
+        "--meshConfig=/dev/null",
+        "--log_output_level=default:warn",
+    ]
+    env = {
+        **os.environ,
+        "POD_NAMESPACE": ISTIO_NAMESPACE,
+        "REVISION": "default",
+        "VALIDATION_WEBHOOK_CONFIG_NAME": "",
+        "INJECTION_WEBHOOK_CONFIG_NAME": "",
+    }
+    return argv, env
 
 
 # --------------------------------------------------------------------------- certificates
@@ -264,6 +312,7 @@ class LocalCluster:
 
     root: Path = DEFAULT_DIR
     pools: tuple[NodePool, ...] = DEFAULT_POOLS
+    istiod: bool = field(default_factory=istiod_wanted)
 
     @property
     def kubeconfig(self) -> Path:
@@ -306,9 +355,11 @@ class LocalCluster:
         pids: dict[str, int] = {}
         self.state_file.write_text(json.dumps({"pids": pids, "ports": ports, "server": server}))
 
-        def start(name: str, argv: list[str]) -> None:
+        def start(name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
             log = open(logs / f"{name}.log", "wb")  # noqa: SIM115 - handed to the child process
-            proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            proc = subprocess.Popen(
+                argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env
+            )
             pids[name] = proc.pid
             self.state_file.write_text(json.dumps({"pids": pids, "ports": ports, "server": server}))
 
@@ -434,14 +485,25 @@ class LocalCluster:
                 *[f"--config={s}" for s in stages],
             ],
         )
-        self._bootstrap(bindir, deadline=started + timeout)
+        istio_bin = ensure_istio_binaries() if self.istiod else None
+        self._bootstrap(bindir, deadline=started + timeout, istio_bin=istio_bin)
+        if istio_bin is not None:
+            argv, env = istiod_command(istio_bin, self.root / "admin.kubeconfig")
+            start("istiod", argv, env)
+            _wait_http(
+                f"http://127.0.0.1:{ISTIOD_PORTS['http']}/ready",
+                timeout=max(10.0, started + timeout - time.monotonic()),
+                what=f"istiod (log: {logs / 'istiod.log'})",
+            )
 
-    def _bootstrap(self, bindir: Path, deadline: float) -> None:
+    def _bootstrap(self, bindir: Path, deadline: float, istio_bin: Path | None = None) -> None:
         client = self.api()
         for pool in self.pools:
             for i in range(pool.count):
                 client.apply(node_manifest(pool, i))
-        crds = list(yaml.safe_load_all((bindir.parent / "crds" / "istio.yaml").read_text()))
+        # With istiod, its own version's CRDs; without, istio.io/api's (the same release line).
+        istio_crds = (istio_bin or bindir).parent / "crds" / "istio.yaml"
+        crds = list(yaml.safe_load_all(istio_crds.read_text()))
         crds += list(yaml.safe_load_all((bindir.parent / "crds" / "monitoring.yaml").read_text()))
         crd_names = []
         for crd in crds:
@@ -460,6 +522,10 @@ class LocalCluster:
             )
             default_sa = client.get("/api/v1/namespaces/default/serviceaccounts/default", missing_ok=True)
             if len(ready) == sum(p.count for p in self.pools) and established and default_sa:
+                if istio_bin is not None:  # istiod needs its namespace before it starts
+                    client.apply(
+                        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ISTIO_NAMESPACE}}
+                    )
                 return
             if time.monotonic() > deadline:
                 raise TimeoutError(
@@ -498,6 +564,8 @@ class LocalCluster:
             return False
         if len(state.get("pids", {})) < 5 or not self.kubeconfig.exists():
             return False
+        if self.istiod and "istiod" not in state.get("pids", {}):
+            return False  # a cluster without the mesh a caller asked for is not the one it wants
         try:
             return self.api().raw("/readyz") == b"ok"
         except OSError:
@@ -552,7 +620,11 @@ class AdminClient:
     def apply(self, obj: dict) -> dict:
         """Server-side apply an object through its REST path (cluster bootstrap only)."""
         api_version, kind, name = obj["apiVersion"], obj["kind"], obj["metadata"]["name"]
-        plural = {"Node": "nodes", "CustomResourceDefinition": "customresourcedefinitions"}[kind]
+        plural = {
+            "Node": "nodes",
+            "CustomResourceDefinition": "customresourcedefinitions",
+            "Namespace": "namespaces",
+        }[kind]
         base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
         path = f"{base}/{plural}/{name}?fieldManager=modelpilot-localcluster&force=true"
         body = json.dumps(obj).encode()

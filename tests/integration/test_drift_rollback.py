@@ -132,7 +132,7 @@ def test_prediction_drift_rolls_back(operator, prometheus, kube, api_client, nam
     http = next(p for p in kube.get("Service", "scorer", namespace)["spec"]["ports"] if p["name"] == "http")
     assert http["targetPort"] == "capture"
 
-    config_key = next(iter(cm["data"]))
+    config_key = "config.yaml"  # next to revisions.yaml and, with token auth, access.yaml
     config = tmp_path / config_key
     config.write_text(cm["data"][config_key])
     port = free_port()

@@ -12,6 +12,7 @@ Triton pod), so what the monitor accepts and refuses is what it would in a pod.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import time
@@ -189,6 +190,23 @@ async def test_the_operator_deploys_an_authenticated_monitor_that_the_api_server
 
         def auth(value: str | None) -> dict:
             return {"Authorization": f"Bearer {value}"} if value else {}
+
+        # RBAC takes effect when the API server's informer sees the binding (seconds on a loaded
+        # machine); until then the monitor answers 503 with Retry-After, and a sidecar retries.
+        review = in_cluster_review(sa_dir=own)
+        probe = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": sidecar}}
+
+        async def granted() -> bool:
+            try:
+                await review(probe)
+            except RuntimeError:
+                return False
+            return True
+
+        deadline = time.monotonic() + 30
+        while not await granted():
+            assert time.monotonic() < deadline, "the monitor's ServiceAccount never got to review tokens"
+            await asyncio.sleep(0.5)
 
         now = time.time()
         ours = as_payload(predictions(3, model=NAME, revision=revision, ts=now))
