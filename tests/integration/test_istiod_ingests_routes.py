@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from e2e.cluster.localcluster import ISTIOD_PORTS, ensure_istio_binaries
 from testkit.wait import wait_for
+from testkit.xds import virtual_host_routes, watch_until
 
 pytestmark = pytest.mark.integration
 
@@ -72,6 +73,15 @@ def test_istiod_ingests_the_operators_routes_and_istioctl_finds_no_issue(
         if namespace in str(s.get("hostname"))
     }
     assert f"{NAME}.{namespace}.svc.cluster.local" in services, services
+    # What istiod serves a sidecar in the namespace: Envoy's weighted clusters, 80/20 by subset.
+    stable, candidate = status()["stableRevision"], status()["canaryRevision"]
+
+    def split(configs: dict) -> dict[str, int] | None:
+        routes = virtual_host_routes(configs["8000"], f"{NAME}.{namespace}.svc.cluster.local")
+        weighted = [r.subsets for r in routes if len(r.clusters) > 1]
+        return weighted[-1] if weighted else None
+
+    assert watch_until(split, namespace) == {stable: 80, candidate: 20}
     analyzed = subprocess.run(
         [str(istiod / "istioctl"), "analyze", "-n", namespace, f"--kubeconfig={kubeconfig}"],
         capture_output=True,

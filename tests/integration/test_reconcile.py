@@ -120,7 +120,8 @@ def test_create_builds_expected_children_on_gpu_nodes_and_becomes_ready(
     assert dr["spec"]["subsets"] == [{"name": rev, "labels": {"modelpilot.io/revision": rev}}]
     assert dr["spec"]["trafficPolicy"]["loadBalancer"]["simple"] == "LEAST_REQUEST"
     vs = kube.get("VirtualService", "resnet", namespace)
-    assert vs["spec"]["hosts"] == ["resnet.example.com"] and vs["spec"]["gateways"] == ["mesh"]
+    # The external host, and the Service itself for in-mesh clients (the mesh gateway routes only named hosts).
+    assert vs["spec"]["hosts"] == ["resnet.example.com", "resnet"] and vs["spec"]["gateways"] == ["mesh"]
     primary = vs["spec"]["http"][-1]
     assert primary["route"] == [
         {

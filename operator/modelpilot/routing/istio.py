@@ -156,8 +156,23 @@ def http_routes(owner: Owner, spec: ModelDeploymentSpec, plan: TrafficPlan) -> l
     return routes
 
 
+def route_hosts(owner: Owner, spec: ModelDeploymentSpec) -> list[str]:
+    """The VirtualService's hosts: ``traffic.hosts``, plus the model's own Service for the mesh.
+
+    In-mesh clients call the Service (``<name>.<namespace>.svc``); a VirtualService bound to the
+    ``mesh`` gateway routes only the hosts it names, so without the Service's name those clients
+    bypass every canary, A/B and mirror rule (real istiod, asked over xDS, sent them 100 % to the
+    Service's plain cluster). Flagger's router adds the apex Service likewise. A gateway-only
+    route (no ``mesh``) keeps just the external hosts its Gateway serves.
+    """
+    hosts = list(spec.traffic.hosts)
+    if (not hosts or "mesh" in spec.traffic.gateways) and owner.name not in hosts:
+        hosts.append(owner.name)
+    return hosts
+
+
 def virtual_service(owner: Owner, spec: ModelDeploymentSpec, plan: TrafficPlan) -> dict[str, Any]:
-    hosts = list(spec.traffic.hosts) or [owner.name]
+    hosts = route_hosts(owner, spec)
     return {
         "apiVersion": ISTIO_API_VERSION,
         "kind": "VirtualService",
