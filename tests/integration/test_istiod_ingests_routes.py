@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from e2e.cluster.localcluster import ISTIOD_PORTS, ensure_istio_binaries
 from testkit.wait import wait_for
-from testkit.xds import virtual_host_routes, watch_until
+from testkit.xds import summary, virtual_host_routes, watch_until
 
 pytestmark = pytest.mark.integration
 
@@ -91,3 +91,119 @@ def test_istiod_ingests_the_operators_routes_and_istioctl_finds_no_issue(
     report = analyzed.stdout + analyzed.stderr
     assert analyzed.returncode == 0, report
     assert "Error" not in report and "Warning" not in report, report
+
+
+def headers_of(route) -> dict[str, str]:
+    """A route's header matchers as ``{name: "exact:<v>" | "regex:<v>"}`` (Envoy's StringMatcher)."""
+    out = {}
+    for header in route.match.get("headers") or ():
+        matcher = header.get("stringMatch") or {}
+        if "exact" in matcher:
+            out[header["name"]] = f"exact:{matcher['exact']}"
+        elif "safeRegex" in matcher:
+            out[header["name"]] = f"regex:{matcher['safeRegex']['regex']}"
+        else:
+            out[header["name"]] = str(matcher)
+    return out
+
+
+def flagged_spec(version: str, *, kill: bool = False) -> dict:
+    return {
+        **spec(version),
+        "rollout": {
+            "killSwitch": kill,
+            "flags": [
+                {"name": "qa", "revision": "candidate", "header": {"name": "x-qa", "exact": "1"}},
+                {
+                    "name": "partner",
+                    "revision": "stable",
+                    "header": {"name": "x-client-id", "regex": "^partner-.*$"},
+                },
+            ],
+            "steps": [{"abTest": {"header": {"name": "x-user-group", "exact": "beta"}, "duration": "1h"}}],
+        },
+    }
+
+
+def test_istiod_serves_flags_ab_matches_and_the_kill_switch_as_the_operator_decided(
+    istiod, operator, kube, namespace
+):
+    """Flag, revision-header and A/B routes as Envoy gets them, and the kill switch withdrawing them."""
+    meta = {"name": NAME, "namespace": namespace}
+    kube.apply(
+        {
+            "apiVersion": "modelpilot.io/v1alpha1",
+            "kind": "ModelDeployment",
+            "metadata": meta,
+            "spec": flagged_spec("1"),
+        }
+    )
+    status = lambda: (kube.get("ModelDeployment", NAME, namespace) or {}).get("status") or {}  # noqa: E731
+    wait_for(lambda: status().get("phase") == "Ready", 90, what="v1 Ready", diagnose=operator.log_tail)
+    kube.apply(
+        {
+            "apiVersion": "modelpilot.io/v1alpha1",
+            "kind": "ModelDeployment",
+            "metadata": meta,
+            "spec": flagged_spec("2"),
+        }
+    )
+    wait_for(lambda: status().get("canaryRevision"), 90, what="the A/B step", diagnose=operator.log_tail)
+    stable, candidate = status()["stableRevision"], status()["canaryRevision"]
+    domain = f"{NAME}.{namespace}.svc.cluster.local"
+
+    def table(configs: dict) -> list[tuple[dict[str, str], dict[str, int]]]:
+        return [(headers_of(r), r.subsets) for r in virtual_host_routes(configs["8000"], domain)]
+
+    def ab_live(configs: dict):
+        routes = table(configs)
+        return routes if ({"x-user-group": "exact:beta"}, {candidate: 100}) in routes else None
+
+    routes = watch_until(ab_live, namespace)
+    assert ({"x-qa": "exact:1"}, {candidate: 100}) in routes, routes
+    assert ({"x-client-id": "regex:^partner-.*$"}, {stable: 100}) in routes, routes
+    assert ({"x-modelpilot-revision": f"exact:{candidate}"}, {candidate: 100}) in routes, routes
+    assert ({"x-modelpilot-revision": f"exact:{stable}"}, {stable: 100}) in routes, routes
+    # Envoy takes the first route that matches: the partner pin must come before the A/B audience,
+    # and everyone else ends on stable.
+    assert routes[-1] == ({}, {stable: 100}), routes
+    order = [h for h, _ in routes]
+    assert order.index({"x-client-id": "regex:^partner-.*$"}) < order.index({"x-user-group": "exact:beta"})
+
+    # The kill switch: every route Envoy gets leads to stable, flags and revision header included.
+    kube.merge_patch("ModelDeployment", NAME, namespace, {"spec": {"rollout": {"killSwitch": True}}})
+
+    def killed(configs: dict):
+        routes = table(configs)
+        return routes if all(subsets == {stable: 100} for _, subsets in routes) else None
+
+    assert watch_until(killed, namespace, timeout=60)
+
+
+def test_istiod_mirrors_the_shadow_share_to_the_candidate(istiod, operator, kube, namespace):
+    meta = {"name": NAME, "namespace": namespace}
+    body = {"apiVersion": "modelpilot.io/v1alpha1", "kind": "ModelDeployment", "metadata": meta}
+    shadow = {"steps": [{"shadow": {"mirrorPercentage": 30, "duration": "1h"}}]}
+    kube.apply({**body, "spec": {**spec("1"), "rollout": shadow}})
+    status = lambda: (kube.get("ModelDeployment", NAME, namespace) or {}).get("status") or {}  # noqa: E731
+    wait_for(lambda: status().get("phase") == "Ready", 90, what="v1 Ready", diagnose=operator.log_tail)
+    kube.apply({**body, "spec": {**spec("2"), "rollout": shadow}})
+    wait_for(lambda: status().get("canaryRevision"), 90, what="the shadow step", diagnose=operator.log_tail)
+    stable, candidate = status()["stableRevision"], status()["canaryRevision"]
+    domain = f"{NAME}.{namespace}.svc.cluster.local"
+
+    def mirrored(configs: dict):
+        routes = virtual_host_routes(configs["8000"], domain)
+        assert [r.match.get("headers") is None for r in routes].count(True) == 1, summary(configs)
+        route = next(r for r in routes if r.match.get("headers") is None)
+        return route if route.mirrors else None
+
+    route = watch_until(mirrored, namespace)
+    assert route.subsets == {stable: 100}, "users only ever reach stable"
+    (mirror,) = route.mirrors
+    assert mirror["cluster"].split("|")[2] == candidate
+    fraction = mirror["runtimeFraction"]["defaultValue"]
+    scale = {"HUNDRED": 100, "TEN_THOUSAND": 10_000, "MILLION": 1_000_000}[
+        fraction.get("denominator", "HUNDRED")
+    ]
+    assert fraction["numerator"] / scale == 0.30
