@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from tests.unit.monitor.monitor_helpers import NOW, as_payload, config, model_entry, predictions
@@ -46,6 +49,27 @@ TOKENS = {
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+@contextlib.asynccontextmanager
+async def serving(db, cfg, tokens, access, **options) -> AsyncIterator[TestClient]:
+    """The monitor's app over a real socket, authenticating ``tokens`` against ``access``."""
+    service = MonitorService(
+        cfg,
+        db,
+        clock=lambda: NOW,
+        verifier=StaticVerifier(tokens),
+        authorize=PolicyAuthorizer(AccessPolicy.from_document(access)),
+        **options,
+    )
+    await service.start(analysis=False)
+    client = TestClient(TestServer(create_app(service)))
+    await client.start_server()
+    try:
+        yield client
+    finally:
+        await client.close()
+        await service.stop()
 
 
 @pytest.fixture
@@ -340,47 +364,23 @@ async def test_metrics_readers_scrape_and_nothing_else(tmp_path):
     """A scraper's token (a top-level metricsReaders principal) reads /metrics, and no data."""
     access = {**ACCESS, "metricsReaders": ["system:serviceaccount:monitoring:prometheus"]}
     tokens = {**TOKENS, "tok-prometheus": Identity("system:serviceaccount:monitoring:prometheus")}
-    service = MonitorService(
-        config(model_entry("fraud"), model_entry("churn")),
-        tmp_path / "m.db",
-        clock=lambda: NOW,
-        verifier=StaticVerifier(tokens),
-        authorize=PolicyAuthorizer(AccessPolicy.from_document(access)),
-    )
-    await service.start(analysis=False)
-    client = TestClient(TestServer(create_app(service)))
-    await client.start_server()
-    try:
+    cfg = config(model_entry("fraud"), model_entry("churn"))
+    async with serving(tmp_path / "m.db", cfg, tokens, access) as client:
         assert (await client.get("/metrics", headers=bearer("tok-prometheus"))).status == 200
         assert (await client.get("/metrics")).status == 401
         assert (await client.get("/metrics", headers=bearer("tok-fraud-capture"))).status == 403
         fraud = {"params": {"model": "fraud"}}
         for path in ("/v1/labeled", "/v1/status", "/v1/predictions/v1-0"):
             assert (await client.get(path, headers=bearer("tok-prometheus"), **fraud)).status == 403, path
-    finally:
-        await client.close()
-        await service.stop()
 
 
 async def test_open_metrics_needs_no_token_but_the_data_still_does(tmp_path):
     """--open-metrics: the cluster's Prometheus scrapes without a token; every data route keeps its 401."""
-    service = MonitorService(
-        config(model_entry("fraud")),
-        tmp_path / "m.db",
-        clock=lambda: NOW,
-        verifier=StaticVerifier(TOKENS),
-        authorize=PolicyAuthorizer(AccessPolicy.from_document(ACCESS)),
-        open_metrics=True,
-    )
-    await service.start(analysis=False)
-    client = TestClient(TestServer(create_app(service)))
-    await client.start_server()
-    try:
+    async with serving(
+        tmp_path / "m.db", config(model_entry("fraud")), TOKENS, ACCESS, open_metrics=True
+    ) as client:
         scraped = await client.get("/metrics")
         assert scraped.status == 200 and "modelpilot_monitor" in await scraped.text()
         for method, path, kwargs in ENDPOINTS:
             if path != "/metrics":
                 assert (await getattr(client, method)(path, **kwargs)).status == 401, path
-    finally:
-        await client.close()
-        await service.stop()
