@@ -1,7 +1,9 @@
 """The traffic driver that plays the mesh: it routes real inference requests the way Istio would.
 
-It polls a ModelDeployment's VirtualService and DestinationRule from the API server, resolves
-subsets to revisions and revisions to Triton endpoints (the fleet registry), and sends rows of the
+It polls a ModelDeployment's VirtualService and DestinationRule from the API server (or, with
+``MODELPILOT_ISTIOD=1``, the Envoy routes real istiod serves a sidecar in the namespace, over xDS:
+``DriverConfig.istiod``), resolves subsets to revisions and revisions to Triton endpoints (the
+fleet registry), and sends rows of the
 held-out set at a steady rate according to the weights, header/cookie matches and mirror of the
 routes. Every request a revision serves, mirrored copies included, is counted the way a
 destination sidecar reports it, on the driver's own ``/metrics``; user-visible answers are posted
@@ -18,6 +20,7 @@ from __future__ import annotations
 import copy
 import http.client
 import json
+import os
 import random
 import threading
 import time
@@ -58,6 +61,10 @@ class DriverConfig:
     max_requests: int | None = None
     duration_s: float | None = 600.0  # a hard bound even when max_requests is None
     poll_interval_s: float = 0.5
+    istiod: bool = field(
+        default_factory=lambda: os.environ.get("MODELPILOT_ISTIOD", "") in ("1", "true", "yes")
+    )
+    """Route by what real istiod serves a sidecar (xDS) instead of our reading of the VirtualService."""
     clients: Sequence[ClientMix] = ()
     monitor_url: str | None = None
     label_share: float = 0.5  # share of answered requests whose ground truth is posted later
@@ -243,9 +250,17 @@ class TrafficDriver:
             vs["metadata"].get("resourceVersion", ""),
             (dr or {}).get("metadata", {}).get("resourceVersion", ""),
         )
+        if self.config.istiod:
+            # Route as Istio does: the Envoy routes istiod serves a sidecar here, not our reading.
+            try:
+                table = self._istiod_table(vs, dr)
+            except Exception as exc:  # istiod unreachable or not serving this host yet: keep routing
+                self._note_error(f"istiod routes: {exc!r}")
+                return self.table
+            versions = (table.describe(), versions[1])
         if versions != self._versions:
             try:
-                table = RouteTable.from_manifests(vs, dr)
+                table = table if self.config.istiod else RouteTable.from_manifests(vs, dr)
             except (ValueError, KeyError, TypeError) as exc:  # a rule this driver does not model
                 self._note_error(f"route table: {exc!r}")
                 return self.table
@@ -256,6 +271,17 @@ class TrafficDriver:
             with self._lock:
                 self.stats.table_changes += 1
         return self.table
+
+    def _istiod_table(self, vs: dict, dr: dict | None) -> RouteTable:
+        """The table from istiod's xDS answer for the model's Service host (subsets from the DR)."""
+        from testkit.xds import fetch_routes
+
+        ns, name = self.config.namespace, self.config.name
+        ours = RouteTable.from_manifests(vs, dr)  # subsets and hosts only
+        domain = f"{name}.{ns}.svc.cluster.local"
+        hosts = fetch_routes(ns)["8000"]["virtualHosts"]
+        host = next(h for h in hosts if domain in h.get("domains", ()))
+        return RouteTable.from_envoy(host, ours.subsets, ours.hosts)
 
     def _watch(self) -> None:
         while not self._stop.wait(self.config.poll_interval_s):

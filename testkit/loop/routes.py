@@ -1,5 +1,9 @@
 """Istio routing semantics the traffic driver needs: VirtualService + DestinationRule -> a decision.
 
+Two sources, one table: the project's reading of the VirtualService (``from_manifests``), and the
+Envoy routes real istiod serves a sidecar (``from_envoy``, fetched by :mod:`testkit.xds`); a test
+holds the two to the same decisions, so the first cannot drift from what Istio does.
+
 Only the subset of Istio that ModelPilot renders is modelled, but with Istio's rules: HTTP routes
 are tried in order and the first whose ``match`` holds wins (a route without ``match`` matches
 everything); a match block is an AND of its header conditions and the blocks of one route are
@@ -106,9 +110,63 @@ class RouteTable:
         routes = tuple(_route(i, http, subsets) for i, http in enumerate(spec.get("http") or []))
         return cls(routes, subsets, tuple(str(host) for host in spec.get("hosts") or ()))
 
+    @classmethod
+    def from_envoy(
+        cls, virtual_host: Mapping[str, Any], subsets: Mapping[str, str], hosts: tuple[str, ...] = ()
+    ) -> RouteTable:
+        """The table from the routes istiod serves a sidecar (one Envoy virtual host, as JSON).
+
+        Envoy's semantics, not the VirtualService's: routes in order, one AND block each (istiod
+        splits a VirtualService route's ORed matches into one Envoy route per block), clusters
+        named ``outbound|<port>|<subset>|<host>``, the mirror from ``requestMirrorPolicies`` with its
+        ``runtimeFraction``. ``subsets`` maps subset names to revisions (the DestinationRule's).
+        """
+        routes = []
+        for index, route in enumerate(virtual_host.get("routes") or ()):
+            match = route.get("match") or {}
+            block = tuple(
+                (str(h["name"]).lower(), _envoy_string_match(h.get("stringMatch") or {}))
+                for h in match.get("headers") or ()
+            )
+            action = route.get("route") or {}
+            if "weightedClusters" in action:
+                targets = [
+                    (c["name"], int(c.get("weight", 0))) for c in action["weightedClusters"]["clusters"]
+                ]
+            else:
+                targets = [(action["cluster"], 100)] if "cluster" in action else []
+            destinations = tuple(_envoy_destination(name, weight, subsets) for name, weight in targets)
+            mirror, percent = None, 0.0
+            for policy in (action.get("requestMirrorPolicies") or [])[:1]:
+                mirror = _envoy_destination(policy["cluster"], 0, subsets)
+                fraction = (policy.get("runtimeFraction") or {}).get("defaultValue")
+                percent = 100.0 if fraction is None else 100.0 * _fraction(fraction)
+            routes.append(
+                Route(
+                    str(route.get("name") or f"route-{index}"),
+                    (block,) if block else (),
+                    destinations,
+                    mirror,
+                    percent,
+                )
+            )
+        return cls(tuple(routes), dict(subsets), hosts)
+
     @property
     def authority(self) -> str | None:
         return self.hosts[0] if self.hosts else None
+
+    def route_for(
+        self, headers: Mapping[str, str]
+    ) -> tuple[tuple[tuple[str | None, int], ...], str | None, float]:
+        """What the first route that applies does, without the dice: (revision, weight) pairs, the
+        mirror revision and its percent. Two tables that agree here route every request alike."""
+        for route in self.routes:
+            if route.applies_to(headers):
+                weights = tuple((d.revision, d.weight) for d in route.destinations if d.weight > 0)
+                mirror = route.mirror.revision if route.mirror is not None else None
+                return weights, mirror, route.mirror_percent if mirror else 0.0
+        return (), None, 0.0
 
     def decide(self, headers: Mapping[str, str], rng: random.Random) -> Decision:
         for route in self.routes:
@@ -150,6 +208,29 @@ def _string_match(spec: Mapping[str, Any]) -> StringMatch:
         if kind in spec:
             return StringMatch(kind, str(spec[kind]))
     raise ValueError(f"unsupported string match {dict(spec)!r}")
+
+
+_FRACTION_SCALE = {"HUNDRED": 100, "TEN_THOUSAND": 10_000, "MILLION": 1_000_000}
+
+
+def _fraction(value: Mapping[str, Any]) -> float:
+    return int(value.get("numerator", 0)) / _FRACTION_SCALE[str(value.get("denominator", "HUNDRED"))]
+
+
+def _envoy_string_match(spec: Mapping[str, Any]) -> StringMatch:
+    if "exact" in spec:
+        return StringMatch("exact", str(spec["exact"]))
+    if "prefix" in spec:
+        return StringMatch("prefix", str(spec["prefix"]))
+    if "safeRegex" in spec:
+        return StringMatch("regex", str(spec["safeRegex"]["regex"]))
+    raise ValueError(f"unsupported Envoy string match {dict(spec)!r}")
+
+
+def _envoy_destination(cluster: str, weight: int, subsets: Mapping[str, str]) -> Destination:
+    parts = cluster.split("|")
+    subset = parts[2] if len(parts) == 4 else ""
+    return Destination(subset, subsets.get(subset), weight)
 
 
 def _destination(item: Mapping[str, Any], subsets: Mapping[str, str], default_weight: int) -> Destination:

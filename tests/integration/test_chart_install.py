@@ -225,6 +225,10 @@ def test_namespace_mode_chart_runs_the_operator_to_ready(
         from e2e.cluster.localcluster import free_port
 
         env = {k: v for k, v in os.environ.items() if not k.startswith("MODELPILOT_")}
+        # The environment the chart gives the pod: its plain values, and what the downward API fills in.
+        (container,) = dep["spec"]["template"]["spec"]["containers"]
+        env.update({e["name"]: e["value"] for e in container.get("env", []) if "value" in e})
+        env.update({"POD_NAMESPACE": ns, "POD_NAME": "operator-0", "MODELPILOT_SERVICE_ACCOUNT": sa})
         env["MODELPILOT_WORKERS"] = "2"
         with log_path.open("wb") as log:
             proc = subprocess.Popen(

@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 from e2e.cluster.localcluster import ISTIOD_PORTS, ensure_istio_binaries
+from testkit.loop.routes import RouteTable
 from testkit.wait import wait_for
-from testkit.xds import summary, virtual_host_routes, watch_until
+from testkit.xds import fetch_routes, summary, virtual_host_routes, watch_until
 
 pytestmark = pytest.mark.integration
 
@@ -207,3 +208,70 @@ def test_istiod_mirrors_the_shadow_share_to_the_candidate(istiod, operator, kube
         fraction.get("denominator", "HUNDRED")
     ]
     assert fraction["numerator"] / scale == 0.30
+
+
+def assert_istio_routes_as_we_read(kube, namespace: str, header_sets: list[dict[str, str]]) -> None:
+    """The driver's reading of the VirtualService and istiod's Envoy routes send every header set
+    to the same revisions with the same weights and mirror."""
+    vs, dr = kube.get("VirtualService", NAME, namespace), kube.get("DestinationRule", NAME, namespace)
+    ours = RouteTable.from_manifests(vs, dr)
+    domain = f"{NAME}.{namespace}.svc.cluster.local"
+    host = next(h for h in fetch_routes(namespace)["8000"]["virtualHosts"] if domain in h["domains"])
+    istio = RouteTable.from_envoy(host, ours.subsets)
+    for headers in header_sets:
+        assert istio.route_for(headers) == ours.route_for(headers), (
+            headers,
+            istio.describe(),
+            ours.describe(),
+        )
+
+
+HEADER_SETS = [
+    {},
+    {"x-qa": "1"},
+    {"x-qa": "2"},
+    {"x-client-id": "partner-acme"},
+    {"x-client-id": "partner-acme", "x-user-group": "beta"},
+    {"x-user-group": "beta"},
+    {"x-user-group": "beta", "x-qa": "1"},
+    {"x-user-group": "alpha"},
+]
+
+
+def test_the_drivers_reading_of_istio_agrees_with_istiod(istiod, operator, kube, namespace):
+    """At each kind of step (A/B with flags, then the kill switch), istiod and our reading agree."""
+    meta = {"name": NAME, "namespace": namespace}
+    body = {"apiVersion": "modelpilot.io/v1alpha1", "kind": "ModelDeployment", "metadata": meta}
+    kube.apply({**body, "spec": flagged_spec("1")})
+    status = lambda: (kube.get("ModelDeployment", NAME, namespace) or {}).get("status") or {}  # noqa: E731
+    wait_for(lambda: status().get("phase") == "Ready", 90, what="v1 Ready", diagnose=operator.log_tail)
+    kube.apply({**body, "spec": flagged_spec("2")})
+    wait_for(lambda: status().get("canaryRevision"), 90, what="the A/B step", diagnose=operator.log_tail)
+    stable, candidate = status()["stableRevision"], status()["canaryRevision"]
+    revision_headers = [{"x-modelpilot-revision": r} for r in (stable, candidate, "nope")]
+    domain = f"{NAME}.{namespace}.svc.cluster.local"
+    watch_until(
+        lambda c: any(r.subsets == {candidate: 100} for r in virtual_host_routes(c["8000"], domain)),
+        namespace,
+    )
+    wait_for(lambda: _settled(kube, namespace), 30, what="istiod to catch up with the last write")
+    assert_istio_routes_as_we_read(kube, namespace, HEADER_SETS + revision_headers)
+    kube.merge_patch("ModelDeployment", NAME, namespace, {"spec": {"rollout": {"killSwitch": True}}})
+    watch_until(
+        lambda c: all(r.subsets == {stable: 100} for r in virtual_host_routes(c["8000"], domain)),
+        namespace,
+        timeout=60,
+    )
+    wait_for(lambda: _settled(kube, namespace), 30, what="istiod to catch up with the last write")
+    assert_istio_routes_as_we_read(kube, namespace, HEADER_SETS + revision_headers)
+
+
+def _settled(kube, namespace: str) -> bool:
+    """istiod holds the VirtualService the API server holds now (so both readings see one version)."""
+    live = kube.get("VirtualService", NAME, namespace)["metadata"]["resourceVersion"]
+    return any(
+        c.get("kind") == "VirtualService"
+        and c["metadata"].get("namespace") == namespace
+        and c["metadata"].get("resourceVersion") == live
+        for c in istiod_debug("/debug/configz") or []
+    )

@@ -85,3 +85,9 @@ app.kubernetes.io/component: monitor
 {{- define "modelpilot.peering" -}}
 {{- if or .Values.peering.enabled (gt (int .Values.replicaCount) 1) -}}true{{- end -}}
 {{- end -}}
+
+{{/* The ClusterRole that lets namespace monitors review tokens ("modelpilot-monitor-tokenreview" for
+the release "modelpilot", as modelpilot.controller.rbac names it). */}}
+{{- define "modelpilot.tokenReviewRole" -}}
+{{- printf "%s-monitor-tokenreview" (include "modelpilot.fullname" .) -}}
+{{- end -}}

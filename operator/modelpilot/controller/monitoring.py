@@ -8,8 +8,12 @@ labels and predictions outlive the models that produced them.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
+
+from kubernetes.client.exceptions import ApiException
 
 from modelpilot.api.labels import LABEL_MONITOR_NAMESPACE
 from modelpilot.controller.kube import KubeClient
@@ -22,6 +26,8 @@ from modelpilot.monitor.manifests import (
     monitor_manifests,
     selector,
 )
+
+log = logging.getLogger(__name__)
 
 MONITOR_AUTH_ENV = "MODELPILOT_MONITOR_AUTH"
 MONITOR_NETWORK_POLICY_ENV = "MODELPILOT_MONITOR_NETWORK_POLICY"
@@ -81,6 +87,7 @@ def monitor_settings_from_env(env: Mapping[str, str], image: str) -> MonitorSett
 class NamespaceMonitors:
     def __init__(self, kube: KubeClient, settings: MonitorSettings, same: Callable[[Any, Any], bool]) -> None:
         self.kube, self.settings, self.same = kube, settings, same
+        self._warned_unbound = False
 
     def models(self, namespace: str, stable_revisions: Mapping[str, str | None]) -> list[MonitoredModel]:
         """The monitored ModelDeployments, with their stable and candidate revisions.
@@ -120,6 +127,26 @@ class NamespaceMonitors:
             kinds += ("NetworkPolicy",)
         return kinds
 
+    def _token_review_bindings(self, namespace: str) -> list[dict[str, Any]] | None:
+        """The namespace monitor's TokenReview binding(s); None when this operator may not manage
+        them (namespace-scoped RBAC without MODELPILOT_MONITOR_TOKENREVIEW_ROLE="": the chart binds
+        them there), said once in the log instead of failing every reconcile of every model."""
+        # Cluster-scoped: found by the namespace it serves, not by where it lives.
+        scope = {**selector(), LABEL_MONITOR_NAMESPACE: namespace}
+        try:
+            return self.kube.list("ClusterRoleBinding", None, scope)
+        except ApiException as error:
+            if error.status != 403:
+                raise
+            if not self._warned_unbound:
+                log.warning(
+                    "namespace monitors: may not manage ClusterRoleBindings (%s); the monitors' TokenReview "
+                    "role must be bound by the installer (the chart does in namespace scope)",
+                    error.reason,
+                )
+                self._warned_unbound = True
+            return None
+
     def reconcile(self, namespace: str, stable_revisions: Mapping[str, str | None]) -> None:
         models = self.models(namespace, stable_revisions)
         live = {
@@ -127,18 +154,18 @@ class NamespaceMonitors:
             for kind in self.kinds()
             for o in self.kube.list(kind, namespace, selector())
         }
-        if self.settings.token_review_role:
-            # Cluster-scoped: found by the namespace it serves, not by where it lives.
-            scope = {**selector(), LABEL_MONITOR_NAMESPACE: namespace}
-            live.update(
-                (("ClusterRoleBinding", o["metadata"]["name"]), o)
-                for o in self.kube.list("ClusterRoleBinding", None, scope)
-            )
+        settings = self.settings
+        if settings.token_review_role:
+            bindings = self._token_review_bindings(namespace)
+            if bindings is None:  # not ours to make here: the installer binds the monitors
+                settings = replace(settings, token_review_role=None)
+            else:
+                live.update((("ClusterRoleBinding", o["metadata"]["name"]), o) for o in bindings)
         if not models and not live:
             return
         try:
             # An invalid spec.monitoring leaves only its own model out (it reports InvalidSpec itself).
-            desired = monitor_manifests(namespace, models, self.settings)
+            desired = monitor_manifests(namespace, models, settings)
         except ConfigError:  # a namespace-wide setting the monitor would refuse: keep what runs
             return
         wanted = set()

@@ -226,3 +226,36 @@ def test_byte_retention_defaults_to_80_percent_of_the_volume(tmp_path):
     assert quantity_bytes("1.5Ki") == 1536 and quantity_bytes("lots") is None
     (tmp_path / "revisions.yaml").write_text(cm["data"]["revisions.yaml"])
     assert load_revisions(tmp_path / "revisions.yaml") == {}
+
+
+class NoClusterRBAC(FakeKube):
+    """A namespace-scoped operator: the API server refuses it every cluster-scoped binding."""
+
+    def list(self, kind, namespace=None, labels=None):
+        if kind == "ClusterRoleBinding":
+            from kubernetes.client.exceptions import ApiException
+
+            raise ApiException(status=403, reason="Forbidden")
+        return super().list(kind, namespace, labels)
+
+
+def test_an_operator_that_may_not_bind_still_deploys_the_monitor_and_says_why_once(caplog):
+    """Token auth with a role to bind, but namespace-scoped RBAC: everything else is made, and the
+    log says once that the installer must bind the role (never a failed reconcile per model)."""
+    kube = NoClusterRBAC([_model_deployment("fraud", dict(FRAUD.monitoring), stable="a1")])
+    settings = MonitorSettings(auth="tokenreview", network_policy=True, token_review_role="role")
+    monitors = NamespaceMonitors(kube, settings, is_subset)  # type: ignore[arg-type]
+    with caplog.at_level("WARNING"):
+        monitors.reconcile("team-a", {"fraud": "a1"})
+        monitors.reconcile("team-a", {"fraud": "a1"})
+    kinds = {kind for kind, _ in kube.applied}
+    assert kinds == {
+        "ConfigMap",
+        "PersistentVolumeClaim",
+        "ServiceAccount",
+        "Deployment",
+        "Service",
+        "NetworkPolicy",
+    }
+    assert [r.message for r in caplog.records].count(caplog.records[0].message) == 1
+    assert "must be bound by the installer" in caplog.records[0].message

@@ -53,11 +53,11 @@ TOKEN_REVIEW_ROLE = "modelpilot-monitor-tokenreview"
 
 def operator_roles(objs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The operator's ClusterRoles: every one but the namespace monitors' TokenReview role."""
-    return [o for o in helm.find(objs, "ClusterRole") if o["metadata"]["name"] != TOKEN_REVIEW_ROLE]
-
-
-def operator_bindings(objs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [o for o in helm.find(objs, "ClusterRoleBinding") if o["roleRef"]["name"] != TOKEN_REVIEW_ROLE]
+    return [
+        o
+        for o in helm.find(objs, "ClusterRole")
+        if not o["metadata"]["name"].endswith("-monitor-tokenreview")
+    ]
 
 
 # ---- generated files ------------------------------------------------------------------------------
@@ -245,7 +245,7 @@ def test_namespace_monitors_are_authenticated_by_default(scope):
         assert sorted((b["metadata"]["name"], b["subjects"][0]["namespace"]) for b in monitor_bindings) == [
             ("modelpilot-monitor:team-a", "team-a"),
             ("modelpilot-monitor:team-b", "team-b"),
-        ]
+        ]  # the release "modelpilot": its full name is "modelpilot"
         assert all(b["subjects"][0]["name"] == "modelpilot-monitor" for b in monitor_bindings)
     volumes = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
     (source,) = volumes["monitor-token"]["projected"]["sources"]
@@ -574,3 +574,26 @@ def test_notes_render(tmp_path):
     assert f"Watching:     {NS}" in text
     assert 'kopf peering "modelpilot"' in text
     assert "http://prom:9090" in text
+
+
+def test_each_release_has_its_own_token_review_role():
+    """Uninstalling one release must not take the role that another release's monitors use."""
+    from modelpilot.controller.monitoring import monitor_settings_from_env
+
+    objs = helm.render({"rbac": {"scope": "cluster"}}, release="team-x", namespace=NS)
+    (review,) = [
+        o for o in helm.find(objs, "ClusterRole") if o["metadata"]["name"].endswith("-monitor-tokenreview")
+    ]
+    assert review["metadata"]["name"] == "team-x-modelpilot-monitor-tokenreview"
+    (role,) = operator_roles(objs)
+    (bind,) = [r for r in role["rules"] if "bind" in r["verbs"]]
+    assert bind["resourceNames"] == [review["metadata"]["name"]]
+    env = {k: v for k, v in env_of(container(operator_deployment(objs))).items() if isinstance(v, str)}
+    assert monitor_settings_from_env(env, "img").token_review_role == review["metadata"]["name"]
+    scoped = helm.render({"watchNamespaces": ["team-a"]}, release="team-x", namespace=NS)
+    (binding,) = [
+        b
+        for b in helm.find(scoped, "ClusterRoleBinding")
+        if b["roleRef"]["name"] == review["metadata"]["name"]
+    ]
+    assert binding["metadata"]["name"] == "team-x-modelpilot-monitor:team-a"
