@@ -75,19 +75,8 @@ async def serving(db, cfg, tokens, access, **options) -> AsyncIterator[TestClien
 @pytest.fixture
 async def client(tmp_path):
     cfg = config(model_entry("fraud", reviewSampleRate=1.0), model_entry("churn"))
-    service = MonitorService(
-        cfg,
-        tmp_path / "auth.db",
-        clock=lambda: NOW,
-        verifier=StaticVerifier(TOKENS),
-        authorize=PolicyAuthorizer(AccessPolicy.from_document(ACCESS)),
-    )
-    await service.start(analysis=False)
-    test_client = TestClient(TestServer(create_app(service)))
-    await test_client.start_server()
-    yield test_client
-    await test_client.close()
-    await service.stop()
+    async with serving(tmp_path / "auth.db", cfg, TOKENS, ACCESS) as test_client:
+        yield test_client
 
 
 ENDPOINTS = [
