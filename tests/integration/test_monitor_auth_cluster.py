@@ -146,7 +146,14 @@ async def test_the_operator_deploys_an_authenticated_monitor_that_the_api_server
     ]
 
     # Steady state: more passes write nothing (what the API server defaults is no reason to re-apply).
-    time.sleep(2)
+    # Once the last writes of the rollout to Ready have landed (seconds on a loaded machine).
+    settled: list[dict] = []
+
+    def quiet() -> bool:
+        settled.append(operator.writes(namespace))
+        return len(settled) > 2 and settled[-1] == settled[-2] == settled[-3]
+
+    wait_for(quiet, 30, 1.0, what="the operator to finish writing")
     before = operator.writes(namespace)
     for i in range(3):
         kube.merge_patch("ModelDeployment", NAME, namespace, {"metadata": {"labels": {"poke": str(i)}}})
