@@ -134,14 +134,18 @@ def fetch_routes(
     return out
 
 
-def virtual_host_routes(config: Mapping[str, Any], domain: str) -> list[WeightedRoute]:
-    """The routes of the virtual host that serves ``domain`` (a host the VirtualService names)."""
+def virtual_host(config: Mapping[str, Any], domain: str) -> Mapping[str, Any]:
+    """The virtual host of a route configuration that serves ``domain`` (a VirtualService host)."""
     for host in config.get("virtualHosts") or ():
         if domain in host.get("domains", ()):
-            return [_route_of(r) for r in host.get("routes") or ()]
-    raise KeyError(
-        f"no virtual host for {domain!r}; hosts: {[h.get('name') for h in config.get('virtualHosts') or ()]}"
-    )
+            return host
+    hosts = [h.get("name") for h in config.get("virtualHosts") or ()]
+    raise KeyError(f"no virtual host for {domain!r}; hosts: {hosts}")
+
+
+def virtual_host_routes(config: Mapping[str, Any], domain: str) -> list[WeightedRoute]:
+    """The routes of the virtual host that serves ``domain``."""
+    return [_route_of(r) for r in virtual_host(config, domain).get("routes") or ()]
 
 
 def watch_until(

@@ -252,6 +252,7 @@ class TrafficDriver:
         )
         if self.config.istiod:
             # Route as Istio does: the Envoy routes istiod serves a sidecar here, not our reading.
+            # istiod may change them without a new resourceVersion, so the routes are the version.
             try:
                 table = self._istiod_table(vs, dr)
             except Exception as exc:  # istiod unreachable or not serving this host yet: keep routing
@@ -259,11 +260,12 @@ class TrafficDriver:
                 return self.table
             versions = (table.describe(), versions[1])
         if versions != self._versions:
-            try:
-                table = table if self.config.istiod else RouteTable.from_manifests(vs, dr)
-            except (ValueError, KeyError, TypeError) as exc:  # a rule this driver does not model
-                self._note_error(f"route table: {exc!r}")
-                return self.table
+            if not self.config.istiod:
+                try:
+                    table = RouteTable.from_manifests(vs, dr)
+                except (ValueError, KeyError, TypeError) as exc:  # a rule this driver does not model
+                    self._note_error(f"route table: {exc!r}")
+                    return self.table
             for revision in table.subsets.values():
                 self.metrics.precreate(revision)
             self.table, self._versions = table, versions
@@ -274,13 +276,11 @@ class TrafficDriver:
 
     def _istiod_table(self, vs: dict, dr: dict | None) -> RouteTable:
         """The table from istiod's xDS answer for the model's Service host (subsets from the DR)."""
-        from testkit.xds import fetch_routes
+        from testkit.xds import fetch_routes, virtual_host
 
         ns, name = self.config.namespace, self.config.name
         ours = RouteTable.from_manifests(vs, dr)  # subsets and hosts only
-        domain = f"{name}.{ns}.svc.cluster.local"
-        hosts = fetch_routes(ns)["8000"]["virtualHosts"]
-        host = next(h for h in hosts if domain in h.get("domains", ()))
+        host = virtual_host(fetch_routes(ns)["8000"], f"{name}.{ns}.svc.cluster.local")
         return RouteTable.from_envoy(host, ours.subsets, ours.hosts)
 
     def _watch(self) -> None:

@@ -16,7 +16,7 @@ import pytest
 from e2e.cluster.localcluster import ISTIOD_PORTS, ensure_istio_binaries
 from testkit.loop.routes import RouteTable
 from testkit.wait import wait_for
-from testkit.xds import fetch_routes, summary, virtual_host_routes, watch_until
+from testkit.xds import fetch_routes, summary, virtual_host, virtual_host_routes, watch_until
 
 pytestmark = pytest.mark.integration
 
@@ -216,7 +216,7 @@ def assert_istio_routes_as_we_read(kube, namespace: str, header_sets: list[dict[
     vs, dr = kube.get("VirtualService", NAME, namespace), kube.get("DestinationRule", NAME, namespace)
     ours = RouteTable.from_manifests(vs, dr)
     domain = f"{NAME}.{namespace}.svc.cluster.local"
-    host = next(h for h in fetch_routes(namespace)["8000"]["virtualHosts"] if domain in h["domains"])
+    host = virtual_host(fetch_routes(namespace)["8000"], domain)
     istio = RouteTable.from_envoy(host, ours.subsets)
     for headers in header_sets:
         assert istio.route_for(headers) == ours.route_for(headers), (
